@@ -1,0 +1,235 @@
+"""cmbench's own checkpoint format (the toy zoo and anything cmbench trains).
+
+A native checkpoint is a plain dict written by ``torch.save``::
+
+    {"format": "cmbench-native-v1", "arch": str, "arch_kwargs": dict, "family": str,
+     "model_options": dict, "meta": dict, "state_dict": {name: tensor}}
+
+holding only tensors, str, int, float, bool, None and lists / tuples / dicts of those, so it
+loads with ``torch.load(weights_only=True)``: loading never unpickles arbitrary objects and so
+never runs code from the file. The network is rebuilt from ``arch`` and ``arch_kwargs`` through
+:func:`cmbench.nets.build_network`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from cmbench.checkpoints.hashing import sha256_file
+from cmbench.nets import build_network
+
+FORMAT = "cmbench-native-v1"
+KEYS = ("format", "arch", "arch_kwargs", "family", "model_options", "meta", "state_dict")
+_PLAIN = (str, int, float, bool, type(None))
+_SHOWN = 5  # how many offending keys an error message lists
+
+
+@dataclass
+class NativeCheckpoint:
+    """A loaded native checkpoint: the network (in eval mode) and what the file said about it."""
+
+    net: nn.Module
+    arch: str
+    arch_kwargs: dict
+    family: str
+    model_options: dict
+    meta: dict
+    sha256: str
+    path: Path
+
+
+def save_native(
+    path: str | os.PathLike,
+    net: nn.Module,
+    *,
+    arch: str,
+    arch_kwargs: dict,
+    family: str,
+    model_options: dict,
+    meta: dict | None = None,
+    overwrite: bool = False,
+) -> str:
+    """Write ``net`` as a native checkpoint at ``path`` atomically; return the file's sha256.
+
+    Refuses (FileExistsError) to replace an existing file unless ``overwrite``. Raises
+    ValueError if a field holds something other than plain data.
+    """
+    path = Path(path)
+    payload = {
+        "format": FORMAT,
+        "arch": arch,
+        "arch_kwargs": arch_kwargs,
+        "family": family,
+        "model_options": model_options,
+        "meta": {} if meta is None else meta,
+        "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
+    }
+    for key in ("arch", "family"):
+        if not isinstance(payload[key], str):
+            raise ValueError(f"save_native({path}): {key} must be a str, got {type(payload[key]).__name__}")
+    for key in ("arch_kwargs", "model_options", "meta"):
+        if not isinstance(payload[key], dict):
+            raise ValueError(f"save_native({path}): {key} must be a dict, got {type(payload[key]).__name__}")
+        _check_plain(payload[key], f"{key}", path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it")
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        if overwrite:
+            os.replace(tmp_name, path)
+        else:
+            _publish_exclusive(tmp_name, path)
+    finally:
+        if os.path.exists(tmp_name):
+            os.unlink(tmp_name)
+    return sha256_file(path)
+
+
+def load_native(
+    path: str | os.PathLike,
+    *,
+    device: torch.device | str = "cpu",
+    expected_sha256: str | None = None,
+) -> NativeCheckpoint:
+    """Load a native checkpoint without unpickling arbitrary objects; rebuild and check its net.
+
+    Raises FileNotFoundError if ``path`` is missing and ValueError (naming the file) if it is
+    not a native checkpoint, its state dict does not fit its architecture, or its hash differs
+    from ``expected_sha256``. The file is read once, so the hash is that of the bytes loaded.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"native checkpoint {path} does not exist")
+    data = path.read_bytes()
+    sha256 = hashlib.sha256(data).hexdigest()
+    if expected_sha256 is not None and sha256 != expected_sha256.lower():
+        raise ValueError(f"{path}: sha256 mismatch: expected {expected_sha256}, file has {sha256}")
+    try:
+        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ValueError(
+            f"{path} is not a cmbench native checkpoint: torch.load(weights_only=True) refused it "
+            f"(it is corrupt or contains non-tensor objects, which cmbench never unpickles): "
+            f"{_reason(err)}"
+        ) from err
+    _check_payload(payload, path)
+
+    try:
+        net = build_network(payload["arch"], payload["arch_kwargs"])
+    except ValueError as err:
+        raise ValueError(f"{path}: cannot build its network: {err}") from err
+    _check_state_dict(net, payload["state_dict"], path)
+    net.load_state_dict(payload["state_dict"], strict=True)
+    net.eval().to(device)
+    return NativeCheckpoint(
+        net=net,
+        arch=payload["arch"],
+        arch_kwargs=payload["arch_kwargs"],
+        family=payload["family"],
+        model_options=payload["model_options"],
+        meta=payload["meta"],
+        sha256=sha256,
+        path=path,
+    )
+
+
+def _publish_exclusive(tmp_name: str, path: Path) -> None:
+    """Move ``tmp_name`` to ``path`` unless ``path`` exists (checked atomically where possible)."""
+    try:
+        os.link(tmp_name, path)  # fails if path exists, even if it appeared after our check
+    except FileExistsError:
+        raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it") from None
+    except OSError:  # file system without hard links
+        if path.exists():
+            raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it") from None
+        os.replace(tmp_name, path)
+
+
+def _check_plain(value, where: str, path: Path) -> None:
+    if isinstance(value, _PLAIN) or isinstance(value, torch.Tensor):
+        return
+    if type(value) in (list, tuple):
+        for i, item in enumerate(value):
+            _check_plain(item, f"{where}[{i}]", path)
+        return
+    if type(value) is dict:
+        for key, item in value.items():
+            if not isinstance(key, _PLAIN):
+                raise ValueError(f"save_native({path}): {where} has a non-plain key {key!r}")
+            _check_plain(item, f"{where}[{key!r}]", path)
+        return
+    raise ValueError(
+        f"save_native({path}): {where} holds a {type(value).__name__}; accepted: tensors, str, "
+        "int, float, bool, None and lists / tuples / dicts of those"
+    )
+
+
+def _check_payload(payload, path: Path) -> None:
+    if not isinstance(payload, dict):
+        raise ValueError(f"{path} is not a cmbench native checkpoint: top level is a {type(payload).__name__}, not a dict")
+    found = payload.get("format", "<no 'format' key>")
+    if found != FORMAT:
+        raise ValueError(f"{path}: checkpoint format is {found!r}; accepted: {FORMAT!r}")
+    missing = [k for k in KEYS if k not in payload]
+    if missing:
+        raise ValueError(f"{path}: native checkpoint lacks key(s) {', '.join(missing)}; expected {', '.join(KEYS)}")
+    expected_types = {"arch": str, "family": str, "arch_kwargs": dict, "model_options": dict,
+                      "meta": dict, "state_dict": dict}
+    for key, kind in expected_types.items():
+        if not isinstance(payload[key], kind):
+            raise ValueError(f"{path}: {key!r} must be a {kind.__name__}, got {type(payload[key]).__name__}")
+    not_tensors = [k for k, v in payload["state_dict"].items() if not isinstance(v, torch.Tensor)]
+    if not_tensors:
+        raise ValueError(f"{path}: state_dict entries that are not tensors: {_first(not_tensors)}")
+
+
+def _check_state_dict(net: nn.Module, state_dict: dict, path: Path) -> None:
+    """Raise ValueError listing missing / unexpected keys and shape mismatches, if any."""
+    own = net.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    shapes = [
+        f"{k}: file {tuple(state_dict[k].shape)} vs net {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in state_dict and state_dict[k].shape != v.shape
+    ]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"missing keys ({len(missing)}): {_first(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys ({len(unexpected)}): {_first(unexpected)}")
+        if shapes:
+            parts.append(f"shape mismatches ({len(shapes)}): {_first(shapes)}")
+        raise ValueError(f"{path}: state_dict does not fit its architecture; " + "; ".join(parts))
+
+
+def _reason(err: Exception) -> str:
+    """The informative line of torch.load's refusal (it also suggests unsafe loading; drop that)."""
+    text = str(err)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        detail = " ".join(text.split(marker, 1)[1].split())
+        detail = detail.split(" Please use ")[0].split(" Check the documentation")[0]
+        return f"{marker} {detail}"
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0] if lines else type(err).__name__
+
+
+def _first(items: list[str]) -> str:
+    shown = ", ".join(items[:_SHOWN])
+    return shown + (f", ... ({len(items) - _SHOWN} more)" if len(items) > _SHOWN else "")

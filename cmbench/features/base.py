@@ -1,0 +1,52 @@
+"""Feature extractors: uint8 images in, named feature layers out.
+
+Layer names are shared across extractors so metrics can ask for what they need without
+knowing the network:
+
+- ``pool``: one global feature vector per image (Inception pool3, 2048-d; the toy classifier's
+  penultimate layer; raw pixels). FID, KID, precision/recall use it.
+- ``logits``: class logits (Inception's bias-free 1008-way fc). Inception Score uses it.
+- ``spatial``: spatial features for sFID (ADM's mixed_6/conv, first 7 channels).
+
+An extractor declares the layers it has; ``extract`` computes the union of the requested layers
+in one pass over the images.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import torch
+
+LAYERS = ("pool", "logits", "spatial")
+
+
+class FeatureExtractor:
+    """Base class. ``identity`` names what produced the features; reference statistics record it."""
+
+    name: str = "?"
+    layers: tuple[str, ...] = ()
+
+    @property
+    def identity(self) -> dict[str, str]:
+        """What makes two feature sets comparable: the extractor's name and a hash of its weights."""
+        return {"extractor": self.name, "extractor_sha256": self.weights_sha256}
+
+    @property
+    def weights_sha256(self) -> str:
+        raise NotImplementedError
+
+    def to(self, device: torch.device | str) -> "FeatureExtractor":
+        return self
+
+    def check_layers(self, layers: Iterable[str]) -> None:
+        missing = sorted(set(layers) - set(self.layers))
+        if missing:
+            raise ValueError(
+                f"feature extractor {self.name!r} has no layer(s) {', '.join(missing)}; "
+                f"it has: {', '.join(self.layers)}"
+            )
+
+    def extract(self, images: torch.Tensor, layers: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Features of uint8 NCHW ``images`` for each requested layer, as float tensors ``[N, ...]``."""
+        raise NotImplementedError

@@ -1,0 +1,136 @@
+"""Metrics: pure functions of feature layers (and reference statistics), numbers out.
+
+The registry tells the runner which feature layers each metric needs (so features are extracted
+once, for the union), which result columns it fills and whether it needs reference statistics.
+Conventions that change a number (IS splits, precision/recall k and batch size, the FID matrix
+square root) are fields of :class:`MetricOptions`, set by the evaluator profile.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+# Submodules are bound by module name (cmbench.metrics.precision_recall stays the module, not
+# the function of the same name).
+from cmbench.metrics import fid, inception_score, precision_recall
+from cmbench.metrics.reference import ReferenceStats
+
+
+@dataclass(frozen=True)
+class MetricOptions:
+    """Metric conventions; defaults follow the ADM evaluator / EDM (facts.md §4)."""
+
+    is_splits: int = 10
+    pr_k: int = 3
+    pr_batch_size: int = 10000
+    fid_sqrt: str = "eigh"
+
+    def __post_init__(self) -> None:
+        for name in ("is_splits", "pr_k", "pr_batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"metric option {name} must be a positive integer; got {value!r}")
+        if self.fid_sqrt not in fid.FID_SQRT_METHODS:
+            raise ValueError(
+                f"metric option fid_sqrt is {self.fid_sqrt!r}; accepted: {', '.join(fid.FID_SQRT_METHODS)}"
+            )
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    layers: tuple[str, ...]
+    columns: tuple[str, ...]
+    needs_reference: bool
+    compute: Callable[[dict[str, np.ndarray], ReferenceStats | None, MetricOptions], dict[str, float]]
+
+
+def _fid(features: dict[str, np.ndarray], reference: ReferenceStats, options: MetricOptions) -> dict[str, float]:
+    if "pool" not in reference.mu:
+        raise ValueError(
+            f"reference statistics have no 'pool' layer for FID (they have: "
+            f"{', '.join(sorted(reference.mu)) or 'none'}); recompute them with layer 'pool'"
+        )
+    mu, sigma = fid.feature_statistics(features["pool"])
+    value = fid.frechet_distance(mu, sigma, reference.mu["pool"], reference.sigma["pool"], options.fid_sqrt)
+    return {"fid": value}
+
+
+def _inception_score(
+    features: dict[str, np.ndarray], reference: ReferenceStats | None, options: MetricOptions
+) -> dict[str, float]:
+    mean, std = inception_score.inception_score(features["logits"], splits=options.is_splits)
+    return {"is_mean": mean, "is_std": std}
+
+
+def _precision_recall(
+    features: dict[str, np.ndarray], reference: ReferenceStats, options: MetricOptions
+) -> dict[str, float]:
+    if "pool" not in reference.features:
+        raise ValueError(
+            "the reference file has no real features for precision/recall (array 'features.pool'); "
+            "recompute the reference statistics keeping real features, e.g. "
+            "ReferenceStats.from_features(..., keep_features={'pool': 10000})"
+        )
+    precision, recall = precision_recall.precision_recall(
+        reference.features["pool"], features["pool"], k=options.pr_k, batch_size=options.pr_batch_size
+    )
+    return {"precision": precision, "recall": recall}
+
+
+METRICS: dict[str, Metric] = {
+    m.name: m
+    for m in (
+        Metric("fid", ("pool",), ("fid",), True, _fid),
+        Metric("inception_score", ("logits",), ("is_mean", "is_std"), False, _inception_score),
+        Metric("precision_recall", ("pool",), ("precision", "recall"), True, _precision_recall),
+    )
+}
+
+
+def _lookup(names: Iterable[str]) -> list[Metric]:
+    names = [names] if isinstance(names, str) else list(names)
+    unknown = [n for n in names if n not in METRICS]
+    if unknown:
+        raise ValueError(f"unknown metric(s) {', '.join(map(repr, unknown))}; accepted: {', '.join(METRICS)}")
+    return [METRICS[n] for n in names]
+
+
+def layers_for(metric_names: Iterable[str]) -> tuple[str, ...]:
+    """Sorted union of the feature layers the named metrics need."""
+    return tuple(sorted({layer for m in _lookup(metric_names) for layer in m.layers}))
+
+
+def compute_metrics(
+    names: Iterable[str],
+    features: dict[str, np.ndarray],
+    reference: ReferenceStats | None,
+    options: MetricOptions,
+) -> dict[str, float]:
+    """Run the named metrics on ``features`` (layer → ``[N, ...]``); returns column → value."""
+    metrics = _lookup(names)
+    results: dict[str, float] = {}
+    for metric in metrics:
+        missing = [layer for layer in metric.layers if layer not in features]
+        if missing:
+            raise ValueError(
+                f"metric {metric.name!r} needs feature layer(s) {', '.join(missing)}; "
+                f"got layers: {', '.join(sorted(features)) or 'none'}"
+            )
+        if metric.needs_reference and reference is None:
+            raise ValueError(f"metric {metric.name!r} needs reference statistics; none were given")
+        results.update(metric.compute(features, reference, options))
+    return results
+
+
+__all__ = [
+    "METRICS",
+    "Metric",
+    "MetricOptions",
+    "ReferenceStats",
+    "compute_metrics",
+    "layers_for",
+]

@@ -1,0 +1,74 @@
+"""Result rows on disk: ``results.jsonl`` (the record) and ``results.csv`` (flat, for pandas).
+
+Both files are rewritten atomically after every finished row, so a run killed at any moment
+leaves every finished row intact and no half-written file; rerunning skips finished rows. A row
+remembers the fingerprint of the configuration that produced it: resuming with a changed
+configuration is an error unless the caller asks to recompute (nothing is overwritten silently).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .atomic import atomic_write_text
+
+RESULTS_JSONL = "results.jsonl"
+RESULTS_CSV = "results.csv"
+# The flat columns every row has, in order; later columns follow in first-seen order.
+COLUMNS = (
+    "suite", "row_id", "model", "family", "sampler", "sampler_label", "nfe", "num_samples",
+    "fid", "is_mean", "is_std", "precision", "recall", "seconds_per_sample", "seed_start",
+    "checkpoint_sha256", "cmbench_version",
+)
+
+
+class ResultStore:
+    """The rows of one run folder, keyed by ``row_id``."""
+
+    def __init__(self, run_dir: str | Path):
+        self.run_dir = Path(run_dir)
+        self.rows: dict[str, dict[str, Any]] = {}
+        path = self.run_dir / RESULTS_JSONL
+        if path.exists():
+            for number, line in enumerate(path.read_text().splitlines(), start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise ValueError(f"{path}:{number}: not a JSON object ({err}); the file was edited or damaged") from None
+                self.rows[row["row_id"]] = row
+
+    def get(self, row_id: str) -> dict[str, Any] | None:
+        return self.rows.get(row_id)
+
+    def put(self, row: dict[str, Any]) -> None:
+        """Add or replace a row and rewrite both files atomically."""
+        self.rows[row["row_id"]] = row
+        lines = [json.dumps(_jsonable(r), sort_keys=False) for r in self.rows.values()]
+        atomic_write_text(self.run_dir / RESULTS_JSONL, "\n".join(lines) + "\n")
+        atomic_write_text(self.run_dir / RESULTS_CSV, to_frame(list(self.rows.values())).to_csv(index=False))
+
+
+def to_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """Rows as a flat table: nested values (schedule, options) become JSON text."""
+    extra = [k for r in rows for k in r if k not in COLUMNS]
+    columns = list(COLUMNS) + list(dict.fromkeys(extra))
+    flat = [{k: (json.dumps(v) if isinstance(v, (list, dict)) else v) for k, v in r.items()} for r in rows]
+    return pd.DataFrame(flat, columns=columns)
+
+
+def _jsonable(value: Any) -> Any:
+    """Non-finite floats become null so the file stays strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value

@@ -1,0 +1,190 @@
+"""Sampler registry: each sampler is a pure function plus the rule that builds its time grid.
+
+Every sampler has the signature ``sample(model, latents, sigmas, *, noise, labels, **options)
+-> (images, nfe)`` where ``latents`` are standard normal, ``sigmas`` a float64 grid and ``nfe``
+the number of model evaluations the call made per image.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+import torch
+
+from ..models.base import NoiseRange
+from .consistency import sample_cm_multistep
+from .ctm import sample_ctm_gamma
+from .ddim import sample_ddim
+from .edm import sample_edm
+from .schedules import append_zero, cosine_ve_sigmas, karras_index_sigmas, karras_sigmas
+
+TIME_POINT_UNITS = ("sigma", "karras_index")
+
+
+@dataclass(frozen=True)
+class Sampler:
+    """A registered sampler: what it needs from the model, its options and its grid rule."""
+
+    name: str
+    requires: str
+    summary: str
+    sample: Callable[..., tuple[torch.Tensor, int]]
+    sample_options: Mapping[str, Any]
+    schedule_options: Mapping[str, Any]
+    nfe_rule: str
+    nfe_ok: Callable[[int], bool]
+    build_grid: Callable[[NoiseRange, int, Mapping[str, Any]], torch.Tensor]
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """Every accepted option with its default."""
+        return {**self.schedule_options, **self.sample_options}
+
+    def with_defaults(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(options) - set(self.options))
+        if unknown:
+            raise ValueError(
+                f"sampler {self.name!r} has no option(s) {', '.join(unknown)}; "
+                f"accepted: {', '.join(sorted(self.options))}"
+            )
+        return {**self.options, **options}
+
+    def schedule(self, noise_range: NoiseRange, nfe: int, options: Mapping[str, Any]) -> torch.Tensor:
+        """The float64 time grid this sampler uses for ``nfe`` evaluations."""
+        if not self.nfe_ok(nfe):
+            raise ValueError(f"sampler {self.name!r} cannot make NFE {nfe}: {self.nfe_rule}")
+        return self.build_grid(noise_range, nfe, self.with_defaults(options))
+
+    def run(
+        self,
+        model,
+        latents: torch.Tensor,
+        sigmas: torch.Tensor,
+        *,
+        noise,
+        labels: torch.Tensor | None,
+        options: Mapping[str, Any],
+    ) -> tuple[torch.Tensor, int]:
+        full = self.with_defaults(options)
+        kwargs = {k: full[k] for k in self.sample_options}
+        return self.sample(model, latents, sigmas, noise=noise, labels=labels, **kwargs)
+
+
+def _edm_grid(noise_range: NoiseRange, steps: int, options: Mapping[str, Any]) -> torch.Tensor:
+    return append_zero(karras_sigmas(steps, noise_range.sigma_min, noise_range.sigma_max, options["rho"]))
+
+
+def _trajectory_grid(noise_range: NoiseRange, nfe: int, options: Mapping[str, Any]) -> torch.Tensor:
+    """The n + 1 grid points σ_0 > … > σ_n of CM multistep and CTM γ-sampling.
+
+    ``time_points`` maps an NFE to explicit points: σ values (``time_point_units: sigma``) or
+    indices into a ``karras_steps``-point Karras grid (``karras_index``, the official ``ts``, whose
+    last index is the grid's end σ_min). NFEs without an entry use a Karras grid of n + 1 points.
+    """
+    units = options["time_point_units"]
+    if units not in TIME_POINT_UNITS:
+        raise ValueError(f"time_point_units {units!r} is not one of {', '.join(TIME_POINT_UNITS)}")
+    points = {int(k): v for k, v in (options["time_points"] or {}).items()}.get(nfe)
+    lo, hi, rho = noise_range.sigma_min, noise_range.sigma_max, options["rho"]
+    if points is None:
+        return karras_sigmas(nfe + 1, lo, hi, rho)
+    if len(points) != nfe + 1:
+        raise ValueError(
+            f"time_points for NFE {nfe} must list {nfe + 1} points (NFE evaluation points and the "
+            f"terminal one), got {len(points)}: {list(points)}"
+        )
+    if units == "karras_index":
+        grid = karras_index_sigmas(points, options["karras_steps"], lo, hi, rho)
+    else:
+        grid = torch.tensor([float(p) for p in points], dtype=torch.float64)
+    if not bool((grid[:-1] > grid[1:]).all()) or float(grid[-1]) <= 0:
+        raise ValueError(f"time_points for NFE {nfe} must be positive and strictly decreasing in σ, got {grid.tolist()}")
+    return grid
+
+
+def _ddim_grid(noise_range: NoiseRange, nfe: int, options: Mapping[str, Any]) -> torch.Tensor:
+    return cosine_ve_sigmas(nfe, options["logsnr_min"], options["logsnr_max"])
+
+
+_EDM_SAMPLE_OPTIONS = {"s_churn": 0.0, "s_min": 0.0, "s_max": float("inf"), "s_noise": 1.0}
+_TRAJECTORY_SCHEDULE = {"rho": 7.0, "time_points": {}, "time_point_units": "sigma", "karras_steps": 40}
+
+
+def _heun(model, latents, sigmas, **kwargs):
+    return sample_edm(model, latents, sigmas, second_order=True, **kwargs)
+
+
+def _euler(model, latents, sigmas, **kwargs):
+    return sample_edm(model, latents, sigmas, second_order=False, **kwargs)
+
+
+SAMPLERS: dict[str, Sampler] = {
+    s.name: s
+    for s in (
+        Sampler(
+            name="heun",
+            requires="denoise",
+            summary="EDM Algorithm 2, second order (Heun), optional churn",
+            sample=_heun,
+            sample_options=MappingProxyType(_EDM_SAMPLE_OPTIONS),
+            schedule_options=MappingProxyType({"rho": 7.0}),
+            nfe_rule="Heun with N steps makes 2N − 1 evaluations, so NFE must be odd (1, 3, 5, …)",
+            nfe_ok=lambda n: n >= 1 and n % 2 == 1,
+            build_grid=lambda r, n, o: _edm_grid(r, (n + 1) // 2, o),
+        ),
+        Sampler(
+            name="euler",
+            requires="denoise",
+            summary="EDM Algorithm 2, first order (Euler), optional churn",
+            sample=_euler,
+            sample_options=MappingProxyType(_EDM_SAMPLE_OPTIONS),
+            schedule_options=MappingProxyType({"rho": 7.0}),
+            nfe_rule="Euler with N steps makes N evaluations (NFE ≥ 1)",
+            nfe_ok=lambda n: n >= 1,
+            build_grid=_edm_grid,
+        ),
+        Sampler(
+            name="cm_multistep",
+            requires="consistency",
+            summary="consistency-model multistep sampling (CM Algorithm 1)",
+            sample=sample_cm_multistep,
+            sample_options=MappingProxyType({"clip_denoised": True}),
+            schedule_options=MappingProxyType(_TRAJECTORY_SCHEDULE),
+            nfe_rule="one consistency evaluation per time point (NFE ≥ 1)",
+            nfe_ok=lambda n: n >= 1,
+            build_grid=_trajectory_grid,
+        ),
+        Sampler(
+            name="ctm_gamma",
+            requires="jump",
+            summary="CTM γ-sampling (γ = 0 long jumps, γ = 1 CM multistep)",
+            sample=sample_ctm_gamma,
+            sample_options=MappingProxyType({"gamma": 0.0}),
+            schedule_options=MappingProxyType(_TRAJECTORY_SCHEDULE),
+            nfe_rule="one jump per step (NFE ≥ 1)",
+            nfe_ok=lambda n: n >= 1,
+            build_grid=_trajectory_grid,
+        ),
+        Sampler(
+            name="ddim",
+            requires="ddim_x0",
+            summary="deterministic DDIM in the cosine log-SNR schedule (PD)",
+            sample=sample_ddim,
+            sample_options=MappingProxyType({"clip_denoised": True}),
+            schedule_options=MappingProxyType({"logsnr_min": -20.0, "logsnr_max": 20.0}),
+            nfe_rule="one evaluation per DDIM step (NFE ≥ 1)",
+            nfe_ok=lambda n: n >= 1,
+            build_grid=_ddim_grid,
+        ),
+    )
+}
+
+
+def get_sampler(name: str) -> Sampler:
+    try:
+        return SAMPLERS[name]
+    except KeyError:
+        raise ValueError(f"unknown sampler {name!r}; accepted: {', '.join(SAMPLERS)}") from None

@@ -1,0 +1,249 @@
+"""Suite files: schema, validation with precise errors, ``--set`` overrides and grid expansion.
+
+A suite names models, samplers with their NFE lists, metrics, the feature extractor, reference
+statistics and sample counts. Validation happens before anything runs and every error names the
+file, the key path and what is accepted. Relative paths inside a suite (checkpoints, reference
+statistics) resolve against the suite file's folder; the output folder resolves against the
+current directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from . import features as features_registry
+from .images import QUANTISATIONS
+from .metrics import METRICS, MetricOptions
+from .metrics.fid import FID_SQRT_METHODS
+from .models import FAMILIES, family_maps, validate_model_spec
+from .samplers import SAMPLERS
+from .validate import Checker, ConfigError
+
+DEVICES = ("auto", "cpu", "cuda")
+TOP_REQUIRED = ("name", "num_samples", "models", "runs")
+TOP_OPTIONAL = (
+    "description", "seed_start", "batch_size", "device", "quantisation", "output_dir",
+    "features", "metrics", "metric_options", "reference", "grid_images",
+)
+RUN_KEYS = ("model", "sampler", "nfe", "name", "options")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    family: str
+    options: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Row:
+    """One result row: a model, a sampler configuration and an NFE."""
+
+    row_id: str
+    model: str
+    sampler: str
+    label: str
+    nfe: int
+    options: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    source: str
+    base_dir: Path
+    num_samples: int
+    models: dict[str, ModelSpec]
+    rows: list[Row]
+    description: str = ""
+    seed_start: int = 0
+    batch_size: int = 256
+    device: str = "auto"
+    quantisation: str = "round"
+    output_dir: str = ""
+    features: dict[str, Any] = field(default_factory=lambda: {"extractor": "pixels"})
+    metrics: tuple[str, ...] = ("fid",)
+    metric_options: MetricOptions = MetricOptions()
+    reference: dict[str, Any] = field(default_factory=dict)
+    grid_images: int = 64
+
+    def resolve(self, path: str) -> Path:
+        """A path from the suite, relative to the suite file's folder unless absolute."""
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else (self.base_dir / p)
+
+    def row_fingerprint(self, row: Row) -> str:
+        """A hash of everything that changes a row's numbers; a resumed row must match it."""
+        config = {
+            "model": self.models[row.model].__dict__, "sampler": row.sampler, "options": row.options,
+            "nfe": row.nfe, "num_samples": self.num_samples, "seed_start": self.seed_start,
+            "quantisation": self.quantisation, "features": self.features, "metrics": sorted(self.metrics),
+            "metric_options": self.metric_options.__dict__, "reference": self.reference,
+        }
+        return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def load_suite(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Suite:
+    """Read, override (``key.path=value``) and validate a suite file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"suite file {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(str(path), "", f"not valid YAML: {err}") from None
+    for item in overrides:
+        apply_override(raw, item, str(path))
+    return parse_suite(raw, str(path), path.parent)
+
+
+def apply_override(raw: Any, item: str, source: str) -> None:
+    """Set ``a.b.0.c=value`` in the raw suite; the value is parsed as YAML (``nfe=[1,2]``)."""
+    if "=" not in item:
+        raise ConfigError(source, item, "--set needs key.path=value")
+    key, value = item.split("=", 1)
+    parts = key.strip().split(".")
+    node = raw
+    for i, part in enumerate(parts[:-1]):
+        node = _child(node, part, ".".join(parts[: i + 1]), source)
+    last = parts[-1]
+    if isinstance(node, list):
+        if not last.isdigit() or int(last) >= len(node):
+            raise ConfigError(source, key, f"--set: index {last!r} is not in a list of {len(node)} items")
+        node[int(last)] = yaml.safe_load(value)
+    elif isinstance(node, dict):
+        node[last] = yaml.safe_load(value)
+    else:
+        raise ConfigError(source, key, "--set: the parent of this key is not a mapping or list")
+
+
+def _child(node: Any, part: str, path: str, source: str) -> Any:
+    if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+        return node[int(part)]
+    if isinstance(node, dict):
+        return node.setdefault(part, {})
+    raise ConfigError(source, path, "--set: no such key or list index")
+
+
+def parse_suite(raw: Any, source: str, base_dir: Path) -> Suite:
+    c = Checker(source)
+    raw = c.mapping(raw, "")
+    c.keys(raw, "", TOP_REQUIRED, TOP_OPTIONAL)
+    models = _parse_models(c, raw["models"])
+    metrics = tuple(c.choice(m, f"metrics[{i}]", METRICS) for i, m in enumerate(c.sequence(raw.get("metrics", ["fid"]), "metrics")))
+    extractor_spec = dict(c.mapping(raw.get("features", {"extractor": "pixels"}), "features"))
+    features_registry.validate_spec(c, extractor_spec, "features", models)
+    suite = Suite(
+        name=c.string(raw["name"], "name"),
+        source=source,
+        base_dir=base_dir,
+        num_samples=c.integer(raw["num_samples"], "num_samples", minimum=2),
+        models=models,
+        rows=_parse_runs(c, raw["runs"], models),
+        description=str(raw.get("description", "")),
+        seed_start=c.integer(raw.get("seed_start", 0), "seed_start", minimum=0),
+        batch_size=c.integer(raw.get("batch_size", 256), "batch_size", minimum=1),
+        device=c.choice(raw.get("device", "auto"), "device", DEVICES),
+        quantisation=c.choice(raw.get("quantisation", "round"), "quantisation", QUANTISATIONS),
+        output_dir=str(raw.get("output_dir", "")),
+        features=extractor_spec,
+        metrics=metrics,
+        metric_options=_parse_metric_options(c, raw.get("metric_options", {})),
+        reference=_parse_reference(c, raw.get("reference"), models, metrics),
+        grid_images=c.integer(raw.get("grid_images", 64), "grid_images", minimum=0),
+    )
+    return suite
+
+
+def _parse_models(c: Checker, raw: Any) -> dict[str, ModelSpec]:
+    raw = c.mapping(raw, "models")
+    if not raw:
+        raise c.fail("models", "at least one model is required")
+    models = {}
+    for name, spec in raw.items():
+        path = f"models.{name}"
+        spec = dict(c.mapping(spec, path))
+        if "family" not in spec:
+            raise c.fail(f"{path}.family", f"missing; accepted families: {', '.join(FAMILIES)}")
+        family = c.choice(spec.pop("family"), f"{path}.family", FAMILIES)
+        validate_model_spec(c, family, spec, path)
+        models[str(name)] = ModelSpec(str(name), family, spec)
+    return models
+
+
+def _parse_runs(c: Checker, raw: Any, models: dict[str, ModelSpec]) -> list[Row]:
+    rows: list[Row] = []
+    seen: dict[str, str] = {}
+    for i, run in enumerate(c.sequence(raw, "runs")):
+        path = f"runs[{i}]"
+        run = c.mapping(run, path)
+        c.keys(run, path, ("model", "sampler", "nfe"), ("name", "options"))
+        model = c.choice(run["model"], f"{path}.model", models)
+        sampler = SAMPLERS.get(run["sampler"])
+        if sampler is None:
+            raise c.fail(f"{path}.sampler", f"unknown sampler {run['sampler']!r}; accepted: {', '.join(SAMPLERS)}")
+        spec = models[model]
+        maps = family_maps(spec.family, spec.options)
+        if sampler.requires not in maps:
+            usable = [s.name for s in SAMPLERS.values() if s.requires in maps]
+            raise c.fail(
+                f"{path}.sampler",
+                f"sampler {sampler.name!r} needs the {sampler.requires!r} map, which {spec.family} models lack; "
+                f"samplers for {spec.family}: {', '.join(usable)}",
+            )
+        options = dict(c.mapping(run.get("options", {}) or {}, f"{path}.options"))
+        try:
+            sampler.with_defaults(options)
+        except ValueError as err:
+            raise c.fail(f"{path}.options", str(err)) from None
+        label = str(run.get("name", sampler.name))
+        for j, nfe in enumerate(c.sequence(run["nfe"], f"{path}.nfe")):
+            nfe = c.integer(nfe, f"{path}.nfe[{j}]", minimum=1)
+            if not sampler.nfe_ok(nfe):
+                raise c.fail(f"{path}.nfe[{j}]", f"NFE {nfe} is impossible for {sampler.name}: {sampler.nfe_rule}")
+            row_id = f"{model}.{label}.nfe{nfe}"
+            if row_id in seen:
+                raise c.fail(f"{path}.nfe[{j}]", f"row {row_id} is already defined by {seen[row_id]}; give one run a distinct 'name'")
+            seen[row_id] = path
+            rows.append(Row(row_id, model, sampler.name, label, nfe, options))
+    return rows
+
+
+def _parse_metric_options(c: Checker, raw: Any) -> MetricOptions:
+    raw = c.mapping(raw, "metric_options")
+    c.keys(raw, "metric_options", (), ("is_splits", "pr_k", "pr_batch_size", "fid_sqrt"))
+    default = MetricOptions()
+    return MetricOptions(
+        is_splits=c.integer(raw.get("is_splits", default.is_splits), "metric_options.is_splits", minimum=1),
+        pr_k=c.integer(raw.get("pr_k", default.pr_k), "metric_options.pr_k", minimum=1),
+        pr_batch_size=c.integer(raw.get("pr_batch_size", default.pr_batch_size), "metric_options.pr_batch_size", minimum=1),
+        fid_sqrt=c.choice(raw.get("fid_sqrt", default.fid_sqrt), "metric_options.fid_sqrt", FID_SQRT_METHODS),
+    )
+
+
+def _parse_reference(c: Checker, raw: Any, models: dict[str, ModelSpec], metrics: tuple[str, ...]) -> dict[str, Any]:
+    """Either ``{path: file.npz}`` or ``{model: <analytic model>, num_images, seed}``."""
+    if raw is None:
+        needing = [m for m in metrics if METRICS[m].needs_reference]
+        if needing:
+            raise c.fail("reference", f"metrics {', '.join(needing)} need reference statistics: give "
+                         "reference.path (an .npz from reference_stats/) or reference.model (an analytic model)")
+        return {}
+    raw = dict(c.mapping(raw, "reference"))
+    if "path" in raw:
+        c.keys(raw, "reference", ("path",))
+        c.string(raw["path"], "reference.path")
+        return raw
+    c.keys(raw, "reference", ("model",), ("num_images", "seed"))
+    model = c.choice(raw["model"], "reference.model", [n for n, m in models.items() if m.family == "gmm"])
+    return {
+        "model": model,
+        "num_images": c.integer(raw.get("num_images", 10000), "reference.num_images", minimum=2),
+        "seed": c.integer(raw.get("seed", 1_000_000_000), "reference.seed", minimum=0),
+    }

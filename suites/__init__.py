@@ -1,0 +1,1 @@
+"""Suite files shipped with cmbench (installed as the package ``cmbench.suites``)."""
