@@ -45,6 +45,8 @@ def _publish_new(tmp: str, path: Path) -> None:
     except FileExistsError:
         raise FileExistsError(f"{path} exists; refusing to overwrite it") from None
     except OSError:  # no hard links on this file system
+        if path.exists():
+            raise FileExistsError(f"{path} exists; refusing to overwrite it") from None
         os.replace(tmp, path)
 
 

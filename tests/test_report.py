@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from cmbench.report import image_grid_png, render_report
-from cmbench.report import render as render_module
+from cmbench import atomic as atomic_module
 from cmbench.report.plots import fid_vs_nfe_png, metric_vs_nfe_png
 
 EVIL_MODEL = "<script>alert(1)</script>"
@@ -166,7 +166,7 @@ def test_failed_write_keeps_old_report_and_leaves_no_temp(tmp_path: Path, monkey
     def failing_replace(source, target):
         raise OSError("disk went away")
 
-    monkeypatch.setattr(render_module.os, "replace", failing_replace)
+    monkeypatch.setattr(atomic_module.os, "replace", failing_replace)
     with pytest.raises(OSError, match="disk went away"):
         render_report(tmp_path, title="new")
     assert set(os.listdir(tmp_path)) == before

@@ -16,13 +16,13 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from cmbench.atomic import atomic_write
 from cmbench.checkpoints.hashing import sha256_file
 from cmbench.nets import build_network
 
@@ -81,21 +81,7 @@ def save_native(
         _check_plain(payload[key], f"{key}", path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it")
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        if overwrite:
-            os.replace(tmp_name, path)
-        else:
-            _publish_exclusive(tmp_name, path)
-    finally:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
+    atomic_write(path, lambda f: torch.save(payload, f), overwrite=overwrite)
     return sha256_file(path)
 
 
@@ -145,18 +131,6 @@ def load_native(
         sha256=sha256,
         path=path,
     )
-
-
-def _publish_exclusive(tmp_name: str, path: Path) -> None:
-    """Move ``tmp_name`` to ``path`` unless ``path`` exists (checked atomically where possible)."""
-    try:
-        os.link(tmp_name, path)  # fails if path exists, even if it appeared after our check
-    except FileExistsError:
-        raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it") from None
-    except OSError:  # file system without hard links
-        if path.exists():
-            raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it") from None
-        os.replace(tmp_name, path)
 
 
 def _check_plain(value, where: str, path: Path) -> None:

@@ -22,7 +22,7 @@ def validate_spec(c: Checker, spec: dict[str, Any], path: str, models: dict) -> 
             raise c.fail(f"{path}.model", f"gmm-posterior needs the analytic model whose posterior it uses; one of: {', '.join(gmms) or 'none defined'}")
         c.choice(spec["model"], f"{path}.model", gmms)
     elif "model" in spec:
-        raise c.fail(f"{path}.model", f"only the gmm-posterior extractor takes a model")
+        raise c.fail(f"{path}.model", "only the gmm-posterior extractor takes a model")
 
 
 def build_extractor(spec: dict[str, Any], models: dict[str, Any]) -> FeatureExtractor:

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from cmbench.atomic import atomic_write
 from cmbench.metrics.fid import feature_statistics
 
 REQUIRED_META = ("extractor", "extractor_sha256", "num_images", "resolution", "source")
@@ -101,7 +101,7 @@ class ReferenceStats:
 
 
 def save_reference(path: str | os.PathLike, stats: ReferenceStats, overwrite: bool = False) -> None:
-    """Write ``stats`` to ``path`` as one .npz, atomically (temp file + ``os.replace``)."""
+    """Write ``stats`` to ``path`` as one .npz, atomically."""
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"reference statistics file {path} exists; pass overwrite=True to replace it")
@@ -113,16 +113,7 @@ def save_reference(path: str | os.PathLike, stats: ReferenceStats, overwrite: bo
     for kind in ARRAY_KINDS:
         for layer, value in getattr(stats, kind).items():
             arrays[f"{kind}.{layer}"] = np.asarray(value)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a reference file is meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
 def load_reference(path: str | os.PathLike) -> ReferenceStats:

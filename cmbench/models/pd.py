@@ -8,8 +8,6 @@ a teacher is a full diffusion model and so also a denoiser with score access.
 
 from __future__ import annotations
 
-import torch
-
 from .base import per_sample
 from .networks import NetworkModel
 

@@ -22,6 +22,10 @@ from matplotlib.ticker import FixedLocator, NullLocator
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*")
 
 
+# Metrics spanning more than this ratio (FID 0.2 at high NFE, 140 at NFE 3) get a log y axis.
+LOG_Y_RATIO = 30.0
+
+
 def fid_vs_nfe_png(rows: Iterable[Mapping[str, Any]]) -> bytes | None:
     """FID against NFE, one line per (model, sampler_label); None when no row has an FID."""
     return metric_vs_nfe_png(rows, "fid", "FID (lower is better)")
@@ -50,6 +54,10 @@ def metric_vs_nfe_png(rows: Iterable[Mapping[str, Any]], column: str, ylabel: st
     axes.xaxis.set_minor_locator(NullLocator())
     axes.set_xticklabels([_integer_label(nfe) for nfe in ticks])
     axes.set_xlabel("NFE (function evaluations, log2 scale)")
+    values = [v for points in series.values() for _, v in points]
+    if min(values) > 0 and max(values) / min(values) > LOG_Y_RATIO:
+        axes.set_yscale("log")
+        ylabel += ", log scale"
     axes.set_ylabel(ylabel)
     axes.grid(True, which="major", linewidth=0.5, alpha=0.5)
     axes.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize="small", frameon=False)

@@ -13,8 +13,6 @@ from __future__ import annotations
 import base64
 import json
 import math
-import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -23,6 +21,7 @@ from typing import Any
 
 import jinja2
 
+from cmbench.atomic import atomic_write_text
 from cmbench.report.plots import fid_vs_nfe_png
 
 RESULTS_FILE = "results.jsonl"
@@ -108,7 +107,7 @@ def render_report(run_dir: Path | str, *, title: str | None = None) -> Path:
     }
     html = _environment().get_template(TEMPLATE).render(context)
     report = run_dir / REPORT_FILE
-    _write_atomically(report, html)
+    atomic_write_text(report, html)
     return report
 
 
@@ -306,21 +305,3 @@ def _environment() -> jinja2.Environment:
     )
     environment.filters["json_text"] = _json_text
     return environment
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path`` and rename it over ``path``.
-
-    A reader (a browser, a CI artifact upload) sees the old report or the new one, never half.
-    """
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temporary, 0o644)  # mkstemp creates 0600; a report is meant to be shared
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
