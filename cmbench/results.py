@@ -48,10 +48,14 @@ class ResultStore:
         return self.rows.get(row_id)
 
     def put(self, row: dict[str, Any]) -> None:
-        """Add or replace a row and rewrite both files atomically."""
+        """Add or replace a row and rewrite both files atomically (the record first)."""
         self.rows[row["row_id"]] = row
         lines = [json.dumps(_jsonable(r), sort_keys=False) for r in self.rows.values()]
         atomic_write_text(self.run_dir / RESULTS_JSONL, "\n".join(lines) + "\n")
+        self.write_csv()
+
+    def write_csv(self) -> None:
+        """Rewrite ``results.csv`` from the rows (also repairs a CSV a kill left one row behind)."""
         atomic_write_text(self.run_dir / RESULTS_CSV, to_frame(list(self.rows.values())).to_csv(index=False))
 
 

@@ -129,9 +129,24 @@ def load_suite_reference(suite: Suite, models: dict, extractor: FeatureExtractor
         path = suite.resolve(suite.reference["path"])
         stats = load_reference(path)
         stats.check_compatible(extractor.identity, str(path))
+        _check_reference_covers(stats, suite, path)
         return stats, {"path": str(path), "sha256": sha256_file(path), **stats.meta}
     stats = analytic_reference(suite, models[suite.reference["model"]], extractor, tuple(l for l in layers if l != "logits"))
     return stats, {**suite.reference, **stats.meta}
+
+
+def _check_reference_covers(stats: ReferenceStats, suite: Suite, path: Path) -> None:
+    """Fail before sampling when a reference file cannot serve the suite's metrics."""
+    needed = {layer for m in suite.metrics if METRICS[m].needs_reference for layer in METRICS[m].layers}
+    missing = sorted(needed - set(stats.mu))
+    if missing:
+        raise ValueError(f"reference statistics {path} have no layer(s) {', '.join(missing)}; they have {', '.join(sorted(stats.mu))}")
+    if "precision_recall" in suite.metrics:
+        real = stats.features.get("pool")
+        if real is None or len(real) <= suite.metric_options.pr_k:
+            count = 0 if real is None else len(real)
+            raise ValueError(f"reference statistics {path} keep {count} real feature rows; precision/recall "
+                             f"with k = {suite.metric_options.pr_k} needs more (recompute them keeping features)")
 
 
 def run_suite(
@@ -147,7 +162,8 @@ def run_suite(
     out.mkdir(parents=True, exist_ok=True)
     dev = resolve_device(device or suite.device)
     store = ResultStore(out)
-    pending = _pending_rows(suite, store, recompute_changed)
+    file_hashes = suite_file_hashes(suite)
+    pending = _pending_rows(suite, store, file_hashes, recompute_changed)
 
     models: dict[str, ModelAdapter] = {}
 
@@ -169,10 +185,13 @@ def run_suite(
     for row in pending:
         model = model_for(row.model)
         result = evaluate_row(suite, row, model, extractor, layers, reference, dev, out, progress)
+        result["fingerprint"] = suite.row_fingerprint(row, file_hashes)
         store.put(result)
         if progress:
             shown = {k: round(v, 4) for k, v in result.items() if k in _metric_columns(suite) and v is not None}
             tqdm.write(f"{row.row_id}: nfe={result['nfe']} {shown}")
+    if store.rows:
+        store.write_csv()
     return render_report(out)
 
 
@@ -200,7 +219,7 @@ def evaluate_row(suite, row: Row, model, extractor, layers, reference, device, o
         "checkpoint_sha256": model.checkpoint_sha256, "cmbench_version": __version__,
         "schedule": [float(s) for s in sigmas], "options": row.options, "grid": grid_path,
         **extractor.identity, "quantisation": suite.quantisation, "device": str(device),
-        "fingerprint": suite.row_fingerprint(row), "finished_at": _now(),
+        "finished_at": _now(),
     }
 
 
@@ -213,13 +232,22 @@ def _metric_columns(suite: Suite) -> set[str]:
     return {col for m in suite.metrics for col in METRICS[m].columns}
 
 
-def _pending_rows(suite: Suite, store: ResultStore, recompute_changed: bool) -> list[Row]:
+def suite_file_hashes(suite: Suite) -> dict[str, str]:
+    """sha256 of every checkpoint (by model name) and of the reference file the suite names."""
+    hashes = {name: sha256_file(suite.resolve(spec.options["checkpoint"]))
+              for name, spec in suite.models.items() if "checkpoint" in spec.options}
+    if "path" in suite.reference:
+        hashes["reference"] = sha256_file(suite.resolve(suite.reference["path"]))
+    return hashes
+
+
+def _pending_rows(suite: Suite, store: ResultStore, file_hashes: dict[str, str], recompute_changed: bool) -> list[Row]:
     pending = []
     for row in suite.rows:
         done = store.get(row.row_id)
         if done is None:
             pending.append(row)
-        elif done.get("fingerprint") != suite.row_fingerprint(row):
+        elif done.get("fingerprint") != suite.row_fingerprint(row, file_hashes):
             if not recompute_changed:
                 raise RuntimeError(
                     f"{store.run_dir / 'results.jsonl'}: row {row.row_id} was computed with a different "

@@ -21,7 +21,7 @@ from . import features as features_registry
 from .images import QUANTISATIONS
 from .metrics import METRICS, MetricOptions
 from .metrics.fid import FID_SQRT_METHODS
-from .models import FAMILIES, family_maps, validate_model_spec
+from .models import FAMILIES, NoiseRange, family_maps, validate_model_spec
 from .samplers import SAMPLERS
 from .validate import Checker, ConfigError
 
@@ -78,9 +78,14 @@ class Suite:
         p = Path(path).expanduser()
         return p if p.is_absolute() else (self.base_dir / p)
 
-    def row_fingerprint(self, row: Row) -> str:
-        """A hash of everything that changes a row's numbers; a resumed row must match it."""
+    def row_fingerprint(self, row: Row, file_hashes: dict[str, str] | None = None) -> str:
+        """A hash of everything that changes a row's numbers; a resumed row must match it.
+
+        ``file_hashes`` holds the sha256 of the files the suite names (checkpoints by model name,
+        reference statistics under "reference"), so replacing a file's content counts as a change.
+        """
         config = {
+            "files": {k: (file_hashes or {}).get(k) for k in (row.model, "reference")},
             "model": self.models[row.model].__dict__, "sampler": row.sampler, "options": row.options,
             "nfe": row.nfe, "num_samples": self.num_samples, "seed_start": self.seed_start,
             "quantisation": self.quantisation, "features": self.features, "metrics": sorted(self.metrics),
@@ -158,7 +163,20 @@ def parse_suite(raw: Any, source: str, base_dir: Path) -> Suite:
         reference=_parse_reference(c, raw.get("reference"), models, metrics),
         grid_images=c.integer(raw.get("grid_images", 64), "grid_images", minimum=0),
     )
+    _check_metric_sizes(c, suite)
     return suite
+
+
+def _check_metric_sizes(c: Checker, suite: Suite) -> None:
+    """Catch metric settings the sample counts cannot satisfy before anything is sampled."""
+    options = suite.metric_options
+    if "inception_score" in suite.metrics and options.is_splits > suite.num_samples:
+        raise c.fail("metric_options.is_splits", f"{options.is_splits} splits need at least as many samples; num_samples is {suite.num_samples}")
+    if "precision_recall" in suite.metrics:
+        sizes = {"num_samples": suite.num_samples, "reference.num_images": suite.reference.get("num_images")}
+        for key, size in sizes.items():
+            if size is not None and size <= options.pr_k:
+                raise c.fail("metric_options.pr_k", f"k = {options.pr_k} needs more than k points per set; {key} is {size}")
 
 
 def _parse_models(c: Checker, raw: Any) -> dict[str, ModelSpec]:
@@ -185,7 +203,7 @@ def _parse_runs(c: Checker, raw: Any, models: dict[str, ModelSpec]) -> list[Row]
         run = c.mapping(run, path)
         c.keys(run, path, ("model", "sampler", "nfe"), ("name", "options"))
         model = c.choice(run["model"], f"{path}.model", models)
-        sampler = SAMPLERS.get(run["sampler"])
+        sampler = SAMPLERS.get(run["sampler"]) if isinstance(run["sampler"], str) else None
         if sampler is None:
             raise c.fail(f"{path}.sampler", f"unknown sampler {run['sampler']!r}; accepted: {', '.join(SAMPLERS)}")
         spec = models[model]
@@ -207,6 +225,10 @@ def _parse_runs(c: Checker, raw: Any, models: dict[str, ModelSpec]) -> list[Row]
             nfe = c.integer(nfe, f"{path}.nfe[{j}]", minimum=1)
             if not sampler.nfe_ok(nfe):
                 raise c.fail(f"{path}.nfe[{j}]", f"NFE {nfe} is impossible for {sampler.name}: {sampler.nfe_rule}")
+            try:  # the grid's shape does not depend on the model's σ range: build it once now
+                sampler.schedule(NoiseRange(), nfe, options)
+            except ValueError as err:
+                raise c.fail(f"{path}.options", str(err)) from None
             row_id = f"{model}.{label}.nfe{nfe}"
             if row_id in seen:
                 raise c.fail(f"{path}.nfe[{j}]", f"row {row_id} is already defined by {seen[row_id]}; give one run a distinct 'name'")

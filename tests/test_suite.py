@@ -313,12 +313,22 @@ def test_duplicate_row_ids(tmp_path):
     assert ids == ["mix.ctm_gamma.nfe1", "mix.ctm_gamma.nfe2", "mix.ctm_gamma1.nfe2"]
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError, reason="library bug: an unhashable 'sampler' value raises TypeError, not ConfigError")
 def test_sampler_given_as_a_list_is_a_config_error(tmp_path):
     raw = base()
     raw["runs"][0]["sampler"] = ["heun"]
     err, msg, path = error(tmp_path, raw)
     assert_names(err, msg, path, "runs[0].sampler", "heun, euler")
+
+
+@pytest.mark.parametrize("options, key", [
+    ({"gamma": 3.0}, "gamma"),
+    ({"time_points": {2: [80.0, 0.002]}}, "time_points"),
+])
+def test_bad_sampler_option_values_fail_validation(tmp_path, options, key):
+    raw = base()
+    raw["runs"].append({"model": "mix", "sampler": "ctm_gamma", "nfe": [2], "options": options})
+    err, msg, path = error(tmp_path, raw)
+    assert str(path) in msg and "runs[1].options" in msg and key in msg
 
 
 # --- metrics, features, reference ------------------------------------------------------------

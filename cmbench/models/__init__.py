@@ -138,6 +138,8 @@ def _build_network_model(family: str, spec: dict[str, Any], base_dir: Path, devi
     if family in ("cd", "ct"):
         return ConsistencyModel(ckpt.net, family=family, **common)
     if family == "ctm":
+        if getattr(ckpt.net, "s_embedding", True) is False:  # nets without the flag are trusted
+            raise ValueError(f"checkpoint {path}: a CTM network needs an s embedding (arch_kwargs s_embedding: true)")
         return CTMModel(ckpt.net, **common)
     return ProgressiveDistillationModel(
         ckpt.net, prediction=options.get("prediction", "v"), role=options["role"], **common

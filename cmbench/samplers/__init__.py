@@ -44,12 +44,15 @@ class Sampler:
         return {**self.schedule_options, **self.sample_options}
 
     def with_defaults(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        """The options merged over the defaults, after checking names, types and ranges."""
         unknown = sorted(set(options) - set(self.options))
         if unknown:
             raise ValueError(
                 f"sampler {self.name!r} has no option(s) {', '.join(unknown)}; "
                 f"accepted: {', '.join(sorted(self.options))}"
             )
+        for name, value in options.items():
+            _check_option(self.name, name, value, self.options[name])
         return {**self.options, **options}
 
     def schedule(self, noise_range: NoiseRange, nfe: int, options: Mapping[str, Any]) -> torch.Tensor:
@@ -71,6 +74,38 @@ class Sampler:
         full = self.with_defaults(options)
         kwargs = {k: full[k] for k in self.sample_options}
         return self.sample(model, latents, sigmas, noise=noise, labels=labels, **kwargs)
+
+
+# Allowed values beyond the type of the default: (test, what is accepted).
+_OPTION_RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "gamma": (lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]"),
+    "rho": (lambda v: v > 0, "a positive number"),
+    "s_noise": (lambda v: v > 0, "a positive number"),
+    "karras_steps": (lambda v: v >= 2, "an integer ≥ 2"),
+    "time_point_units": (lambda v: v in TIME_POINT_UNITS, " or ".join(TIME_POINT_UNITS)),
+    "time_points": (
+        lambda v: all(str(k).isdigit() and isinstance(p, (list, tuple)) for k, p in v.items()),
+        "a mapping from NFE to a list of time points, e.g. {2: [0, 22, 39]}",
+    ),
+}
+
+
+def _check_option(sampler: str, name: str, value: Any, default: Any) -> None:
+    """Raise ValueError unless ``value`` has the default's type and lies in the option's range."""
+    if isinstance(default, bool):
+        ok, accepted = isinstance(value, bool), "true or false"
+    elif isinstance(default, (int, float)) and not isinstance(default, bool):
+        integral = isinstance(default, int)
+        ok = isinstance(value, int if integral else (int, float)) and not isinstance(value, bool)
+        accepted = "an integer" if integral else "a number"
+    elif isinstance(default, Mapping):
+        ok, accepted = isinstance(value, Mapping), "a mapping"
+    else:
+        ok, accepted = isinstance(value, type(default)), type(default).__name__
+    if ok and name in _OPTION_RANGES:
+        ok, accepted = _OPTION_RANGES[name][0](value), _OPTION_RANGES[name][1]
+    if not ok:
+        raise ValueError(f"sampler {sampler!r} option {name} = {value!r} is not accepted; expected {accepted}")
 
 
 def _edm_grid(noise_range: NoiseRange, steps: int, options: Mapping[str, Any]) -> torch.Tensor:

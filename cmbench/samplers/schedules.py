@@ -23,7 +23,9 @@ def karras_sigmas(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0) 
         return torch.tensor([sigma_max], dtype=torch.float64)
     i = torch.arange(n, dtype=torch.float64)
     max_inv, min_inv = sigma_max ** (1.0 / rho), sigma_min ** (1.0 / rho)
-    return (max_inv + i / (n - 1) * (min_inv - max_inv)) ** rho
+    grid = (max_inv + i / (n - 1) * (min_inv - max_inv)) ** rho
+    grid[0], grid[-1] = sigma_max, sigma_min  # exact ends (the power leaves ~1e-18 of round-off)
+    return grid
 
 
 def karras_index_sigmas(
