@@ -25,6 +25,35 @@ COLUMNS = (
     "fid", "is_mean", "is_std", "precision", "recall", "seconds_per_sample", "seed_start",
     "checkpoint_sha256", "cmbench_version",
 )
+REQUIRED_ROW_KEYS = ("row_id", "model", "family", "sampler", "nfe")
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """Read result rows from a JSON-lines file; a later line with the same row_id replaces an earlier one.
+
+    cmbench itself never writes a row_id twice; for files merged by hand the last one wins.
+    """
+    if not path.is_file():
+        raise FileNotFoundError(f"no results file at {path}; run `cmbench run` to produce one")
+    rows: dict[str, dict[str, Any]] = {}
+    with path.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path}:{number}: not valid JSON ({error.msg})") from error
+            if not isinstance(row, dict):
+                raise ValueError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
+            missing = [key for key in REQUIRED_ROW_KEYS if row.get(key) is None]
+            if missing:
+                raise ValueError(
+                    f"{path}:{number}: result row lacks {', '.join(missing)}; "
+                    f"every row needs {', '.join(REQUIRED_ROW_KEYS)}"
+                )
+            rows[str(row["row_id"])] = row
+    return list(rows.values())
 
 
 class ResultStore:
@@ -32,17 +61,8 @@ class ResultStore:
 
     def __init__(self, run_dir: str | Path):
         self.run_dir = Path(run_dir)
-        self.rows: dict[str, dict[str, Any]] = {}
         path = self.run_dir / RESULTS_JSONL
-        if path.exists():
-            for number, line in enumerate(path.read_text().splitlines(), start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise ValueError(f"{path}:{number}: not a JSON object ({err}); the file was edited or damaged") from None
-                self.rows[row["row_id"]] = row
+        self.rows = {row["row_id"]: row for row in read_rows(path)} if path.exists() else {}
 
     def get(self, row_id: str) -> dict[str, Any] | None:
         return self.rows.get(row_id)

@@ -22,9 +22,10 @@ from typing import Any
 import jinja2
 
 from cmbench.atomic import atomic_write_text
+from cmbench.results import RESULTS_JSONL, read_rows
 from cmbench.report.plots import fid_vs_nfe_png
 
-RESULTS_FILE = "results.jsonl"
+
 RUN_FILE = "run.json"
 REPORT_FILE = "report.html"
 TEMPLATE = "report.html.j2"
@@ -38,7 +39,6 @@ FAMILY_NAMES = {
     "pd": "Progressive distillation (PD)",
     "gmm": "Analytic Gaussian mixture (GMM)",
 }
-REQUIRED_ROW_KEYS = ("row_id", "model", "family", "sampler", "nfe")
 MISSING = "—"
 
 
@@ -85,7 +85,7 @@ def render_report(run_dir: Path | str, *, title: str | None = None) -> Path:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run directory {run_dir} does not exist")
-    rows = sort_rows(load_rows(run_dir / RESULTS_FILE))
+    rows = sort_rows(read_rows(run_dir / RESULTS_JSONL))
     metadata, metadata_note = load_run_metadata(run_dir / RUN_FILE)
     suite = _suite_name(metadata, rows, run_dir)
     columns = present_metric_columns(rows)
@@ -109,34 +109,6 @@ def render_report(run_dir: Path | str, *, title: str | None = None) -> Path:
     report = run_dir / REPORT_FILE
     atomic_write_text(report, html)
     return report
-
-
-def load_rows(path: Path) -> list[dict[str, Any]]:
-    """Read result rows from a JSON-lines file; a later line with the same row_id replaces an earlier one.
-
-    Resumed runs may append a row again; the last one written is the current result.
-    """
-    if not path.is_file():
-        raise FileNotFoundError(f"no results file at {path}; run `cmbench run` to produce one")
-    rows: dict[str, dict[str, Any]] = {}
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path}:{number}: not valid JSON ({error.msg})") from error
-            if not isinstance(row, dict):
-                raise ValueError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
-            missing = [key for key in REQUIRED_ROW_KEYS if row.get(key) is None]
-            if missing:
-                raise ValueError(
-                    f"{path}:{number}: result row lacks {', '.join(missing)}; "
-                    f"every row needs {', '.join(REQUIRED_ROW_KEYS)}"
-                )
-            rows[str(row["row_id"])] = row
-    return list(rows.values())
 
 
 def load_run_metadata(path: Path) -> tuple[dict[str, Any] | None, str | None]:
