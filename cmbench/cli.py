@@ -48,6 +48,27 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _zoo_train_toy(args: argparse.Namespace) -> int:
+    from .zoo.toy.train import ToyZooConfig, train_toy_zoo
+
+    manifest = train_toy_zoo(args.out, ToyZooConfig(seed=args.seed), overwrite=args.overwrite, progress=not args.quiet)
+    for name, entry in manifest["models"].items():
+        print(f"{name:<5} {entry['family']:<4} {entry['seconds']:>7.1f} s  sha256 {entry['sha256']}")
+    print(f"total {manifest['total_seconds']:.1f} s; manifest: {Path(args.out) / 'manifest.json'}")
+    return 0
+
+
+def _zoo_list(args: argparse.Namespace) -> int:
+    from .zoo import zoo_manifest
+
+    manifest = zoo_manifest(args.zoo)
+    print(f"zoo {args.zoo}: trained in {manifest['total_seconds']:.0f} s (cmbench {manifest['cmbench_version']}, "
+          f"torch {manifest['torch_version']}, {manifest['torch_threads']} threads)")
+    for name, entry in manifest["models"].items():
+        print(f"  zoo:{args.zoo}/{name:<5} {entry['family']:<4} seed {entry['seed']:<3} {entry['steps']:>6} steps  sha256 {entry['sha256']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cmbench", description="Benchmark consistency-family generative models.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -66,6 +87,17 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="re-render DIR/report.html from DIR/results.jsonl")
     report.add_argument("run_dir", type=Path)
     report.set_defaults(func=_report)
+
+    zoo = sub.add_parser("zoo", help="the shipped model zoos").add_subparsers(dest="zoo_command", required=True)
+    train = zoo.add_parser("train-toy", help="train the toy zoo (EDM, CD, CT, CTM, PD and the toy classifier's models) from scratch")
+    train.add_argument("--out", type=Path, required=True, help="folder for the checkpoints and manifest.json")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--overwrite", action="store_true", help="replace existing checkpoints in --out")
+    train.add_argument("--quiet", action="store_true")
+    train.set_defaults(func=_zoo_train_toy)
+    listing = zoo.add_parser("list", help="list a zoo's checkpoints, seeds and hashes")
+    listing.add_argument("zoo", nargs="?", default="toy")
+    listing.set_defaults(func=_zoo_list)
     return parser
 
 

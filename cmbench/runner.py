@@ -31,6 +31,7 @@ from .results import ResultStore
 from .samplers import Sampler, get_sampler
 from .seeds import SampleNoise, seed_range
 from .suite import Row, Suite
+from .zoo import resolve_checkpoint
 
 
 def resolve_device(name: str) -> torch.device:
@@ -162,9 +163,6 @@ def run_suite(
     out.mkdir(parents=True, exist_ok=True)
     dev = resolve_device(device or suite.device)
     store = ResultStore(out)
-    file_hashes = suite_file_hashes(suite)
-    pending = _pending_rows(suite, store, file_hashes, recompute_changed)
-
     models: dict[str, ModelAdapter] = {}
 
     def model_for(name: str) -> ModelAdapter:
@@ -175,9 +173,11 @@ def run_suite(
 
     for name in {suite.features.get("model"), suite.reference.get("model")} - {None}:
         model_for(name)
-    extractor = build_extractor(suite.features, models).to(dev)
+    extractor = build_extractor(suite.features, models, base_dir=suite.base_dir).to(dev)
     layers = layers_for(suite.metrics)
     extractor.check_layers(layers)
+    file_hashes = {**suite_file_hashes(suite), "extractor": extractor.weights_sha256}
+    pending = _pending_rows(suite, store, file_hashes, recompute_changed)
     reference, reference_info = (None, {}) if not pending else load_suite_reference(suite, models, extractor, layers)
     if pending:
         _write_run_metadata(out, suite, dev, extractor, reference_info)
@@ -234,7 +234,7 @@ def _metric_columns(suite: Suite) -> set[str]:
 
 def suite_file_hashes(suite: Suite) -> dict[str, str]:
     """sha256 of every checkpoint (by model name) and of the reference file the suite names."""
-    hashes = {name: sha256_file(suite.resolve(spec.options["checkpoint"]))
+    hashes = {name: sha256_file(resolve_checkpoint(spec.options["checkpoint"], suite.base_dir)[0])
               for name, spec in suite.models.items() if "checkpoint" in spec.options}
     if "path" in suite.reference:
         hashes["reference"] = sha256_file(suite.resolve(suite.reference["path"]))

@@ -82,10 +82,11 @@ class Suite:
         """A hash of everything that changes a row's numbers; a resumed row must match it.
 
         ``file_hashes`` holds the sha256 of the files the suite names (checkpoints by model name,
-        reference statistics under "reference"), so replacing a file's content counts as a change.
+        reference statistics under "reference", the extractor's weights under "extractor"), so
+        replacing a file's content counts as a change.
         """
         config = {
-            "files": {k: (file_hashes or {}).get(k) for k in (row.model, "reference")},
+            "files": {k: (file_hashes or {}).get(k) for k in (row.model, "reference", "extractor")},
             "model": self.models[row.model].__dict__, "sampler": row.sampler, "options": row.options,
             "nfe": row.nfe, "num_samples": self.num_samples, "seed_start": self.seed_start,
             "quantisation": self.quantisation, "features": self.features, "metrics": sorted(self.metrics),

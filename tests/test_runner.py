@@ -160,7 +160,8 @@ def test_results_jsonl_has_one_row_per_model_sampler_nfe(main_run):
         assert row["seconds_per_sample"] > 0.0
         assert row["grid"] == f"grids/{row['row_id']}.png"
         assert row["extractor"] == "gmm-posterior"
-        assert row["fingerprint"] == suite.row_fingerprint(next(r for r in suite.rows if r.row_id == row["row_id"]))
+        spec = next(r for r in suite.rows if r.row_id == row["row_id"])
+        assert row["fingerprint"] == suite.row_fingerprint(spec, {"extractor": row["extractor_sha256"]})
     rows = by_id(rows)
     # Heun NFE 3 is two steps: the schedule is σ_max, σ_min, 0.
     assert rows["mix.heun.nfe3"]["schedule"] == pytest.approx([80.0, 0.002, 0.0])
@@ -441,7 +442,8 @@ def test_changed_suite_is_refused_unless_recompute_changed(tmp_path, monkeypatch
     assert counter.calls == ["mix.heun.nfe1", "mix.ddim.nfe2"]
     rows = read_rows(out)
     assert [r["num_samples"] for r in rows] == [32, 32]
-    assert [r["fingerprint"] for r in rows] == [changed.row_fingerprint(r) for r in changed.rows]
+    hashes = {"extractor": rows[0]["extractor_sha256"]}
+    assert [r["fingerprint"] for r in rows] == [changed.row_fingerprint(r, hashes) for r in changed.rows]
 
 
 def test_sampler_option_change_is_a_changed_configuration(tmp_path):

@@ -134,7 +134,7 @@ def load_native(
 
 
 def _check_plain(value, where: str, path: Path) -> None:
-    if isinstance(value, _PLAIN) or isinstance(value, torch.Tensor):
+    if type(value) in _PLAIN or isinstance(value, torch.Tensor):  # exact types: subclasses may not load
         return
     if type(value) in (list, tuple):
         for i, item in enumerate(value):
@@ -142,7 +142,7 @@ def _check_plain(value, where: str, path: Path) -> None:
         return
     if type(value) is dict:
         for key, item in value.items():
-            if not isinstance(key, _PLAIN):
+            if type(key) not in _PLAIN:
                 raise ValueError(f"save_native({path}): {where} has a non-plain key {key!r}")
             _check_plain(item, f"{where}[{key!r}]", path)
         return

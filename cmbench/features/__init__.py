@@ -1,20 +1,27 @@
-"""Feature extractor registry. Suites name one under ``features.extractor``."""
+"""Feature extractor registry. Suites name one under ``features.extractor``.
+
+``toy-classifier`` takes an optional ``checkpoint`` (a native checkpoint path, relative to the
+suite file's folder unless absolute); without one it uses the shipped
+``cmbench/zoo/toy/checkpoints/classifier.pt``.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from ..validate import Checker
 from .analytic import MixturePosteriorExtractor, PixelExtractor
 from .base import LAYERS, FeatureExtractor
+from .toy import ToyClassifierExtractor
 
-EXTRACTORS = ("pixels", "gmm-posterior")
+EXTRACTORS = ("pixels", "gmm-posterior", "toy-classifier")
 
 __all__ = ["EXTRACTORS", "LAYERS", "FeatureExtractor", "build_extractor", "validate_spec"]
 
 
 def validate_spec(c: Checker, spec: dict[str, Any], path: str, models: dict) -> None:
-    c.keys(spec, path, ("extractor",), ("model",))
+    c.keys(spec, path, ("extractor",), ("model", "checkpoint"))
     name = c.choice(spec["extractor"], f"{path}.extractor", EXTRACTORS)
     if name == "gmm-posterior":
         gmms = [n for n, m in models.items() if m.family == "gmm"]
@@ -23,10 +30,38 @@ def validate_spec(c: Checker, spec: dict[str, Any], path: str, models: dict) -> 
         c.choice(spec["model"], f"{path}.model", gmms)
     elif "model" in spec:
         raise c.fail(f"{path}.model", "only the gmm-posterior extractor takes a model")
+    if "checkpoint" in spec:
+        if name != "toy-classifier":
+            raise c.fail(f"{path}.checkpoint", "only the toy-classifier extractor takes a checkpoint")
+        c.string(spec["checkpoint"], f"{path}.checkpoint")
 
 
-def build_extractor(spec: dict[str, Any], models: dict[str, Any]) -> FeatureExtractor:
-    """``models`` maps names to built adapters (only the one the extractor names is used)."""
-    if spec["extractor"] == "pixels":
+def build_extractor(
+    spec: dict[str, Any], models: dict[str, Any], *, base_dir: Path | None = None
+) -> FeatureExtractor:
+    """The extractor a validated ``spec`` names.
+
+    ``models`` maps names to built adapters (only the one the extractor names is used);
+    ``base_dir`` (the suite file's folder) anchors a relative ``checkpoint`` path.
+    """
+    name = spec["extractor"]
+    if name == "pixels":
         return PixelExtractor()
+    if name == "toy-classifier":
+        return ToyClassifierExtractor(_classifier_checkpoint(spec, base_dir))
     return MixturePosteriorExtractor(models[spec["model"]].mixture)
+
+
+def _classifier_checkpoint(spec: dict[str, Any], base_dir: Path | None) -> Path:
+    if "checkpoint" not in spec:
+        from ..zoo.toy.classifier import DEFAULT_CLASSIFIER
+
+        return DEFAULT_CLASSIFIER
+    given = Path(spec["checkpoint"]).expanduser()
+    path = given if given.is_absolute() or base_dir is None else Path(base_dir) / given
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"features.checkpoint: toy-classifier checkpoint {path} does not exist"
+            + (f" ({given} is resolved against the suite's folder {base_dir})" if path != given else "")
+        )
+    return path

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..validate import Checker
+from ..zoo import resolve_checkpoint
 from .base import MAPS, MissingMapError, ModelAdapter, NoiseRange
 from .gmm import GaussianMixture, GaussianMixtureModel, mixture_from_spec
 from .networks import ConsistencyModel, CTMModel, EDMModel
@@ -25,7 +26,7 @@ _STATIC_MAPS = {
     "gmm": set(MAPS),
 }
 CHECKPOINT_FORMATS = ("native",)
-NETWORK_OPTIONAL = ("format", "sigma_min", "sigma_max", "sigma_data", "noise_label_scale")
+NETWORK_OPTIONAL = ("format", "sha256", "sigma_min", "sigma_max", "sigma_data", "noise_label_scale")
 GMM_OPTIONAL = ("components", "random", "class_conditional", "sigma_min", "sigma_max", "ode_steps")
 
 __all__ = [
@@ -57,6 +58,8 @@ def validate_model_spec(c: Checker, family: str, spec: dict[str, Any], path: str
         extra = ("prediction", "role") if family == "pd" else ()
         c.keys(spec, path, ("checkpoint",) + (("role",) if family == "pd" else ()), NETWORK_OPTIONAL + extra)
         c.string(spec["checkpoint"], f"{path}.checkpoint")
+        if "sha256" in spec and not _is_sha256(spec["sha256"]):
+            raise c.fail(f"{path}.sha256", "expected the checkpoint's sha256 as 64 hexadecimal digits")
         c.choice(spec.get("format", "native"), f"{path}.format", CHECKPOINT_FORMATS)
         if family == "pd":
             c.choice(spec["role"], f"{path}.role", ROLES)
@@ -68,6 +71,10 @@ def validate_model_spec(c: Checker, family: str, spec: dict[str, Any], path: str
     for key in ("sigma_min", "sigma_max"):
         if key in spec:
             c.number(spec[key], f"{path}.{key}", minimum=0, exclusive=True)
+
+
+def _is_sha256(value: Any) -> bool:
+    return isinstance(value, str) and len(value) == 64 and all(ch in "0123456789abcdef" for ch in value.lower())
 
 
 def _validate_mixture(c: Checker, spec: dict[str, Any], path: str, dim: int) -> None:
@@ -112,14 +119,16 @@ def build_model(family: str, spec: dict[str, Any], base_dir: Path, device: str =
 
 
 def _build_network_model(family: str, spec: dict[str, Any], base_dir: Path, device: str) -> ModelAdapter:
-    from ..checkpoints import load_native
+    from ..checkpoints import load_native  # imports the network registry only when a checkpoint is used
 
-    path = Path(spec["checkpoint"]).expanduser()
-    path = path if path.is_absolute() else base_dir / path
-    ckpt = load_native(path, device=device)
+    path, zoo_sha256 = resolve_checkpoint(spec["checkpoint"], base_dir)
+    expected = spec.get("sha256")
+    if expected and zoo_sha256 and expected.lower() != zoo_sha256:
+        raise ValueError(f"checkpoint {spec['checkpoint']}: the suite expects sha256 {expected}, the zoo manifest records {zoo_sha256}")
+    ckpt = load_native(path, device=device, expected_sha256=expected or zoo_sha256)
     if ckpt.family != family:
         raise ValueError(f"checkpoint {path} holds a {ckpt.family!r} model, but the suite says family {family!r}")
-    options = {**ckpt.model_options, **{k: v for k, v in spec.items() if k not in ("checkpoint", "format")}}
+    options = {**ckpt.model_options, **{k: v for k, v in spec.items() if k not in ("checkpoint", "format", "sha256")}}
     missing = [k for k in ("image_shape",) if k not in options]
     if missing:
         raise ValueError(f"checkpoint {path}: model_options lacks {', '.join(missing)}")

@@ -13,9 +13,13 @@ from collections.abc import Mapping
 from torch import nn
 
 from cmbench.nets.small_unet import SmallUNet
+from cmbench.nets.toy_classifier import ToyClassifier
+from cmbench.nets.toy_mlp import ToyMLP
 
 ARCHITECTURES: dict[str, type[nn.Module]] = {
     "small_unet": SmallUNet,
+    "toy_classifier": ToyClassifier,
+    "toy_mlp": ToyMLP,
 }
 
 

@@ -80,3 +80,15 @@ def make_embedding(kind: str, dim: int) -> nn.Module:
     if kind == "fourier":
         return FourierEmbedding(dim)
     raise ValueError(f"unknown embedding {kind!r}; accepted: {', '.join(EMBEDDINGS)}")
+
+
+class TimeEmbedding(nn.Module):
+    """``Linear → SiLU → Linear`` over an embedding of a scalar noise label."""
+
+    def __init__(self, kind: str, in_dim: int, emb_dim: int):
+        super().__init__()
+        self.embed = make_embedding(kind, in_dim)
+        self.mlp = nn.Sequential(nn.Linear(in_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        return self.mlp(self.embed(t))

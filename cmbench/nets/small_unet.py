@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from cmbench.nets.embeddings import EMBEDDINGS, make_embedding
+from cmbench.nets.embeddings import EMBEDDINGS, TimeEmbedding
 
 
 def group_count(channels: int, max_groups: int = 32) -> int:
@@ -73,18 +73,6 @@ class Upsample(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(F.interpolate(x, scale_factor=2, mode="nearest"))
-
-
-class TimeEmbedding(nn.Module):
-    """``Linear → SiLU → Linear`` over an embedding of a scalar noise label."""
-
-    def __init__(self, kind: str, in_dim: int, emb_dim: int):
-        super().__init__()
-        self.embed = make_embedding(kind, in_dim)
-        self.mlp = nn.Sequential(nn.Linear(in_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
-
-    def forward(self, t: torch.Tensor) -> torch.Tensor:
-        return self.mlp(self.embed(t))
 
 
 class SmallUNet(nn.Module):
