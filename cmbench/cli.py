@@ -7,7 +7,7 @@ import sys
 from importlib import resources
 from pathlib import Path
 
-DEFAULT_SUITE = "gmm"
+DEFAULT_SUITE = "toy"
 
 
 def bundled_suites() -> dict[str, Path]:

@@ -122,7 +122,7 @@ def analytic_reference(suite: Suite, model, extractor: FeatureExtractor, layers:
     return ReferenceStats.from_features(features, meta, keep_features=keep)
 
 
-def load_suite_reference(suite: Suite, models: dict, extractor: FeatureExtractor, layers: tuple[str, ...]):
+def load_suite_reference(suite: Suite, models: dict, extractor: FeatureExtractor):
     """The reference statistics a suite names, checked against the run's extractor, and a description."""
     if not suite.reference:
         return None, {}
@@ -132,14 +132,18 @@ def load_suite_reference(suite: Suite, models: dict, extractor: FeatureExtractor
         stats.check_compatible(extractor.identity, str(path))
         _check_reference_covers(stats, suite, path)
         return stats, {"path": str(path), "sha256": sha256_file(path), **stats.meta}
-    stats = analytic_reference(suite, models[suite.reference["model"]], extractor, tuple(l for l in layers if l != "logits"))
+    stats = analytic_reference(suite, models[suite.reference["model"]], extractor, _reference_layers(suite))
     return stats, {**suite.reference, **stats.meta}
+
+
+def _reference_layers(suite: Suite) -> tuple[str, ...]:
+    """The feature layers whose real-data statistics the suite's metrics compare against."""
+    return tuple(sorted({layer for m in suite.metrics if METRICS[m].needs_reference for layer in METRICS[m].layers}))
 
 
 def _check_reference_covers(stats: ReferenceStats, suite: Suite, path: Path) -> None:
     """Fail before sampling when a reference file cannot serve the suite's metrics."""
-    needed = {layer for m in suite.metrics if METRICS[m].needs_reference for layer in METRICS[m].layers}
-    missing = sorted(needed - set(stats.mu))
+    missing = sorted(set(_reference_layers(suite)) - set(stats.mu))
     if missing:
         raise ValueError(f"reference statistics {path} have no layer(s) {', '.join(missing)}; they have {', '.join(sorted(stats.mu))}")
     if "precision_recall" in suite.metrics:
@@ -178,7 +182,7 @@ def run_suite(
     extractor.check_layers(layers)
     file_hashes = {**suite_file_hashes(suite), "extractor": extractor.weights_sha256}
     pending = _pending_rows(suite, store, file_hashes, recompute_changed)
-    reference, reference_info = (None, {}) if not pending else load_suite_reference(suite, models, extractor, layers)
+    reference, reference_info = (None, {}) if not pending else load_suite_reference(suite, models, extractor)
     if pending:
         _write_run_metadata(out, suite, dev, extractor, reference_info)
 

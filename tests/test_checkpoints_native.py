@@ -201,3 +201,19 @@ def _saved(tmp_path):
     path = tmp_path / "good.pt"
     save(path, random_net())
     return path
+
+
+def test_float16_storage_halves_the_file_and_loads_the_rounded_weights(tmp_path):
+    from cmbench.nets import build_network
+
+    kwargs = {"img_resolution": 8, "img_channels": 1, "hidden": 64, "depth": 2, "emb_dim": 16}
+    torch.manual_seed(0)
+    net = build_network("toy_mlp", kwargs)
+    common = dict(arch="toy_mlp", arch_kwargs=kwargs, family="edm", model_options={"image_shape": [1, 8, 8]})
+    save_native(tmp_path / "full.pt", net, **common)
+    save_native(tmp_path / "half.pt", net, storage_dtype=torch.float16, **common)
+    assert (tmp_path / "half.pt").stat().st_size < 0.6 * (tmp_path / "full.pt").stat().st_size
+    loaded = load_native(tmp_path / "half.pt").net
+    for (name, p), q in zip(net.state_dict().items(), loaded.state_dict().values()):
+        assert q.dtype == p.dtype, name
+        assert torch.equal(q, p.to(torch.float16).to(p.dtype)), name

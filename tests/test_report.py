@@ -220,3 +220,12 @@ def test_fid_vs_nfe_png() -> None:
 
 def test_flat_metadata_lists_render_on_one_line(report_html: str) -> None:
     assert "[&#34;fid&#34;, &#34;is&#34;]" in report_html
+
+
+def test_suite_description_is_shown_escaped(tmp_path: Path) -> None:
+    _write_run(tmp_path, _rows())
+    meta = json.loads((tmp_path / "run.json").read_text())
+    meta["description"] = "Why CTM <lags> here"
+    (tmp_path / "run.json").write_text(json.dumps(meta))
+    html = render_report(tmp_path).read_text(encoding="utf-8")
+    assert '<p class="description">Why CTM &lt;lags&gt; here</p>' in html

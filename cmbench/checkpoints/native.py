@@ -56,8 +56,12 @@ def save_native(
     model_options: dict,
     meta: dict | None = None,
     overwrite: bool = False,
+    storage_dtype: torch.dtype = torch.float32,
 ) -> str:
     """Write ``net`` as a native checkpoint at ``path`` atomically; return the file's sha256.
+
+    Floating-point tensors are stored as ``storage_dtype`` (float16 halves a shipped file; the
+    loader casts back to the network's dtype, so the evaluated weights are the stored ones).
 
     Refuses (FileExistsError) to replace an existing file unless ``overwrite``. Raises
     ValueError if a field holds something other than plain data.
@@ -70,7 +74,10 @@ def save_native(
         "family": family,
         "model_options": model_options,
         "meta": {} if meta is None else meta,
-        "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
+        "state_dict": {
+            k: v.detach().cpu().to(storage_dtype) if v.is_floating_point() else v.detach().cpu()
+            for k, v in net.state_dict().items()
+        },
     }
     for key in ("arch", "family"):
         if not isinstance(payload[key], str):

@@ -9,7 +9,6 @@ extractor's ``weights_sha256``, so reference statistics made with other weights 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import torch
 

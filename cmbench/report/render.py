@@ -96,6 +96,7 @@ def render_report(run_dir: Path | str, *, title: str | None = None) -> Path:
         "suite": suite,
         "generated_at": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
         "started_at": (metadata or {}).get("started_at"),
+        "description": (metadata or {}).get("description") or "",
         "counts": _counts(rows),
         "metric_headers": [column.label for column in columns],
         "tables": comparison_tables(rows, columns),

@@ -78,32 +78,47 @@ def consistency_training_loss(student, target, x0, grid, generator) -> torch.Ten
     return ((student.consistency(x0 + per_sample(sigma_hi, x0) * z, sigma_hi) - goal) ** 2).mean()
 
 
-def ctm_loss(student, target, teacher, x0, grid, generator, *, max_teacher_steps: int, dsm_weight: float) -> torch.Tensor:
+def karras_sigma(rank: torch.Tensor, sigma_min: float, sigma_max: float, rho: float = 7.0) -> torch.Tensor:
+    """σ at continuous ``rank`` ∈ [0, 1] of the Karras parameterisation (0 → σ_max, 1 → σ_min)."""
+    hi, lo = sigma_max ** (1 / rho), sigma_min ** (1 / rho)
+    return (hi + rank * (lo - hi)) ** rho
+
+
+def _jittered_rank(index: torch.Tensor, last: int, generator: torch.Generator) -> torch.Tensor:
+    """Grid index → rank in [0, 1], moved by up to half a cell unless it is an end point."""
+    jitter = (torch.rand(index.shape, generator=generator) - 0.5) * ((index > 0) & (index < last))
+    return ((index + jitter) / last).clamp(0.0, 1.0)
+
+
+def ctm_loss(student, target, teacher, x0, generator, *, grid_steps: int, dsm_weight: float) -> torch.Tensor:
     """CTM (Kim et al. 2024, Alg. 1): soft consistency matching plus denoising score matching.
 
-    Grid indices t < u ≤ s (σ_t > σ_u ≥ σ_s) with u at most ``max_teacher_steps`` teacher Heun
-    steps below t. The estimate G_θ(x_t, t, s) must match G_θ⁻(Solver(x_t, t → u), u, s); both
-    are compared after a stop-gradient jump G_sg(θ)(·, s, σ_min) to the data end. The DSM term
-    on g_θ(x, σ, σ) keeps the score access that likelihood and Heun sampling use.
+    Times t > s are grid points of a ``grid_steps``-point Karras grid, as in the paper, jittered
+    by up to half a cell in ρ-space except at the ends (so the s embedding learns every target
+    time, while σ_max → σ_min keeps the grid's probability); u is uniform in ρ-space between
+    them. The teacher solves t → u with Heun steps no coarser than the grid. The estimate
+    G_θ(x_t, t, s) must match G_θ⁻(Solver(x_t, t → u), u, s); both are compared after a
+    stop-gradient jump G_sg(θ)(·, s, σ_min) to the data end. The DSM term on g_θ(x, σ, σ)
+    keeps score access.
     """
-    batch, last = x0.shape[0], len(grid) - 1
+    batch, last = x0.shape[0], grid_steps - 1
+    lo, hi = student.sigma_min, student.sigma_max
     i_t = torch.randint(0, last, (batch,), generator=generator)
     i_s = i_t + 1 + (torch.rand(batch, generator=generator) * (last - i_t)).long()
-    reach = torch.minimum(i_s - i_t, torch.full_like(i_t, max_teacher_steps))
-    i_u = i_t + 1 + (torch.rand(batch, generator=generator) * reach).long()
-    sig = grid.float()
-    sigma_t, sigma_s = sig[i_t], sig[i_s]
+    r_t, r_s = _jittered_rank(i_t, last, generator), _jittered_rank(i_s, last, generator)
+    r_s = torch.maximum(r_s, r_t)
+    r_u = r_t + (r_s - r_t) * torch.rand(batch, generator=generator)
+    sigma_t, sigma_s = karras_sigma(r_t, lo, hi), karras_sigma(r_s, lo, hi)
     x_t = x0 + per_sample(sigma_t, x0) * _randn(x0, generator)
+    num_steps = int(torch.ceil((r_u - r_t).max() * (grid_steps - 1)).clamp(min=1))
     with torch.no_grad():
-        x_u, i_cur = x_t, i_t.clone()
-        for _ in range(int((i_u - i_t).max())):
-            active = i_cur < i_u
-            stepped = heun_step(teacher, x_u, sig[i_cur], sig[torch.clamp(i_cur + 1, max=last)])
-            x_u = torch.where(per_sample(active, x0).bool(), stepped, x_u)
-            i_cur = i_cur + active.long()
-        goal = target.jump(x_u, sig[i_u], sigma_s)
+        x_u = x_t
+        for k in range(num_steps):  # per sample: equal steps in ρ-space from t to u
+            x_u = heun_step(teacher, x_u, karras_sigma(r_t + (r_u - r_t) * k / num_steps, lo, hi),
+                            karras_sigma(r_t + (r_u - r_t) * (k + 1) / num_steps, lo, hi))
+        goal = target.jump(x_u, karras_sigma(r_u, lo, hi), sigma_s)
     estimate = student.jump(x_t, sigma_t, sigma_s)
-    sigma_min = torch.full_like(sigma_s, student.sigma_min)
+    sigma_min = torch.full_like(sigma_s, lo)
     student.net.requires_grad_(False)  # stop-gradient network; gradients still reach `estimate`
     try:
         mapped_estimate = student.jump(estimate, sigma_s, sigma_min)
