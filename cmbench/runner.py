@@ -228,7 +228,8 @@ def evaluate_row(suite, row: Row, model, extractor, layers, reference, device, o
 
 
 def _label(row: Row) -> str:
-    parts = [f"{k}={v}" for k, v in sorted(row.options.items()) if not isinstance(v, (dict, list))]
+    parts = [f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+             for k, v in sorted(row.options.items()) if not isinstance(v, (dict, list))]
     return f"{row.sampler} " + " ".join(parts) if parts else row.sampler
 
 
