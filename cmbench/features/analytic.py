@@ -17,12 +17,11 @@ import torch
 
 from ..images import from_uint8
 from ..models.gmm import GaussianMixture
-from .base import FeatureExtractor
+from .base import FeatureExtractor, check_images
 
 
 def _pixels(images: torch.Tensor) -> torch.Tensor:
-    if images.dtype != torch.uint8 or images.ndim != 4:
-        raise ValueError(f"feature extractors take uint8 NCHW images, got {images.dtype} with shape {tuple(images.shape)}")
+    check_images(images)
     return from_uint8(images).reshape(images.shape[0], -1)
 
 

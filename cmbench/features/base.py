@@ -21,6 +21,12 @@ import torch
 LAYERS = ("pool", "logits", "spatial")
 
 
+def check_images(images: torch.Tensor) -> None:
+    """Extractors take what the generator's quantisation produced: uint8 NCHW images."""
+    if images.dtype != torch.uint8 or images.ndim != 4:
+        raise ValueError(f"feature extractors take uint8 NCHW images, got {images.dtype} with shape {tuple(images.shape)}")
+
+
 class FeatureExtractor:
     """Base class. ``identity`` names what produced the features; reference statistics record it."""
 

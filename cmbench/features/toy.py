@@ -14,7 +14,7 @@ import torch
 
 from ..checkpoints.native import load_native
 from ..images import from_uint8
-from .base import FeatureExtractor
+from .base import FeatureExtractor, check_images
 
 BATCH_SIZE = 4096
 
@@ -47,8 +47,7 @@ class ToyClassifierExtractor(FeatureExtractor):
 
     def extract(self, images, layers):
         self.check_layers(layers)
-        if images.dtype != torch.uint8 or images.ndim != 4:
-            raise ValueError(f"feature extractors take uint8 NCHW images, got {images.dtype} with shape {tuple(images.shape)}")
+        check_images(images)
         pools, logits = [], []
         with torch.no_grad():
             for chunk in images.split(BATCH_SIZE):
