@@ -75,7 +75,7 @@ class ModelAdapter:
         """Move whatever the model holds to ``device``; returns ``self``."""
         return self
 
-    def _missing(self, map_name: str) -> MissingMapError:
+    def missing_map(self, map_name: str) -> MissingMapError:
         have = ", ".join(sorted(self.maps)) or "none"
         hint = ""
         if map_name == "denoise":
@@ -85,19 +85,19 @@ class ModelAdapter:
         )
 
     def denoise(self, x: torch.Tensor, sigma: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        raise self._missing("denoise")
+        raise self.missing_map("denoise")
 
     def consistency(self, x: torch.Tensor, sigma: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        raise self._missing("consistency")
+        raise self.missing_map("consistency")
 
     def jump(
         self, x: torch.Tensor, t: torch.Tensor, s: torch.Tensor, labels: torch.Tensor | None = None
     ) -> torch.Tensor:
-        raise self._missing("jump")
+        raise self.missing_map("jump")
 
     def ddim_x0(self, x: torch.Tensor, sigma: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         if "denoise" not in self.maps:
-            raise self._missing("ddim_x0")
+            raise self.missing_map("ddim_x0")
         return self.denoise(x, sigma, labels)
 
 

@@ -48,5 +48,5 @@ class ProgressiveDistillationModel(NetworkModel):
 
     def denoise(self, x, sigma, labels=None):
         if self.role != "teacher":
-            raise self._missing("denoise")
+            raise self.missing_map("denoise")
         return self.ddim_x0(x, sigma, labels)
