@@ -41,6 +41,39 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _nll(args: argparse.Namespace) -> int:
+    import json
+
+    from .atomic import atomic_write_text
+    from .models import build_model
+    from .nll import evaluate_nll, load_images
+    from .runner import resolve_device
+    from .suite import load_suite
+
+    suite = load_suite(resolve_suite(args.suite))
+    if args.model not in suite.models:
+        raise ValueError(f"suite {suite.name!r} has no model {args.model!r}; it has: {', '.join(suite.models)}")
+    spec = suite.models[args.model]
+    device = resolve_device(args.device or suite.device)
+    model = build_model(spec.family, spec.options, suite.base_dir, str(device))
+    if not model.has("denoise"):
+        raise model.missing_map("denoise")
+    images = load_images(args.data, args.continuous)
+    if args.limit:
+        images = images[: args.limit]
+    result = evaluate_nll(
+        model, images, continuous=args.continuous, passes=args.passes, divergence=args.divergence,
+        batch_size=args.batch_size, rtol=args.rtol, atol=args.atol, seed=args.seed, device=device,
+        progress=not args.quiet,
+    )
+    result = {"suite": suite.name, "model": args.model, "data": args.data, **result}
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        atomic_write_text(args.out, text + "\n", overwrite=args.overwrite)
+    return 0
+
+
 def _report(args: argparse.Namespace) -> int:
     from .report import render_report
 
@@ -88,6 +121,24 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("run_dir", type=Path)
     report.set_defaults(func=_report)
 
+    nll = sub.add_parser("nll", help="bits/dim of data under a model's probability-flow ODE (score-access families)")
+    nll.add_argument("suite", help="suite file or bundled suite name that defines the model")
+    nll.add_argument("--model", required=True, help="model name in the suite (EDM, CTM, PD teacher or gmm)")
+    nll.add_argument("--data", required=True, help="an .npz with NHWC images in arr_0 (uint8, or float in [-1, 1] with --continuous), or toy:train / toy:test")
+    nll.add_argument("--continuous", action="store_true", help="float data: no dequantisation, report nats/dim")
+    nll.add_argument("--passes", type=int, default=5, help="dequantisation passes averaged per image (default 5, as score_sde)")
+    nll.add_argument("--divergence", choices=("exact", "hutchinson"), default="hutchinson")
+    nll.add_argument("--rtol", type=float, default=1e-5)
+    nll.add_argument("--atol", type=float, default=1e-5)
+    nll.add_argument("--batch-size", type=int, default=256)
+    nll.add_argument("--limit", type=int, help="use only the first N images")
+    nll.add_argument("--seed", type=int, default=0, help="seeds the dequantisation noise and the Hutchinson probes")
+    nll.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    nll.add_argument("--out", type=Path, help="also write the JSON result here")
+    nll.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    nll.add_argument("--quiet", action="store_true")
+    nll.set_defaults(func=_nll)
+
     zoo = sub.add_parser("zoo", help="the shipped model zoos").add_subparsers(dest="zoo_command", required=True)
     train = zoo.add_parser("train-toy", help="train the toy zoo (EDM, CD, CT, CTM, PD and the toy classifier's models) from scratch")
     train.add_argument("--out", type=Path, required=True, help="folder for the checkpoints and manifest.json")
@@ -105,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as err:
+    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as err:  # incl. MissingMapError
         print(f"cmbench: error: {err}", file=sys.stderr)
         return 2
 
