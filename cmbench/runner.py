@@ -26,6 +26,7 @@ from .images import to_uint8
 from .metrics import METRICS, ReferenceStats, compute_metrics, layers_for
 from .metrics.reference import load_reference
 from .models import ModelAdapter, build_model
+from .nll import TOY_PREFIX, evaluate_nll, load_images
 from .report import image_grid_png, render_report
 from .results import ResultStore
 from .samplers import Sampler, get_sampler
@@ -186,9 +187,14 @@ def run_suite(
     if pending:
         _write_run_metadata(out, suite, dev, extractor, reference_info)
 
+    likelihoods: dict[str, dict] = {}
     for row in pending:
         model = model_for(row.model)
         result = evaluate_row(suite, row, model, extractor, layers, reference, dev, out, progress)
+        if suite.likelihood:
+            if row.model not in likelihoods:
+                likelihoods[row.model] = suite_likelihood(suite, model, dev, progress)
+            result.update(likelihoods[row.model])
         result["fingerprint"] = suite.row_fingerprint(row, file_hashes)
         store.put(result)
         if progress:
@@ -237,12 +243,32 @@ def _metric_columns(suite: Suite) -> set[str]:
     return {col for m in suite.metrics for col in METRICS[m].columns}
 
 
+def suite_likelihood(suite: Suite, model: ModelAdapter, device: torch.device, progress: bool) -> dict:
+    """bits/dim of the suite's likelihood data under ``model`` (None for models without score
+    access): ``bpd``, its standard error and the solver's mean NFE, once per model."""
+    if not model.has("denoise"):
+        return {"bpd": None, "bpd_stderr": None, "bpd_nfe": None}
+    spec = suite.likelihood
+    data = spec["data"]
+    images = load_images(data if data.startswith(TOY_PREFIX) else str(suite.resolve(data)), continuous=False)
+    images = images[: spec.get("limit", len(images))]
+    result = evaluate_nll(
+        model, images, continuous=False, passes=spec["passes"], divergence=spec["divergence"],
+        batch_size=spec["batch_size"], rtol=spec["rtol"], atol=spec["atol"], seed=spec["seed"],
+        device=device, progress=progress,
+    )
+    return {"bpd": result["bpd"], "bpd_stderr": result["stderr"], "bpd_nfe": result["nfe_mean"]}
+
+
 def suite_file_hashes(suite: Suite) -> dict[str, str]:
-    """sha256 of every checkpoint (by model name) and of the reference file the suite names."""
+    """sha256 of every checkpoint (by model name) and of the reference and likelihood data files."""
     hashes = {name: sha256_file(resolve_checkpoint(spec.options["checkpoint"], suite.base_dir)[0])
               for name, spec in suite.models.items() if "checkpoint" in spec.options}
     if "path" in suite.reference:
         hashes["reference"] = sha256_file(suite.resolve(suite.reference["path"]))
+    data = suite.likelihood.get("data", TOY_PREFIX)
+    if not data.startswith(TOY_PREFIX):
+        hashes["likelihood"] = sha256_file(suite.resolve(data))
     return hashes
 
 

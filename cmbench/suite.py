@@ -29,8 +29,9 @@ DEVICES = ("auto", "cpu", "cuda")
 TOP_REQUIRED = ("name", "num_samples", "models", "runs")
 TOP_OPTIONAL = (
     "description", "seed_start", "batch_size", "device", "quantisation", "output_dir",
-    "features", "metrics", "metric_options", "reference", "grid_images",
+    "features", "metrics", "metric_options", "reference", "grid_images", "likelihood",
 )
+LIKELIHOOD_KEYS = ("data", "passes", "divergence", "limit", "seed", "rtol", "atol", "batch_size")
 RUN_KEYS = ("model", "sampler", "nfe", "name", "options")
 
 
@@ -72,6 +73,7 @@ class Suite:
     metric_options: MetricOptions = MetricOptions()
     reference: dict[str, Any] = field(default_factory=dict)
     grid_images: int = 64
+    likelihood: dict[str, Any] = field(default_factory=dict)
 
     def resolve(self, path: str) -> Path:
         """A path from the suite, relative to the suite file's folder unless absolute."""
@@ -82,15 +84,16 @@ class Suite:
         """A hash of everything that changes a row's numbers; a resumed row must match it.
 
         ``file_hashes`` holds the sha256 of the files the suite names (checkpoints by model name,
-        reference statistics under "reference", the extractor's weights under "extractor"), so
-        replacing a file's content counts as a change.
+        reference statistics under "reference", the extractor's weights under "extractor", the
+        likelihood data under "likelihood"), so replacing a file's content counts as a change.
         """
         config = {
-            "files": {k: (file_hashes or {}).get(k) for k in (row.model, "reference", "extractor")},
+            "files": {k: (file_hashes or {}).get(k) for k in (row.model, "reference", "extractor", "likelihood")},
             "model": self.models[row.model].__dict__, "sampler": row.sampler, "options": row.options,
             "nfe": row.nfe, "num_samples": self.num_samples, "seed_start": self.seed_start,
             "quantisation": self.quantisation, "features": self.features, "metrics": sorted(self.metrics),
             "metric_options": self.metric_options.__dict__, "reference": self.reference,
+            "likelihood": self.likelihood,
         }
         return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -163,6 +166,7 @@ def parse_suite(raw: Any, source: str, base_dir: Path) -> Suite:
         metric_options=_parse_metric_options(c, raw.get("metric_options", {})),
         reference=_parse_reference(c, raw.get("reference"), models, metrics),
         grid_images=c.integer(raw.get("grid_images", 64), "grid_images", minimum=0),
+        likelihood=_parse_likelihood(c, raw.get("likelihood")),
     )
     _check_metric_sizes(c, suite)
     return suite
@@ -248,6 +252,27 @@ def _parse_metric_options(c: Checker, raw: Any) -> MetricOptions:
         pr_batch_size=c.integer(raw.get("pr_batch_size", default.pr_batch_size), "metric_options.pr_batch_size", minimum=1),
         fid_sqrt=c.choice(raw.get("fid_sqrt", default.fid_sqrt), "metric_options.fid_sqrt", FID_SQRT_METHODS),
     )
+
+
+def _parse_likelihood(c: Checker, raw: Any) -> dict[str, Any]:
+    """``likelihood: {data: toy:test | file.npz, passes, divergence, limit, seed, rtol, atol}``:
+    bits/dim of uint8 data under every score-access model (see ``cmbench nll``)."""
+    if raw is None:
+        return {}
+    raw = c.mapping(raw, "likelihood")
+    c.keys(raw, "likelihood", ("data",), LIKELIHOOD_KEYS[1:])
+    spec = {
+        "data": c.string(raw["data"], "likelihood.data"),
+        "passes": c.integer(raw.get("passes", 1), "likelihood.passes", minimum=1),
+        "divergence": c.choice(raw.get("divergence", "hutchinson"), "likelihood.divergence", ("hutchinson", "exact")),
+        "seed": c.integer(raw.get("seed", 0), "likelihood.seed", minimum=0),
+        "rtol": c.number(raw.get("rtol", 1e-5), "likelihood.rtol", minimum=0, exclusive=True),
+        "atol": c.number(raw.get("atol", 1e-5), "likelihood.atol", minimum=0, exclusive=True),
+        "batch_size": c.integer(raw.get("batch_size", 256), "likelihood.batch_size", minimum=1),
+    }
+    if "limit" in raw:
+        spec["limit"] = c.integer(raw["limit"], "likelihood.limit", minimum=2)
+    return spec
 
 
 def _parse_reference(c: Checker, raw: Any, models: dict[str, ModelSpec], metrics: tuple[str, ...]) -> dict[str, Any]:
