@@ -66,6 +66,14 @@ def test_edm_at_its_highest_nfe_has_the_lowest_fid_of_all_rows(toy_rows):
     assert best_edm["fid"] == min(row["fid"] for row in toy_rows.values())
 
 
+def test_score_access_rows_report_bits_per_dim_on_the_test_digits(toy_rows):
+    for row in toy_rows.values():
+        if row["family"] in ("edm", "ctm"):
+            assert 0 < row["bpd"] < 16 and row["bpd_stderr"] > 0, row["row_id"]
+        else:
+            assert row["bpd"] is None, row["row_id"]
+
+
 @pytest.mark.parametrize("family", ["cd", "ct"])
 def test_consistency_models_improve_from_one_to_two_steps(toy_rows, family):
     assert toy_rows[f"{family}.cm_multistep.nfe2"]["fid"] < toy_rows[f"{family}.cm_multistep.nfe1"]["fid"]
