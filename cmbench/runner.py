@@ -187,13 +187,14 @@ def run_suite(
     if pending:
         _write_run_metadata(out, suite, dev, extractor, reference_info)
 
+    likelihood_images = load_likelihood_images(suite) if pending and suite.likelihood else None
     likelihoods: dict[str, dict] = {}
     for row in pending:
         model = model_for(row.model)
         result = evaluate_row(suite, row, model, extractor, layers, reference, dev, out, progress)
-        if suite.likelihood:
+        if likelihood_images is not None:
             if row.model not in likelihoods:
-                likelihoods[row.model] = suite_likelihood(suite, model, dev, progress)
+                likelihoods[row.model] = suite_likelihood(suite, model, likelihood_images, dev, progress)
             result.update(likelihoods[row.model])
         result["fingerprint"] = suite.row_fingerprint(row, file_hashes)
         store.put(result)
@@ -224,7 +225,7 @@ def evaluate_row(suite, row: Row, model, extractor, layers, reference, device, o
         "suite": suite.name, "row_id": row.row_id, "model": row.model, "family": model.family,
         "sampler": row.sampler, "sampler_label": row.label if row.label != row.sampler else _label(row),
         "nfe": nfe, "num_samples": suite.num_samples,
-        **{col: None for m in suite.metrics for col in METRICS[m].columns}, **metrics,
+        **dict.fromkeys(sorted(_metric_columns(suite))), **metrics,
         "seconds_per_sample": seconds / suite.num_samples, "seed_start": suite.seed_start,
         "checkpoint_sha256": model.checkpoint_sha256, "cmbench_version": __version__,
         "schedule": [float(s) for s in sigmas], "options": row.options, "grid": grid_path,
@@ -243,15 +244,19 @@ def _metric_columns(suite: Suite) -> set[str]:
     return {col for m in suite.metrics for col in METRICS[m].columns}
 
 
-def suite_likelihood(suite: Suite, model: ModelAdapter, device: torch.device, progress: bool) -> dict:
-    """bits/dim of the suite's likelihood data under ``model`` (None for models without score
-    access): ``bpd``, its standard error and the solver's mean NFE, once per model."""
+def load_likelihood_images(suite: Suite) -> torch.Tensor:
+    """The uint8 images of the suite's ``likelihood.data`` (a toy split or an .npz), up to ``limit``."""
+    data = suite.likelihood["data"]
+    images = load_images(data if data.startswith(TOY_PREFIX) else str(suite.resolve(data)), continuous=False)
+    return images[: suite.likelihood.get("limit", len(images))]
+
+
+def suite_likelihood(suite: Suite, model: ModelAdapter, images: torch.Tensor, device: torch.device, progress: bool) -> dict:
+    """bits/dim of ``images`` under ``model`` (None for models without score access): ``bpd``,
+    its standard error and the solver's mean NFE, once per model."""
     if not model.has("denoise"):
         return {"bpd": None, "bpd_stderr": None, "bpd_nfe": None}
     spec = suite.likelihood
-    data = spec["data"]
-    images = load_images(data if data.startswith(TOY_PREFIX) else str(suite.resolve(data)), continuous=False)
-    images = images[: spec.get("limit", len(images))]
     result = evaluate_nll(
         model, images, continuous=False, passes=spec["passes"], divergence=spec["divergence"],
         batch_size=spec["batch_size"], rtol=spec["rtol"], atol=spec["atol"], seed=spec["seed"],
