@@ -41,6 +41,36 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tune(args: argparse.Namespace) -> int:
+    from .runner import tune_suite
+    from .suite import load_suite
+    from .tuning.jobs import schedule_path
+
+    overrides = list(args.set)
+    jobs = list(args.job)
+    if args.model:  # an ad-hoc job, validated like one written in the suite
+        name = args.name or f"{args.model}_{args.sampler}"
+        given = {"model": args.model, "sampler": args.sampler, "max_nfe": args.max_nfe, "method": args.method,
+                 "space": args.space, "metric": args.metric, "num_samples": args.samples,
+                 "seed_start": args.seed_start, "karras_steps": args.karras_steps, "tol": args.tol}
+        overrides += [f"tune.{name}.{key}={value}" for key, value in given.items() if value is not None]
+        jobs.append(name)
+    suite = load_suite(resolve_suite(args.suite), overrides)
+    out, documents = tune_suite(suite, jobs or list(suite.tune), args.out, device=args.device,
+                                recompute_changed=args.recompute_changed, progress=not args.quiet)
+    for name, document in documents.items():
+        objective = document["objective"]
+        print(f"{name}: {document['model']['name']} · {document['sampler']} · {document['search']['method']} search "
+              f"over {document['search']['space']} · {objective['metric']} on {objective['num_samples']} samples "
+              f"(seeds {objective['seed_start']}..) · {document['evaluations']} evaluations")
+        for entry in document["schedules"]:
+            where = f" indices {entry['indices']}" if entry["indices"] else ""
+            print(f"  NFE {entry['nfe']}: σ {[float(f'{s:.4g}') for s in entry['sigmas']]}{where} → "
+                  f"{objective['metric']} {entry['value']:.4f} ({entry['evaluations']} evaluations)")
+        print(f"  schedule: {schedule_path(out, name)}")
+    return 0
+
+
 def _nll(args: argparse.Namespace) -> int:
     import json
 
@@ -116,6 +146,27 @@ def build_parser() -> argparse.ArgumentParser:
                      help="recompute rows whose stored configuration differs from the suite's (default: error)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.set_defaults(func=_run)
+
+    tune = sub.add_parser("tune", help="tune multistep time points greedily (the suite's tune jobs, or one given here)")
+    tune.add_argument("suite", help="suite file or bundled suite name (models, extractor, reference, metrics)")
+    tune.add_argument("--job", action="append", default=[], metavar="NAME", help="run this tune job of the suite (repeatable; default: all)")
+    tune.add_argument("--model", help="tune this model of the suite (an ad-hoc job; needs --sampler and --max-nfe)")
+    tune.add_argument("--sampler", choices=("cm_multistep", "ctm_gamma"))
+    tune.add_argument("--max-nfe", type=int, help="find time points for NFE 2..MAX_NFE")
+    tune.add_argument("--method", choices=("ternary", "golden", "grid"), help="line search (default ternary; grid is exhaustive)")
+    tune.add_argument("--space", choices=("karras_index", "sigma"), help="Karras grid indices (default) or continuous σ")
+    tune.add_argument("--karras-steps", type=int, help="points of the Karras index grid (default 40)")
+    tune.add_argument("--tol", type=float, help="continuous space: stop at brackets this wide in ln σ (default 0.05)")
+    tune.add_argument("--metric", help="objective column: fid (default), is_mean, precision or recall")
+    tune.add_argument("--samples", type=int, help="proxy sample count (default: the suite's num_samples)")
+    tune.add_argument("--seed-start", type=int, help="first proxy seed (default: just past the suite's seeds)")
+    tune.add_argument("--name", help="the ad-hoc job's name (default MODEL_SAMPLER)")
+    tune.add_argument("--out", type=Path, help="output folder; schedules go to OUT/schedules/ (default as for run)")
+    tune.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a suite value")
+    tune.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    tune.add_argument("--recompute-changed", action="store_true", help="search again where the stored schedule's configuration differs")
+    tune.add_argument("--quiet", action="store_true")
+    tune.set_defaults(func=_tune)
 
     report = sub.add_parser("report", help="re-render DIR/report.html from DIR/results.jsonl")
     report.add_argument("run_dir", type=Path)

@@ -1,20 +1,19 @@
-"""Running a suite: for each row, generate images seed by seed, extract features once, score.
+"""Running a suite: tune its schedules, then sample and score every unfinished row.
 
-The unit of work is a list of seeds (:func:`generate_features`), so a later multi-process mode
-gives each rank its own seed slice and gathers the features; nothing else changes.
+Each row is one call of :func:`cmbench.generate.sample_and_score` on the suite's seeds; tune jobs
+(:mod:`cmbench.tuning.jobs`) score their candidates with the same call on their proxy seeds.
+Finished rows and schedules are on disk before the next starts, so a rerun resumes.
 """
 
 from __future__ import annotations
 
 import json
 import platform
-import time
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -22,16 +21,18 @@ from . import __version__
 from .atomic import atomic_write_bytes, atomic_write_text
 from .checkpoints import sha256_file
 from .features import FeatureExtractor, build_extractor
+from .generate import sample_and_score
 from .images import to_uint8
-from .metrics import METRICS, ReferenceStats, compute_metrics, layers_for
+from .metrics import METRICS, ReferenceStats, layers_for
 from .metrics.reference import load_reference
 from .models import ModelAdapter, build_model
 from .nll import TOY_PREFIX, evaluate_nll, load_images
 from .report import image_grid_png, render_report
 from .results import ResultStore
-from .samplers import Sampler, get_sampler
-from .seeds import SampleNoise, seed_range
+from .samplers import get_sampler
+from .seeds import seed_range
 from .suite import Row, Suite
+from .tuning.jobs import apply_schedule, run_tune_job
 from .zoo import resolve_checkpoint
 
 
@@ -45,57 +46,6 @@ def resolve_device(name: str) -> torch.device:
 
 def default_output_dir(suite: Suite) -> Path:
     return Path(suite.output_dir) if suite.output_dir else Path("reports") / suite.name
-
-
-def generate_features(
-    model: ModelAdapter,
-    sampler: Sampler,
-    sigmas: torch.Tensor,
-    options: dict[str, Any],
-    seeds: list[int],
-    *,
-    batch_size: int,
-    device: torch.device,
-    quantisation: str,
-    extractor: FeatureExtractor,
-    layers: tuple[str, ...],
-    keep_images: int = 0,
-    progress: bool = False,
-    desc: str = "",
-) -> tuple[dict[str, np.ndarray], torch.Tensor, int, float]:
-    """Sample the images of ``seeds`` and extract ``layers`` from them in one pass.
-
-    Returns (features by layer, the first ``keep_images`` uint8 images, NFE per image,
-    seconds spent in the sampler).
-    """
-    chunks: dict[str, list[torch.Tensor]] = {layer: [] for layer in layers}
-    kept: list[torch.Tensor] = []
-    nfe, seconds = None, 0.0
-    batches = [seeds[i : i + batch_size] for i in range(0, len(seeds), batch_size)]
-    for batch in tqdm(batches, desc=desc, unit="batch", disable=not progress, leave=False):
-        noise = SampleNoise(batch, device)
-        latents = noise.randn(model.image_shape)
-        labels = noise.randint(model.label_dim) if model.label_dim else None
-        start = time.perf_counter()
-        with torch.no_grad():
-            images, batch_nfe = sampler.run(model, latents, sigmas, noise=noise, labels=labels, options=options)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        seconds += time.perf_counter() - start
-        if nfe is not None and batch_nfe != nfe:
-            raise RuntimeError(f"{desc}: the sampler made {batch_nfe} evaluations on one batch and {nfe} on another")
-        nfe = batch_nfe
-        uint8 = to_uint8(images, quantisation)
-        if sum(len(k) for k in kept) < keep_images:
-            kept.append(uint8.cpu())
-        if layers:
-            with torch.no_grad():
-                feats = extractor.extract(uint8, layers)
-            for layer in layers:
-                chunks[layer].append(feats[layer].float().cpu())
-    features = {layer: torch.cat(parts).numpy() for layer, parts in chunks.items()}
-    grid = torch.cat(kept)[:keep_images] if kept else torch.zeros(0, dtype=torch.uint8)
-    return features, grid, int(nfe), seconds
 
 
 def analytic_reference(suite: Suite, model, extractor: FeatureExtractor, layers: tuple[str, ...]) -> ReferenceStats:
@@ -155,6 +105,47 @@ def _check_reference_covers(stats: ReferenceStats, suite: Suite, path: Path) -> 
                              f"with k = {suite.metric_options.pr_k} needs more (recompute them keeping features)")
 
 
+class RunContext:
+    """What the rows and tune jobs of one run share: the output folder, the device, models
+    (built on first use), the feature extractor, file hashes and the reference statistics
+    (loaded on first use, when ``run.json`` is written)."""
+
+    def __init__(self, suite: Suite, out_dir: str | Path | None, device: str | None):
+        self.suite = suite
+        self.out = Path(out_dir) if out_dir else default_output_dir(suite)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.device = resolve_device(device or suite.device)
+        self.models: dict[str, ModelAdapter] = {}
+        for name in {suite.features.get("model"), suite.reference.get("model")} - {None}:
+            self.model(name)
+        self.extractor = build_extractor(suite.features, self.models, base_dir=suite.base_dir).to(self.device)
+        self.extractor.check_layers(layers_for(suite.metrics))
+        self.file_hashes = {**suite_file_hashes(suite), "extractor": self.extractor.weights_sha256}
+        self._reference: list[ReferenceStats | None] = []
+
+    def model(self, name: str) -> ModelAdapter:
+        if name not in self.models:
+            spec = self.suite.models[name]
+            self.models[name] = build_model(spec.family, spec.options, self.suite.base_dir, str(self.device))
+        return self.models[name]
+
+    def reference(self) -> ReferenceStats | None:
+        if not self._reference:
+            stats, info = load_suite_reference(self.suite, self.models, self.extractor)
+            _write_run_metadata(self.out, self.suite, self.device, self.extractor, info)
+            self._reference.append(stats)
+        return self._reference[0]
+
+    def tune(self, names, *, recompute_changed: bool, progress: bool) -> dict[str, dict]:
+        """The schedule documents of the named tune jobs, searched unless already in the folder."""
+        return {
+            name: run_tune_job(self.suite, self.suite.tune[name], self.model(self.suite.tune[name].model),
+                               self.extractor, self.reference, self.device, self.out, file_hashes=self.file_hashes,
+                               recompute_changed=recompute_changed, progress=progress)
+            for name in names
+        }
+
+
 def run_suite(
     suite: Suite,
     out_dir: str | Path | None = None,
@@ -163,59 +154,57 @@ def run_suite(
     recompute_changed: bool = False,
     progress: bool = True,
 ) -> Path:
-    """Run every unfinished row of ``suite`` into ``out_dir``; returns the report's path."""
-    out = Path(out_dir) if out_dir else default_output_dir(suite)
-    out.mkdir(parents=True, exist_ok=True)
-    dev = resolve_device(device or suite.device)
-    store = ResultStore(out)
-    models: dict[str, ModelAdapter] = {}
-
-    def model_for(name: str) -> ModelAdapter:
-        if name not in models:
-            spec = suite.models[name]
-            models[name] = build_model(spec.family, spec.options, suite.base_dir, str(dev))
-        return models[name]
-
-    for name in {suite.features.get("model"), suite.reference.get("model")} - {None}:
-        model_for(name)
-    extractor = build_extractor(suite.features, models, base_dir=suite.base_dir).to(dev)
-    layers = layers_for(suite.metrics)
-    extractor.check_layers(layers)
-    file_hashes = {**suite_file_hashes(suite), "extractor": extractor.weights_sha256}
-    pending = _pending_rows(suite, store, file_hashes, recompute_changed)
-    reference, reference_info = (None, {}) if not pending else load_suite_reference(suite, models, extractor)
-    if pending:
-        _write_run_metadata(out, suite, dev, extractor, reference_info)
-
+    """Run the suite's tune jobs, then every unfinished row, into ``out_dir``; returns the report's path."""
+    ctx = RunContext(suite, out_dir, device)
+    store = ResultStore(ctx.out)
+    schedules = ctx.tune(suite.tune, recompute_changed=recompute_changed, progress=progress)
+    rows = [apply_schedule(suite, row, schedules, ctx.file_hashes) for row in suite.rows]
+    pending = _pending_rows(suite, rows, store, ctx.file_hashes, recompute_changed)
     likelihood_images = load_likelihood_images(suite) if pending and suite.likelihood else None
     likelihoods: dict[str, dict] = {}
     for row in pending:
-        model = model_for(row.model)
-        result = evaluate_row(suite, row, model, extractor, layers, reference, dev, out, progress)
+        model = ctx.model(row.model)
+        result = evaluate_row(suite, row, model, ctx.extractor, ctx.reference(), ctx.device, ctx.out, progress)
         if likelihood_images is not None:
             if row.model not in likelihoods:
-                likelihoods[row.model] = suite_likelihood(suite, model, likelihood_images, dev, progress)
+                likelihoods[row.model] = suite_likelihood(suite, model, likelihood_images, ctx.device, progress)
             result.update(likelihoods[row.model])
-        result["fingerprint"] = suite.row_fingerprint(row, file_hashes)
+        result["fingerprint"] = suite.row_fingerprint(row, ctx.file_hashes)
         store.put(result)
         if progress:
             shown = {k: round(v, 4) for k, v in result.items() if k in _metric_columns(suite) and v is not None}
             tqdm.write(f"{row.row_id}: nfe={result['nfe']} {shown}")
     if store.rows:
         store.write_csv()
-    return render_report(out)
+    return render_report(ctx.out)
 
 
-def evaluate_row(suite, row: Row, model, extractor, layers, reference, device, out: Path, progress: bool) -> dict[str, Any]:
+def tune_suite(
+    suite: Suite,
+    jobs: list[str],
+    out_dir: str | Path | None = None,
+    *,
+    device: str | None = None,
+    recompute_changed: bool = False,
+    progress: bool = True,
+) -> tuple[Path, dict[str, dict]]:
+    """Run the named tune jobs only; returns the output folder and their schedule documents."""
+    unknown = [name for name in jobs if name not in suite.tune]
+    if unknown:
+        raise ValueError(f"suite {suite.name!r} has no tune job(s) {', '.join(unknown)}; it has: "
+                         f"{', '.join(suite.tune) or 'none'}")
+    ctx = RunContext(suite, out_dir, device)
+    return ctx.out, ctx.tune(jobs, recompute_changed=recompute_changed, progress=progress)
+
+
+def evaluate_row(suite, row: Row, model, extractor, reference, device, out: Path, progress: bool) -> dict[str, Any]:
     sampler = get_sampler(row.sampler)
-    sigmas = sampler.schedule(model.noise_range, row.nfe, row.options)
-    seeds = seed_range(suite.seed_start, suite.num_samples)
-    features, grid, nfe, seconds = generate_features(
-        model, sampler, sigmas, row.options, seeds, batch_size=suite.batch_size, device=device,
-        quantisation=suite.quantisation, extractor=extractor, layers=layers,
+    metrics, sigmas, grid, nfe, seconds = sample_and_score(
+        model, sampler, row.nfe, row.options, seed_range(suite.seed_start, suite.num_samples),
+        metrics=suite.metrics, metric_options=suite.metric_options, reference=reference,
+        batch_size=suite.batch_size, device=device, quantisation=suite.quantisation, extractor=extractor,
         keep_images=suite.grid_images, progress=progress, desc=row.row_id,
     )
-    metrics = compute_metrics(suite.metrics, features, reference, suite.metric_options)
     grid_path = None
     if len(grid):
         grid_path = f"grids/{row.row_id}.png"
@@ -228,7 +217,8 @@ def evaluate_row(suite, row: Row, model, extractor, layers, reference, device, o
         **dict.fromkeys(sorted(_metric_columns(suite))), **metrics,
         "seconds_per_sample": seconds / suite.num_samples, "seed_start": suite.seed_start,
         "checkpoint_sha256": model.checkpoint_sha256, "cmbench_version": __version__,
-        "schedule": [float(s) for s in sigmas], "options": row.options, "grid": grid_path,
+        "schedule": [float(s) for s in sigmas], "schedule_source": row.schedule or None,
+        "options": row.options, "grid": grid_path,
         **extractor.identity, "quantisation": suite.quantisation, "device": str(device),
         "finished_at": _now(),
     }
@@ -277,9 +267,10 @@ def suite_file_hashes(suite: Suite) -> dict[str, str]:
     return hashes
 
 
-def _pending_rows(suite: Suite, store: ResultStore, file_hashes: dict[str, str], recompute_changed: bool) -> list[Row]:
+def _pending_rows(suite: Suite, rows: list[Row], store: ResultStore, file_hashes: dict[str, str],
+                  recompute_changed: bool) -> list[Row]:
     pending = []
-    for row in suite.rows:
+    for row in rows:
         done = store.get(row.row_id)
         if done is None:
             pending.append(row)

@@ -23,16 +23,16 @@ from .metrics import METRICS, MetricOptions
 from .metrics.fid import FID_SQRT_METHODS
 from .models import FAMILIES, NoiseRange, family_maps, validate_model_spec
 from .samplers import SAMPLERS
+from .tuning.spec import SCHEDULE_OPTIONS, SCHEDULE_PREFIX, TuneJob, parse_tune_jobs, tunable_samplers
 from .validate import Checker, ConfigError
 
 DEVICES = ("auto", "cpu", "cuda")
 TOP_REQUIRED = ("name", "num_samples", "models", "runs")
 TOP_OPTIONAL = (
     "description", "seed_start", "batch_size", "device", "quantisation", "output_dir",
-    "features", "metrics", "metric_options", "reference", "grid_images", "likelihood",
+    "features", "metrics", "metric_options", "reference", "grid_images", "likelihood", "tune",
 )
 LIKELIHOOD_KEYS = ("data", "passes", "divergence", "limit", "seed", "rtol", "atol", "batch_size")
-RUN_KEYS = ("model", "sampler", "nfe", "name", "options")
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,11 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class Row:
-    """One result row: a model, a sampler configuration and an NFE."""
+    """One result row: a model, a sampler configuration and an NFE.
+
+    ``schedule`` names tuned time points (``tuned:<job>`` or a schedule file); the runner puts
+    them into ``options`` once they exist.
+    """
 
     row_id: str
     model: str
@@ -52,6 +56,7 @@ class Row:
     label: str
     nfe: int
     options: dict[str, Any]
+    schedule: str = ""
 
 
 @dataclass(frozen=True)
@@ -74,6 +79,7 @@ class Suite:
     reference: dict[str, Any] = field(default_factory=dict)
     grid_images: int = 64
     likelihood: dict[str, Any] = field(default_factory=dict)
+    tune: dict[str, TuneJob] = field(default_factory=dict)
 
     def resolve(self, path: str) -> Path:
         """A path from the suite, relative to the suite file's folder unless absolute."""
@@ -148,15 +154,18 @@ def parse_suite(raw: Any, source: str, base_dir: Path) -> Suite:
     metrics = tuple(c.choice(m, f"metrics[{i}]", METRICS) for i, m in enumerate(c.sequence(raw.get("metrics", ["fid"]), "metrics")))
     extractor_spec = dict(c.mapping(raw.get("features", {"extractor": "pixels"}), "features"))
     features_registry.validate_spec(c, extractor_spec, "features", models)
+    num_samples = c.integer(raw["num_samples"], "num_samples", minimum=2)
+    seed_start = c.integer(raw.get("seed_start", 0), "seed_start", minimum=0)
+    tune = parse_tune_jobs(c, raw.get("tune"), models, metrics, num_samples, seed_start)
     suite = Suite(
         name=c.string(raw["name"], "name"),
         source=source,
         base_dir=base_dir,
-        num_samples=c.integer(raw["num_samples"], "num_samples", minimum=2),
+        num_samples=num_samples,
         models=models,
-        rows=_parse_runs(c, raw["runs"], models),
+        rows=_parse_runs(c, raw["runs"], models, tune, base_dir),
         description=str(raw.get("description", "")),
-        seed_start=c.integer(raw.get("seed_start", 0), "seed_start", minimum=0),
+        seed_start=seed_start,
         batch_size=c.integer(raw.get("batch_size", 256), "batch_size", minimum=1),
         device=c.choice(raw.get("device", "auto"), "device", DEVICES),
         quantisation=c.choice(raw.get("quantisation", "round"), "quantisation", QUANTISATIONS),
@@ -167,6 +176,7 @@ def parse_suite(raw: Any, source: str, base_dir: Path) -> Suite:
         reference=_parse_reference(c, raw.get("reference"), models, metrics),
         grid_images=c.integer(raw.get("grid_images", 64), "grid_images", minimum=0),
         likelihood=_parse_likelihood(c, raw.get("likelihood")),
+        tune=tune,
     )
     _check_metric_sizes(c, suite)
     return suite
@@ -200,13 +210,13 @@ def _parse_models(c: Checker, raw: Any) -> dict[str, ModelSpec]:
     return models
 
 
-def _parse_runs(c: Checker, raw: Any, models: dict[str, ModelSpec]) -> list[Row]:
+def _parse_runs(c: Checker, raw: Any, models: dict[str, ModelSpec], tune: dict[str, TuneJob], base_dir: Path) -> list[Row]:
     rows: list[Row] = []
     seen: dict[str, str] = {}
     for i, run in enumerate(c.sequence(raw, "runs")):
         path = f"runs[{i}]"
         run = c.mapping(run, path)
-        c.keys(run, path, ("model", "sampler", "nfe"), ("name", "options"))
+        c.keys(run, path, ("model", "sampler", "nfe"), ("name", "options", "schedule"))
         model = c.choice(run["model"], f"{path}.model", models)
         sampler = SAMPLERS.get(run["sampler"]) if isinstance(run["sampler"], str) else None
         if sampler is None:
@@ -226,10 +236,14 @@ def _parse_runs(c: Checker, raw: Any, models: dict[str, ModelSpec]) -> list[Row]
         except ValueError as err:
             raise c.fail(f"{path}.options", str(err)) from None
         label = str(run.get("name", sampler.name))
+        schedule = _parse_schedule_ref(c, run, path, model, sampler.name, options, tune, base_dir)
         for j, nfe in enumerate(c.sequence(run["nfe"], f"{path}.nfe")):
             nfe = c.integer(nfe, f"{path}.nfe[{j}]", minimum=1)
             if not sampler.nfe_ok(nfe):
                 raise c.fail(f"{path}.nfe[{j}]", f"NFE {nfe} is impossible for {sampler.name}: {sampler.nfe_rule}")
+            job = tune.get(schedule[len(SCHEDULE_PREFIX):]) if schedule.startswith(SCHEDULE_PREFIX) else None
+            if job is not None and nfe > job.max_nfe:
+                raise c.fail(f"{path}.nfe[{j}]", f"tune.{job.name} finds time points up to NFE {job.max_nfe} (its max_nfe)")
             try:  # the grid's shape does not depend on the model's σ range: build it once now
                 sampler.schedule(NoiseRange(), nfe, options)
             except ValueError as err:
@@ -238,8 +252,34 @@ def _parse_runs(c: Checker, raw: Any, models: dict[str, ModelSpec]) -> list[Row]
             if row_id in seen:
                 raise c.fail(f"{path}.nfe[{j}]", f"row {row_id} is already defined by {seen[row_id]}; give one run a distinct 'name'")
             seen[row_id] = path
-            rows.append(Row(row_id, model, sampler.name, label, nfe, options))
+            rows.append(Row(row_id, model, sampler.name, label, nfe, options, schedule))
     return rows
+
+
+def _parse_schedule_ref(c: Checker, run, path: str, model: str, sampler: str, options: dict,
+                        tune: dict[str, TuneJob], base_dir: Path) -> str:
+    """``schedule: tuned:<job>`` (a tune job of this suite) or ``schedule: file.json``; "" when absent."""
+    if "schedule" not in run:
+        return ""
+    ref = c.string(run["schedule"], f"{path}.schedule")
+    if sampler not in tunable_samplers():
+        raise c.fail(f"{path}.schedule", f"sampler {sampler!r} takes no time points; tuned schedules are for "
+                                         f"{', '.join(tunable_samplers())}")
+    given = [k for k in SCHEDULE_OPTIONS if k in options]
+    if given:
+        raise c.fail(f"{path}.options", f"{', '.join(given)} and a schedule both set the time points; keep one")
+    if ref.startswith(SCHEDULE_PREFIX):
+        job = tune.get(ref[len(SCHEDULE_PREFIX):])
+        if job is None:
+            raise c.fail(f"{path}.schedule", f"no tune job {ref[len(SCHEDULE_PREFIX):]!r}; this suite's tune jobs: "
+                                             f"{', '.join(tune) or 'none'}")
+        if (job.model, job.sampler) != (model, sampler):
+            raise c.fail(f"{path}.schedule", f"tune.{job.name} tunes {job.model} with {job.sampler}, "
+                                             f"this run is {model} with {sampler}")
+    elif not (Path(ref).expanduser() if Path(ref).expanduser().is_absolute() else base_dir / ref).is_file():
+        raise c.fail(f"{path}.schedule", f"schedule file {ref} does not exist (relative paths start at the suite's "
+                                         f"folder); give a file from `cmbench tune` or tuned:<job>")
+    return ref
 
 
 def _parse_metric_options(c: Checker, raw: Any) -> MetricOptions:

@@ -7,7 +7,7 @@ import torch
 
 from cmbench.images import from_uint8, to_uint8
 from cmbench.models import GaussianMixture, GaussianMixtureModel
-from cmbench.runner import generate_features
+from cmbench.generate import generate_features
 from cmbench.samplers import get_sampler
 from cmbench.seeds import SampleNoise, seed_range
 

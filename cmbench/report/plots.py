@@ -87,3 +87,34 @@ def _is_finite_number(value: Any) -> bool:
 
 def _integer_label(nfe: float) -> str:
     return str(int(nfe)) if float(nfe).is_integer() else f"{nfe:g}"
+
+
+def search_trace_png(document: Mapping[str, Any]) -> bytes | None:
+    """A tuning search's trace: objective against candidate σ (log scale), one series per NFE, the
+    chosen point of each NFE starred; None when the trace has no candidates."""
+    trace = [e for e in document.get("trace", []) if _is_finite_number(e.get("sigma")) and _is_finite_number(e.get("value"))]
+    if not trace:
+        return None
+    figure = Figure(figsize=(7.0, 4.0), dpi=100)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    chosen = {entry["nfe"]: entry for entry in document.get("schedules", [])}
+    for index, nfe in enumerate(sorted({e["nfe"] for e in trace})):
+        points = sorted((e["sigma"], e["value"]) for e in trace if e["nfe"] == nfe)
+        sigmas, values = zip(*points)
+        line = axes.plot(sigmas, values, marker=MARKERS[index % len(MARKERS)], markersize=4, linewidth=0.8,
+                         linestyle=":", label=f"NFE {nfe} ({len(points)} evaluations)")
+        best = chosen.get(nfe)
+        if best is not None:
+            new = [e["sigma"] for e in trace if e["nfe"] == nfe and tuple(e["sigmas"]) == tuple(best["sigmas"])]
+            if new:
+                axes.plot(new[:1], [best["value"]], marker="*", markersize=14, color=line[0].get_color(), linestyle="none")
+    axes.set_xscale("log")
+    axes.set_xlabel("candidate time point σ (log scale); ★ chosen")
+    objective = document.get("objective", {})
+    axes.set_ylabel(f"{objective.get('metric', 'objective')} on {objective.get('num_samples', '?')} proxy samples")
+    axes.grid(True, which="major", linewidth=0.5, alpha=0.5)
+    axes.legend(fontsize="small", frameon=False)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", bbox_inches="tight")
+    return buffer.getvalue()

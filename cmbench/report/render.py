@@ -23,10 +23,12 @@ import jinja2
 
 from cmbench.atomic import atomic_write_text
 from cmbench.results import RESULTS_JSONL, read_rows
-from cmbench.report.plots import fid_vs_nfe_png
+from cmbench.report.plots import fid_vs_nfe_png, search_trace_png
+from cmbench.tuning.schedule_file import read_schedule
 
 
 RUN_FILE = "run.json"
+SCHEDULES_DIR = "schedules"
 REPORT_FILE = "report.html"
 TEMPLATE = "report.html.j2"
 
@@ -85,7 +87,9 @@ def render_report(run_dir: Path | str, *, title: str | None = None) -> Path:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run directory {run_dir} does not exist")
-    rows = sort_rows(read_rows(run_dir / RESULTS_JSONL))
+    schedules = tuned_schedules(run_dir)
+    results = run_dir / RESULTS_JSONL
+    rows = sort_rows(read_rows(results)) if results.exists() or not schedules else []
     metadata, metadata_note = load_run_metadata(run_dir / RUN_FILE)
     suite = _suite_name(metadata, rows, run_dir)
     columns = present_metric_columns(rows)
@@ -105,11 +109,41 @@ def render_report(run_dir: Path | str, *, title: str | None = None) -> Path:
         "metadata": metadata,
         "metadata_note": metadata_note,
         "details": [row_details(row) for row in rows],
+        "schedules": schedules,
     }
     html = _environment().get_template(TEMPLATE).render(context)
     report = run_dir / REPORT_FILE
     atomic_write_text(report, html)
     return report
+
+
+def tuned_schedules(run_dir: Path) -> list[dict[str, Any]]:
+    """Each ``schedules/*.json`` of the run as a report section: its search, the points found per
+    NFE and a plot of the search trace (or a note saying why the file cannot be shown)."""
+    sections = []
+    for path in sorted((run_dir / SCHEDULES_DIR).glob("*.json")):
+        try:
+            document = read_schedule(path)
+        except (ValueError, OSError) as error:
+            sections.append({"name": path.stem, "note": str(error)})
+            continue
+        search, objective = document.get("search", {}), document["objective"]
+        plot = search_trace_png(document)
+        sections.append({
+            "name": document["name"], "note": None,
+            "summary": (f"{document['model'].get('name')} ({document['model'].get('family')}) · {document['sampler']}"
+                        f" {document.get('sampler_options') or ''} · {search.get('method')} search over "
+                        f"{search.get('space')}"
+                        + (f" ({search['karras_steps']} points)" if search.get("karras_steps") else "")
+                        + f" · {objective['metric']} ({objective.get('direction')}) on {objective.get('num_samples')} "
+                        f"samples, seeds from {objective.get('seed_start')} · {document.get('evaluations')} evaluations"),
+            "rows": [{"nfe": e["nfe"], "sigmas": ", ".join(format(x, SCHEDULE_SPEC) for x in e["sigmas"]),
+                      "indices": ", ".join(map(str, e["indices"])) if e.get("indices") else MISSING,
+                      "value": format_number(e.get("value"), ".3f"), "evaluations": e.get("evaluations")}
+                     for e in document["schedules"]],
+            "plot": _png_data_uri(plot) if plot is not None else None,
+        })
+    return sections
 
 
 def load_run_metadata(path: Path) -> tuple[dict[str, Any] | None, str | None]:

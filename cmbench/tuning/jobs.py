@@ -1,0 +1,199 @@
+"""Running a suite's tune jobs and applying tuned schedules to its rows.
+
+A job's objective samples the job's proxy seeds with a candidate schedule and scores them with
+exactly the code a suite row uses (:func:`cmbench.generate.sample_and_score`), so every candidate
+sees the same noise (common random numbers) and a row that later uses the schedule with the same
+seeds and sample count reproduces the recorded value exactly.
+
+Every finished evaluation is appended to ``schedules/<job>.evaluations.jsonl`` before the search
+goes on; a killed search rerun with the same configuration replays those values and continues
+where it stopped. The finished schedule goes to ``schedules/<job>.json`` (see
+:mod:`cmbench.tuning.schedule_file`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from .. import __version__
+from ..generate import sample_and_score
+from ..samplers import get_sampler
+from ..seeds import seed_range
+from .greedy import Evaluation, KarrasIndexSpace, LogSigmaSpace, greedy_time_points
+from .schedule_file import SCHEDULE_FORMAT, read_schedule, schedule_sigmas, write_schedule
+from .spec import SCHEDULE_PREFIX, TuneJob
+
+SCHEDULES_DIR = "schedules"
+
+
+def schedule_path(out: Path, name: str) -> Path:
+    return Path(out) / SCHEDULES_DIR / f"{name}.json"
+
+
+def job_fingerprint(suite, job: TuneJob, file_hashes: dict[str, str]) -> str:
+    """A hash of everything that changes a job's evaluations; a reused schedule must match it."""
+    config = {
+        "job": dataclasses.asdict(job), "model": suite.models[job.model].__dict__,
+        "files": {k: file_hashes.get(k) for k in (job.model, "reference", "extractor")},
+        "batch_size": suite.batch_size, "quantisation": suite.quantisation, "features": suite.features,
+        "metric_options": suite.metric_options.__dict__, "reference": suite.reference,
+    }
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class EvaluationLog:
+    """Finished evaluations of one job on disk (JSON lines), keyed by the schedule's σ values."""
+
+    def __init__(self, path: Path, fingerprint: str):
+        self.path, self.fingerprint = path, fingerprint
+        self.values: dict[tuple[float, ...], float] = {}
+        if path.exists():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    entry = json.loads(line)
+                except json.JSONDecodeError:  # a line cut short by a kill: that evaluation reruns
+                    continue
+                if entry.get("fingerprint") == fingerprint:
+                    self.values[tuple(entry["sigmas"])] = entry["value"]
+
+    def add(self, sigmas: tuple[float, ...], value: float, seconds: float) -> None:
+        self.values[sigmas] = value
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        line = {"fingerprint": self.fingerprint, "sigmas": list(sigmas), "value": value, "seconds": round(seconds, 3)}
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(line) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def run_tune_job(
+    suite,
+    job: TuneJob,
+    model,
+    extractor,
+    reference: Callable[[], Any],
+    device: torch.device,
+    out: Path,
+    *,
+    file_hashes: dict[str, str],
+    recompute_changed: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """The job's schedule document: read from ``out`` when it is there for this configuration,
+    else searched (resuming from logged evaluations) and written."""
+    path = schedule_path(out, job.name)
+    fingerprint = job_fingerprint(suite, job, file_hashes)
+    if path.exists():
+        document = read_schedule(path)
+        if document.get("fingerprint") == fingerprint:
+            return document
+        if not recompute_changed:
+            raise RuntimeError(f"{path} was tuned under a different configuration than tune.{job.name} now gives; "
+                               "use another --out folder, or pass --recompute-changed to search again")
+    sampler = get_sampler(job.sampler)
+    options = sampler.with_defaults(job.options)
+    if job.space == "karras_index":
+        space = KarrasIndexSpace(job.karras_steps, model.sigma_min, model.sigma_max, options["rho"])
+    else:
+        space = LogSigmaSpace(model.sigma_min, model.sigma_max, job.tol)
+    log = EvaluationLog(path.with_suffix(".evaluations.jsonl"), fingerprint)
+    seeds = seed_range(job.seed_start, job.num_samples)
+
+    def objective(sigmas: tuple[float, ...]) -> float:
+        if sigmas in log.values:
+            return log.values[sigmas]
+        start = time.perf_counter()
+        metrics, *_ = sample_and_score(
+            model, sampler, len(sigmas) - 1, tuned_options(job.options, len(sigmas) - 1, sigmas), seeds,
+            metrics=(job.metric_name,), metric_options=suite.metric_options, reference=reference(),
+            batch_size=suite.batch_size, device=device, quantisation=suite.quantisation, extractor=extractor,
+        )
+        log.add(sigmas, metrics[job.metric], time.perf_counter() - start)
+        return metrics[job.metric]
+
+    def report(e: Evaluation) -> None:
+        if progress and e.gap is not None:
+            where = f"index {e.position}" if job.space == "karras_index" else f"σ {e.sigma:.4g}"
+            tqdm.write(f"tune {job.name}: NFE {e.nfe} gap {e.gap} {where} → {job.metric} {e.value:.4f}")
+
+    started = time.perf_counter()
+    found, trace = greedy_time_points(objective, space, job.method, job.max_nfe, maximise=job.maximise, on_evaluation=report)
+    if progress:
+        for s in found:
+            tqdm.write(f"tune {job.name}: NFE {s.nfe} σ {[round(x, 4) for x in s.sigmas]} → {job.metric} "
+                       f"{s.value:.4f} ({s.evaluations} evaluations)")
+    document = _document(suite, job, model, extractor, space, options, fingerprint, file_hashes, found, trace,
+                         time.perf_counter() - started)
+    write_schedule(path, document, overwrite=True)  # a stale file was refused above unless recompute_changed
+    return document
+
+
+def tuned_options(options: dict[str, Any], nfe: int, sigmas) -> dict[str, Any]:
+    """Sampler options that run ``sigmas`` (NFE + 1 points, descending) at ``nfe``."""
+    return {**options, "time_points": {nfe: [float(s) for s in sigmas]}, "time_point_units": "sigma"}
+
+
+def _document(suite, job: TuneJob, model, extractor, space, options, fingerprint, file_hashes, found, trace, seconds) -> dict:
+    karras = job.space == "karras_index"
+    search = {"method": job.method, "space": job.space, "sigma_min": model.sigma_min, "sigma_max": model.sigma_max,
+              **({"karras_steps": job.karras_steps, "rho": options["rho"]} if karras else {"tol": job.tol})}
+    return {
+        "format": SCHEDULE_FORMAT, "name": job.name, "fingerprint": fingerprint,
+        "model": {"name": job.model, "family": model.family,
+                  "checkpoint": suite.models[job.model].options.get("checkpoint"),
+                  "checkpoint_sha256": file_hashes.get(job.model)},
+        "sampler": job.sampler, "sampler_options": job.options, "search": search,
+        "objective": {"metric": job.metric, "direction": "max" if job.maximise else "min",
+                      "num_samples": job.num_samples, "seed_start": job.seed_start, "batch_size": suite.batch_size,
+                      "quantisation": suite.quantisation, "extractor": extractor.identity,
+                      "reference_sha256": file_hashes.get("reference"),
+                      "metric_options": dataclasses.asdict(suite.metric_options)},
+        "schedules": [{"nfe": s.nfe, "sigmas": list(s.sigmas), "indices": list(s.positions) if karras else None,
+                       "value": s.value, "evaluations": s.evaluations} for s in found],
+        "trace": [{"nfe": e.nfe, "gap": e.gap, "index": e.position if karras else None, "sigma": e.sigma,
+                   "sigmas": list(e.sigmas), "value": e.value} for e in trace],
+        "evaluations": len(trace), "seconds": round(seconds, 2), "cmbench_version": __version__,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def apply_schedule(suite, row, documents: dict[str, dict], file_hashes: dict[str, str]):
+    """``row`` with the time points of its ``schedule`` (a tune job's or a file's) for its NFE."""
+    if not row.schedule:
+        return row
+    if row.schedule.startswith(SCHEDULE_PREFIX):
+        source = f"tune.{row.schedule[len(SCHEDULE_PREFIX):]}"
+        document = documents[row.schedule[len(SCHEDULE_PREFIX):]]
+    else:
+        source = str(suite.resolve(row.schedule))
+        document = read_schedule(source)
+        _check_file_fits(document, source, row, file_hashes)
+    conflicting = {k: v for k, v in document["sampler_options"].items() if k in row.options and row.options[k] != v}
+    if conflicting:
+        raise ValueError(f"row {row.row_id}: options {conflicting} differ from those schedule {source} was tuned "
+                         f"with ({document['sampler_options']})")
+    sigmas = schedule_sigmas(document, row.nfe, source)
+    options = tuned_options({**document["sampler_options"], **row.options}, row.nfe, sigmas)
+    return dataclasses.replace(row, options=options)
+
+
+def _check_file_fits(document: dict, source: str, row, file_hashes: dict[str, str]) -> None:
+    if document["sampler"] != row.sampler:
+        raise ValueError(f"row {row.row_id}: schedule {source} was tuned for sampler {document['sampler']!r}, "
+                         f"not {row.sampler!r}")
+    tuned_for, have = document["model"].get("checkpoint_sha256"), file_hashes.get(row.model)
+    if tuned_for != have:
+        raise ValueError(f"row {row.row_id}: schedule {source} was tuned for checkpoint sha256 {tuned_for}; "
+                         f"model {row.model!r} has {have}")
+

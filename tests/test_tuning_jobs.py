@@ -1,0 +1,195 @@
+"""Tune jobs on the shipped toy zoo: schedule files, round trips, resume, and suite validation."""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+
+import pytest
+
+import cmbench.tuning.jobs as jobs_module
+from cmbench.cli import main, resolve_suite
+from cmbench.results import read_rows
+from cmbench.runner import run_suite, tune_suite
+from cmbench.suite import parse_suite
+from cmbench.tuning.schedule_file import SCHEDULE_FORMAT, read_schedule
+from cmbench.validate import ConfigError
+
+SUITES = resolve_suite("toy").parent
+TOY = {
+    "name": "tune_test", "num_samples": 200, "seed_start": 0, "batch_size": 100, "quantisation": "round",
+    "features": {"extractor": "toy-classifier"}, "metrics": ["fid"], "grid_images": 0,
+    "reference": {"path": "../reference_stats/toy-digits-all.npz"},
+    "models": {"cd": {"family": "cd", "checkpoint": "zoo:toy/cd"}, "ctm": {"family": "ctm", "checkpoint": "zoo:toy/ctm"}},
+    "tune": {"cd": {"model": "cd", "sampler": "cm_multistep", "max_nfe": 3, "karras_steps": 12, "num_samples": 200}},
+    "runs": [{"model": "cd", "sampler": "cm_multistep", "name": "tuned", "nfe": [2, 3], "schedule": "tuned:cd"}],
+}
+
+
+def suite(**changes):
+    raw = copy.deepcopy(TOY)
+    raw.update(changes)
+    return parse_suite(raw, "tune_test.yaml", SUITES)
+
+
+@pytest.fixture(scope="module")
+def tuned(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tuned")
+    run_suite(suite(), out, device="cpu", progress=False)
+    return out
+
+
+def test_schedule_file_records_the_search(tuned):
+    document = read_schedule(tuned / "schedules" / "cd.json")
+    assert document["format"] == SCHEDULE_FORMAT
+    assert document["model"]["checkpoint"] == "zoo:toy/cd" and len(document["model"]["checkpoint_sha256"]) == 64
+    expected = {"metric": "fid", "num_samples": 200, "seed_start": 200, "direction": "min"}
+    assert {key: document["objective"][key] for key in expected} == expected
+    by_nfe = {s["nfe"]: s for s in document["schedules"]}
+    assert set(by_nfe) == {1, 2, 3}
+    assert by_nfe[1]["indices"] == [0, 11] and by_nfe[1]["sigmas"] == [80.0, 0.002]
+    assert set(by_nfe[2]["indices"]) < set(by_nfe[3]["indices"])  # greedy keeps the NFE-2 point
+    assert document["evaluations"] == len(document["trace"]) == sum(s["evaluations"] for s in by_nfe.values())
+    assert len({tuple(e["sigmas"]) for e in document["trace"]}) == len(document["trace"])  # nothing twice
+    for s in by_nfe.values():
+        assert min(e["value"] for e in document["trace"] if e["nfe"] == s["nfe"]) == s["value"]
+
+
+def test_a_row_referencing_the_schedule_reproduces_the_recorded_fid_exactly(tuned, tmp_path):
+    document = read_schedule(tuned / "schedules" / "cd.json")
+    recorded = {s["nfe"]: s["value"] for s in document["schedules"]}
+    # The tune job's proxy: 200 samples from seed 200 (just past the suite's seeds).
+    schedule_file = tmp_path / "cd-schedule.json"
+    shutil.copy(tuned / "schedules" / "cd.json", schedule_file)
+    runs = [{"model": "cd", "sampler": "cm_multistep", "name": "from_file", "nfe": [2, 3], "schedule": str(schedule_file)}]
+    run_suite(suite(seed_start=200, runs=runs, tune=None), tmp_path / "run", device="cpu", progress=False)
+    rows = {r["nfe"]: r for r in read_rows(tmp_path / "run" / "results.jsonl")}
+    assert rows[2]["fid"] == recorded[2] and rows[3]["fid"] == recorded[3]
+    assert rows[2]["schedule"] == next(s["sigmas"] for s in document["schedules"] if s["nfe"] == 2)
+    assert rows[2]["schedule_source"] == str(schedule_file)
+
+
+def test_tuned_rows_use_the_schedule_and_a_rerun_reuses_it(tuned, monkeypatch):
+    rows = {r["nfe"]: r for r in read_rows(tuned / "results.jsonl")}
+    document = read_schedule(tuned / "schedules" / "cd.json")
+    assert rows[3]["schedule"] == next(s["sigmas"] for s in document["schedules"] if s["nfe"] == 3)
+    monkeypatch.setattr(jobs_module, "sample_and_score", _forbidden)
+    run_suite(suite(), tuned, device="cpu", progress=False)  # schedule and rows are done: nothing is sampled
+
+
+def _forbidden(*args, **kwargs):
+    raise AssertionError("a finished schedule was searched again")
+
+
+def test_a_changed_job_is_refused_unless_recompute_is_asked(tuned, tmp_path):
+    out = tmp_path / "copy"
+    shutil.copytree(tuned, out)
+    changed = suite(tune={"cd": {**TOY["tune"]["cd"], "method": "golden"}})
+    with pytest.raises(RuntimeError, match="different configuration.*--recompute-changed"):
+        tune_suite(changed, ["cd"], out, device="cpu", progress=False)
+    _, documents = tune_suite(changed, ["cd"], out, device="cpu", recompute_changed=True, progress=False)
+    assert documents["cd"]["search"]["method"] == "golden"
+
+
+def test_an_interrupted_search_resumes_without_repeating_evaluations(tmp_path, monkeypatch):
+    calls = []
+    real = jobs_module.sample_and_score
+
+    def flaky(*args, **kwargs):
+        if len(calls) == 6:
+            raise KeyboardInterrupt
+        calls.append(args[3]["time_points"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(jobs_module, "sample_and_score", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        tune_suite(suite(), ["cd"], tmp_path, device="cpu", progress=False)
+    assert not (tmp_path / "schedules" / "cd.json").exists()
+    logged = (tmp_path / "schedules" / "cd.evaluations.jsonl").read_text().splitlines()
+    assert len(logged) == 6
+    monkeypatch.setattr(jobs_module, "sample_and_score", lambda *a, **k: (calls.append(a[3]["time_points"]), real(*a, **k))[1])
+    _, documents = tune_suite(suite(), ["cd"], tmp_path, device="cpu", progress=False)
+    schedules = [json.dumps(c, sort_keys=True) for c in calls]
+    assert len(schedules) == len(set(schedules)) == documents["cd"]["evaluations"]
+
+
+def test_ternary_search_for_cd_nfe2_is_within_one_index_of_the_exhaustive_grid(tmp_path):
+    """The issue's criterion on the toy zoo: same proxy samples and noise, 40-point Karras grid."""
+    job = {"model": "cd", "sampler": "cm_multistep", "max_nfe": 2, "num_samples": 500}
+    tune = {"ternary": job, "golden": {**job, "method": "golden"}, "grid": {**job, "method": "grid"}}
+    plain = [{"model": "cd", "sampler": "cm_multistep", "nfe": [1]}]
+    _, documents = tune_suite(suite(tune=tune, runs=plain), list(tune), tmp_path, device="cpu", progress=False)
+    point = {name: d["schedules"][1]["indices"][1] for name, d in documents.items()}
+    counts = {name: d["schedules"][1]["evaluations"] for name, d in documents.items()}
+    assert counts["grid"] == 38 and counts["golden"] < counts["ternary"] < counts["grid"]
+    assert abs(point["ternary"] - point["grid"]) <= 1
+    assert abs(point["golden"] - point["grid"]) <= 1
+
+
+def test_cli_tune_runs_an_ad_hoc_job_and_prints_the_evaluation_counts(tmp_path, capsys):
+    path = tmp_path / "suite.json"
+    raw = {key: value for key, value in copy.deepcopy(TOY).items() if key != "tune"}
+    raw["runs"] = [{"model": "cd", "sampler": "cm_multistep", "nfe": [1]}]
+    raw["reference"] = {"path": str(SUITES.parent / "reference_stats" / "toy-digits-all.npz")}
+    path.write_text(json.dumps(raw))  # JSON is YAML
+    code = main(["tune", str(path), "--model", "ctm", "--sampler", "ctm_gamma", "--max-nfe", "2", "--method", "golden",
+                 "--space", "sigma", "--tol", "0.5", "--samples", "100", "--out", str(tmp_path / "out"), "--quiet"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "ctm_ctm_gamma: ctm · ctm_gamma · golden search over sigma" in printed
+    document = read_schedule(tmp_path / "out" / "schedules" / "ctm_ctm_gamma.json")
+    assert f"{document['evaluations']} evaluations" in printed
+    assert document["schedules"][1]["indices"] is None and document["search"]["tol"] == 0.5
+    report = (tmp_path / "out" / "report.html")
+    assert not report.exists()  # tune writes schedules only; `cmbench report` renders them
+    assert main(["report", str(tmp_path / "out")]) == 0
+    html = report.read_text()
+    assert "Tuned schedules" in html and "search trace: ctm_ctm_gamma" in html
+
+
+@pytest.mark.parametrize("change, where, message", [
+    ({"runs": [{"model": "cd", "sampler": "cm_multistep", "nfe": [2], "schedule": "tuned:nope"}]},
+     "runs[0].schedule", "no tune job 'nope'"),
+    ({"runs": [{"model": "cd", "sampler": "cm_multistep", "nfe": [4], "schedule": "tuned:cd"}]},
+     "runs[0].nfe[0]", "up to NFE 3"),
+    ({"runs": [{"model": "cd", "sampler": "cm_multistep", "nfe": [2], "schedule": "tuned:cd",
+                "options": {"time_points": {2: [80.0, 1.0, 0.002]}}}]}, "runs[0].options", "keep one"),
+    ({"runs": [{"model": "ctm", "sampler": "ctm_gamma", "nfe": [2], "schedule": "tuned:cd"}]},
+     "runs[0].schedule", "tunes cd with cm_multistep"),
+    ({"runs": [{"model": "cd", "sampler": "cm_multistep", "nfe": [2], "schedule": "missing.json"}]},
+     "runs[0].schedule", "does not exist"),
+    ({"tune": {"cd": {"model": "cd", "sampler": "cm_multistep", "max_nfe": 3, "karras_steps": 3}}},
+     "tune.cd.karras_steps", "need at least 4"),
+    ({"tune": {"cd": {"model": "cd", "sampler": "cm_multistep", "max_nfe": 3, "metric": "recall"}}},
+     "tune.cd.metric", "accepted: fid"),
+    ({"tune": {"cd": {"model": "cd", "sampler": "heun", "max_nfe": 3}}}, "tune.cd.sampler", "accepted: cm_multistep, ctm_gamma"),
+    ({"tune": {"cd": {"model": "cd", "sampler": "ctm_gamma", "max_nfe": 3}}}, "tune.cd.sampler", "needs the 'jump' map"),
+    ({"tune": {"cd": {"model": "cd", "sampler": "cm_multistep", "max_nfe": 3, "options": {"time_points": {}}}}},
+     "tune.cd.options", "what the search finds"),
+])
+def test_suite_validation_names_the_key(change, where, message):
+    with pytest.raises(ConfigError, match=message) as error:
+        suite(**change)
+    assert error.value.path == where
+
+
+def test_a_schedule_file_for_another_checkpoint_is_refused(tuned, tmp_path):
+    document = json.loads((tuned / "schedules" / "cd.json").read_text())
+    document["model"]["checkpoint_sha256"] = "0" * 64
+    path = tmp_path / "other.json"
+    path.write_text(json.dumps(document))
+    runs = [{"model": "cd", "sampler": "cm_multistep", "nfe": [2], "schedule": str(path)}]
+    with pytest.raises(ValueError, match="tuned for checkpoint sha256 0000"):
+        run_suite(suite(runs=runs, tune=None), tmp_path / "run", device="cpu", progress=False)
+
+
+def test_read_schedule_rejects_malformed_files(tmp_path):
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps({"format": "something-else"}))
+    with pytest.raises(ValueError, match="format is 'something-else'"):
+        read_schedule(path)
+    path.write_text(json.dumps({"format": SCHEDULE_FORMAT, "name": "x", "model": {}, "sampler": "cm_multistep",
+                                "objective": {}, "schedules": [{"nfe": 2, "sigmas": [80.0, 0.002]}]}))
+    with pytest.raises(ValueError, match=r"schedules\[0\]: sigmas must be NFE \+ 1 = 3"):
+        read_schedule(path)
