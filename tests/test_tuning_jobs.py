@@ -12,7 +12,7 @@ import cmbench.tuning.jobs as jobs_module
 from cmbench.cli import main, resolve_suite
 from cmbench.results import read_rows
 from cmbench.runner import run_suite, tune_suite
-from cmbench.suite import parse_suite
+from cmbench.suite import load_suite, parse_suite
 from cmbench.tuning.schedule_file import SCHEDULE_FORMAT, read_schedule
 from cmbench.validate import ConfigError
 
@@ -193,3 +193,19 @@ def test_read_schedule_rejects_malformed_files(tmp_path):
                                 "objective": {}, "schedules": [{"nfe": 2, "sigmas": [80.0, 0.002]}]}))
     with pytest.raises(ValueError, match=r"schedules\[0\]: sigmas must be NFE \+ 1 = 3"):
         read_schedule(path)
+
+
+def test_bundled_toy_tune_suite_reports_tuned_rows_beside_the_karras_rows(tmp_path):
+    toy_tune = load_suite(resolve_suite("toy_tune"))
+    report = run_suite(toy_tune, tmp_path, device="cpu", progress=False)
+    rows = {r["row_id"]: r for r in read_rows(tmp_path / "results.jsonl")}
+    for model in ("cd", "ct", "ctm"):
+        document = read_schedule(tmp_path / "schedules" / f"{model}.json")
+        assert [s["nfe"] for s in document["schedules"]] == [1, 2, 3]
+        for nfe in (2, 3):
+            assert rows[f"{model}.tuned.nfe{nfe}"]["schedule"] == document["schedules"][nfe - 1]["sigmas"]
+            assert f"{model}.karras.nfe{nfe}" in rows
+    # The point of tuning: CD's 2-step FID with searched points beats the default Karras points.
+    assert rows["cd.tuned.nfe2"]["fid"] < rows["cd.karras.nfe2"]["fid"]
+    html = report.read_text()
+    assert html.count("search trace:") == 3

@@ -100,15 +100,19 @@ def search_trace_png(document: Mapping[str, Any]) -> bytes | None:
     axes = figure.add_subplot()
     chosen = {entry["nfe"]: entry for entry in document.get("schedules", [])}
     for index, nfe in enumerate(sorted({e["nfe"] for e in trace})):
-        points = sorted((e["sigma"], e["value"]) for e in trace if e["nfe"] == nfe)
-        sigmas, values = zip(*points)
-        line = axes.plot(sigmas, values, marker=MARKERS[index % len(MARKERS)], markersize=4, linewidth=0.8,
-                         linestyle=":", label=f"NFE {nfe} ({len(points)} evaluations)")
+        color, marker = f"C{index % 10}", MARKERS[index % len(MARKERS)]
+        of_nfe = [e for e in trace if e["nfe"] == nfe]
+        for gap in sorted({e.get("gap") or 0 for e in of_nfe}):  # one line per gap between fixed points
+            sigmas, values = zip(*sorted((e["sigma"], e["value"]) for e in of_nfe if (e.get("gap") or 0) == gap))
+            axes.plot(sigmas, values, marker=marker, markersize=4, linewidth=0.8, linestyle=":", color=color,
+                      label=f"NFE {nfe} ({len(of_nfe)} evaluations)" if gap == min(e.get("gap") or 0 for e in of_nfe) else None)
         best = chosen.get(nfe)
-        if best is not None:
-            new = [e["sigma"] for e in trace if e["nfe"] == nfe and tuple(e["sigmas"]) == tuple(best["sigmas"])]
-            if new:
-                axes.plot(new[:1], [best["value"]], marker="*", markersize=14, color=line[0].get_color(), linestyle="none")
+        new = [e["sigma"] for e in of_nfe if best is not None and tuple(e["sigmas"]) == tuple(best["sigmas"])]
+        if new:
+            axes.plot(new[:1], [best["value"]], marker="*", markersize=14, color=color, linestyle="none")
+    values = [e["value"] for e in trace]
+    if min(values) > 0 and max(values) / min(values) > LOG_Y_RATIO:
+        axes.set_yscale("log")
     axes.set_xscale("log")
     axes.set_xlabel("candidate time point σ (log scale); ★ chosen")
     objective = document.get("objective", {})
