@@ -187,11 +187,19 @@ def _check_metric_sizes(c: Checker, suite: Suite) -> None:
     options = suite.metric_options
     if "inception_score" in suite.metrics and options.is_splits > suite.num_samples:
         raise c.fail("metric_options.is_splits", f"{options.is_splits} splits need at least as many samples; num_samples is {suite.num_samples}")
+    sizes = {"num_samples": suite.num_samples, "reference.num_images": suite.reference.get("num_images")}
     if "precision_recall" in suite.metrics:
-        sizes = {"num_samples": suite.num_samples, "reference.num_images": suite.reference.get("num_images")}
         for key, size in sizes.items():
             if size is not None and size <= options.pr_k:
                 raise c.fail("metric_options.pr_k", f"k = {options.pr_k} needs more than k points per set; {key} is {size}")
+    if "kid" in suite.metrics:
+        for key, size in sizes.items():
+            if size is not None and size < options.kid_subset_size:
+                raise c.fail("metric_options.kid_subset_size", f"KID subsets of {options.kid_subset_size} rows need at least as many points per set; {key} is {size}")
+    if "density_coverage" in suite.metrics:
+        size = sizes["reference.num_images"]
+        if size is not None and size <= options.dc_k:
+            raise c.fail("metric_options.dc_k", f"k = {options.dc_k} needs more than k real points; reference.num_images is {size}")
 
 
 def _parse_models(c: Checker, raw: Any) -> dict[str, ModelSpec]:
@@ -284,13 +292,16 @@ def _parse_schedule_ref(c: Checker, run, path: str, model: str, sampler: str, op
 
 def _parse_metric_options(c: Checker, raw: Any) -> MetricOptions:
     raw = c.mapping(raw, "metric_options")
-    c.keys(raw, "metric_options", (), ("is_splits", "pr_k", "pr_batch_size", "fid_sqrt"))
+    c.keys(raw, "metric_options", (), ("is_splits", "pr_k", "pr_batch_size", "fid_sqrt", "kid_subsets", "kid_subset_size", "dc_k"))
     default = MetricOptions()
     return MetricOptions(
         is_splits=c.integer(raw.get("is_splits", default.is_splits), "metric_options.is_splits", minimum=1),
         pr_k=c.integer(raw.get("pr_k", default.pr_k), "metric_options.pr_k", minimum=1),
         pr_batch_size=c.integer(raw.get("pr_batch_size", default.pr_batch_size), "metric_options.pr_batch_size", minimum=1),
         fid_sqrt=c.choice(raw.get("fid_sqrt", default.fid_sqrt), "metric_options.fid_sqrt", FID_SQRT_METHODS),
+        kid_subsets=c.integer(raw.get("kid_subsets", default.kid_subsets), "metric_options.kid_subsets", minimum=1),
+        kid_subset_size=c.integer(raw.get("kid_subset_size", default.kid_subset_size), "metric_options.kid_subset_size", minimum=2),
+        dc_k=c.integer(raw.get("dc_k", default.dc_k), "metric_options.dc_k", minimum=1),
     )
 
 

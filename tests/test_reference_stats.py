@@ -120,12 +120,12 @@ def test_construction_validates_meta_and_layers():
 
 
 def test_registry_declares_layers_and_columns():
-    assert set(METRICS) == {"fid", "inception_score", "precision_recall"}
+    assert set(METRICS) == {"fid", "inception_score", "precision_recall", "kid", "density_coverage"}
     assert METRICS["inception_score"].columns == ("is_mean", "is_std")
     assert not METRICS["inception_score"].needs_reference
     assert layers_for(["precision_recall", "inception_score", "fid"]) == ("logits", "pool")
     with pytest.raises(ValueError, match="fid, inception_score, precision_recall"):
-        layers_for(["kid"])
+        layers_for(["sfid_not_yet"])
 
 
 def test_compute_metrics_matches_the_functions():

@@ -336,9 +336,9 @@ def test_bad_sampler_option_values_fail_validation(tmp_path, options, key):
 
 def test_unknown_metric(tmp_path):
     raw = base()
-    raw["metrics"] = ["fid", "kid"]
+    raw["metrics"] = ["fid", "no_such_metric"]
     err, msg, path = error(tmp_path, raw)
-    assert_names(err, msg, path, "metrics[1]", "'kid'", "fid, inception_score, precision_recall")
+    assert_names(err, msg, path, "metrics[1]", "'no_such_metric'", "fid, inception_score, precision_recall, kid, density_coverage")
 
 
 def test_missing_reference_for_fid(tmp_path):

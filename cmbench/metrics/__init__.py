@@ -3,7 +3,7 @@
 The registry tells the runner which feature layers each metric needs (so features are extracted
 once, for the union), which result columns it fills and whether it needs reference statistics.
 Conventions that change a number (IS splits, precision/recall k and batch size, the FID matrix
-square root) are fields of :class:`MetricOptions`, set by the evaluator profile.
+square root, KID subsets, density/coverage k) are fields of :class:`MetricOptions`, set by the evaluator profile.
 """
 
 from __future__ import annotations
@@ -15,24 +15,33 @@ import numpy as np
 
 # Submodules are bound by module name (cmbench.metrics.precision_recall stays the module, not
 # the function of the same name).
-from cmbench.metrics import fid, inception_score, precision_recall
+from cmbench.metrics import fid, inception_score, kid, precision_recall, prdc
 from cmbench.metrics.reference import ReferenceStats
 
 
 @dataclass(frozen=True)
 class MetricOptions:
-    """Metric conventions; defaults follow the ADM evaluator / EDM (facts.md §4)."""
+    """Metric conventions; defaults follow the ADM evaluator / EDM (facts.md §4), KID's
+    torch-fidelity and density/coverage's prdc (k = 5)."""
 
     is_splits: int = 10
     pr_k: int = 3
     pr_batch_size: int = 10000
     fid_sqrt: str = "eigh"
+    kid_subsets: int = 100
+    kid_subset_size: int = 1000
+    dc_k: int = 5
 
     def __post_init__(self) -> None:
-        for name in ("is_splits", "pr_k", "pr_batch_size"):
+        for name in ("is_splits", "pr_k", "pr_batch_size", "kid_subsets", "kid_subset_size", "dc_k"):
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"metric option {name} must be a positive integer; got {value!r}")
+        if self.kid_subset_size < 2:
+            raise ValueError(
+                f"metric option kid_subset_size must be at least 2 (the unbiased MMD² divides by "
+                f"m(m − 1)); got {self.kid_subset_size}"
+            )
         if self.fid_sqrt not in fid.FID_SQRT_METHODS:
             raise ValueError(
                 f"metric option fid_sqrt is {self.fid_sqrt!r}; accepted: {', '.join(fid.FID_SQRT_METHODS)}"
@@ -66,19 +75,48 @@ def _inception_score(
     return {"is_mean": mean, "is_std": std}
 
 
-def _precision_recall(
-    features: dict[str, np.ndarray], reference: ReferenceStats, options: MetricOptions
-) -> dict[str, float]:
+def _real_pool_features(reference: ReferenceStats, metric: str) -> np.ndarray:
     if "pool" not in reference.features:
         raise ValueError(
-            "the reference file has no real features for precision/recall (array 'features.pool'); "
+            f"the reference file has no real features for {metric} (array 'features.pool'); "
             "recompute the reference statistics keeping real features, e.g. "
             "ReferenceStats.from_features(..., keep_features={'pool': 10000})"
         )
+    return reference.features["pool"]
+
+
+def _precision_recall(
+    features: dict[str, np.ndarray], reference: ReferenceStats, options: MetricOptions
+) -> dict[str, float]:
     precision, recall = precision_recall.precision_recall(
-        reference.features["pool"], features["pool"], k=options.pr_k, batch_size=options.pr_batch_size
+        _real_pool_features(reference, "precision/recall"),
+        features["pool"],
+        k=options.pr_k,
+        batch_size=options.pr_batch_size,
     )
     return {"precision": precision, "recall": recall}
+
+
+def _kid(features: dict[str, np.ndarray], reference: ReferenceStats, options: MetricOptions) -> dict[str, float]:
+    mean, std = kid.kernel_inception_distance(
+        _real_pool_features(reference, "KID"),
+        features["pool"],
+        subsets=options.kid_subsets,
+        subset_size=options.kid_subset_size,
+    )
+    return {"kid": mean, "kid_std": std}
+
+
+def _density_coverage(
+    features: dict[str, np.ndarray], reference: ReferenceStats, options: MetricOptions
+) -> dict[str, float]:
+    density, coverage = prdc.density_coverage(
+        _real_pool_features(reference, "density/coverage"),
+        features["pool"],
+        k=options.dc_k,
+        batch_size=options.pr_batch_size,
+    )
+    return {"density": density, "coverage": coverage}
 
 
 METRICS: dict[str, Metric] = {
@@ -87,6 +125,8 @@ METRICS: dict[str, Metric] = {
         Metric("fid", ("pool",), ("fid",), True, _fid),
         Metric("inception_score", ("logits",), ("is_mean", "is_std"), False, _inception_score),
         Metric("precision_recall", ("pool",), ("precision", "recall"), True, _precision_recall),
+        Metric("kid", ("pool",), ("kid", "kid_std"), True, _kid),
+        Metric("density_coverage", ("pool",), ("density", "coverage"), True, _density_coverage),
     )
 }
 

@@ -49,7 +49,7 @@ class MetricColumn:
     """A metric the comparison table can show: result-row key, header, Python format spec.
 
     ``spread_key`` names a companion value shown as ``value ± spread`` (Inception Score's
-    standard deviation over splits).
+    standard deviation over splits; KID's over subsets).
     """
 
     key: str
@@ -62,7 +62,7 @@ METRIC_COLUMNS: tuple[MetricColumn, ...] = (
     MetricColumn("fid", "FID", ".3f"),
     MetricColumn("sfid", "sFID", ".3f"),
     MetricColumn("is_mean", "IS", ".2f", spread_key="is_std"),
-    MetricColumn("kid", "KID", ".4g"),
+    MetricColumn("kid", "KID", ".4g", spread_key="kid_std"),
     MetricColumn("precision", "Precision", ".3f"),
     MetricColumn("recall", "Recall", ".3f"),
     MetricColumn("density", "Density", ".3f"),
