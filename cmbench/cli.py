@@ -49,13 +49,15 @@ def _tune(args: argparse.Namespace) -> int:
     overrides = list(args.set)
     jobs = list(args.job)
     if args.model:  # an ad-hoc job, validated like one written in the suite
-        name = args.name or f"{args.model}_{args.sampler}"
+        name = args.name or "_".join(filter(None, (args.model, args.sampler)))
         given = {"model": args.model, "sampler": args.sampler, "max_nfe": args.max_nfe, "method": args.method,
                  "space": args.space, "metric": args.metric, "num_samples": args.samples,
                  "seed_start": args.seed_start, "karras_steps": args.karras_steps, "tol": args.tol}
         overrides += [f"tune.{name}.{key}={value}" for key, value in given.items() if value is not None]
         jobs.append(name)
     suite = load_suite(resolve_suite(args.suite), overrides)
+    if not (jobs or suite.tune):
+        raise ValueError(f"suite {suite.name!r} has no tune jobs; add a tune: block or give --model, --sampler and --max-nfe")
     out, documents = tune_suite(suite, jobs or list(suite.tune), args.out, device=args.device,
                                 recompute_changed=args.recompute_changed, progress=not args.quiet)
     for name, document in documents.items():
@@ -151,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("suite", help="suite file or bundled suite name (models, extractor, reference, metrics)")
     tune.add_argument("--job", action="append", default=[], metavar="NAME", help="run this tune job of the suite (repeatable; default: all)")
     tune.add_argument("--model", help="tune this model of the suite (an ad-hoc job; needs --sampler and --max-nfe)")
-    tune.add_argument("--sampler", choices=("cm_multistep", "ctm_gamma"))
+    tune.add_argument("--sampler", help="a sampler with free time points: cm_multistep or ctm_gamma")
     tune.add_argument("--max-nfe", type=int, help="find time points for NFE 2..MAX_NFE")
     tune.add_argument("--method", choices=("ternary", "golden", "grid"), help="line search (default ternary; grid is exhaustive)")
     tune.add_argument("--space", choices=("karras_index", "sigma"), help="Karras grid indices (default) or continuous σ")

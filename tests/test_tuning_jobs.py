@@ -209,3 +209,8 @@ def test_bundled_toy_tune_suite_reports_tuned_rows_beside_the_karras_rows(tmp_pa
     assert rows["cd.tuned.nfe2"]["fid"] < rows["cd.karras.nfe2"]["fid"]
     html = report.read_text()
     assert html.count("search trace:") == 3
+
+
+def test_cli_tune_without_jobs_says_what_to_give(capsys):
+    assert main(["tune", "toy"]) == 2
+    assert "has no tune jobs; add a tune: block or give --model" in capsys.readouterr().err
