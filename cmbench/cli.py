@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from importlib import resources
 from pathlib import Path
@@ -30,15 +31,53 @@ def resolve_suite(name_or_path: str) -> Path:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from .compare import baseline_document, load_side, write_baseline
+    from .report.render import regression_section
     from .runner import run_suite
     from .suite import load_suite
 
     suite = load_suite(resolve_suite(args.suite), args.set)
+    baseline = baseline_document(load_side(args.baseline)) if args.baseline else None  # unusable: fail before running
+    if args.save_baseline and args.save_baseline.exists() and not args.overwrite_baseline:
+        raise FileExistsError(f"baseline file {args.save_baseline} exists; pass --overwrite-baseline to replace it")
     report = run_suite(
-        suite, args.out, device=args.device, recompute_changed=args.recompute_changed, progress=not args.quiet
+        suite, args.out, device=args.device, recompute_changed=args.recompute_changed, progress=not args.quiet,
+        baseline=baseline,
     )
     print(f"results: {report.parent / 'results.jsonl'}\nreport:  {report}")
+    if baseline is not None:
+        section = regression_section(report.parent) or {}
+        print(f"regression vs {args.baseline}: " + (f"not compared: {section['note']}" if section.get("note")
+                                                    else section.get("summary", "")))
+    if args.save_baseline:
+        document = baseline_document(load_side(report.parent))
+        write_baseline(args.save_baseline, document, overwrite=args.overwrite_baseline)
+        print(f"baseline: {args.save_baseline} ({len(document['rows'])} rows)")
     return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from .atomic import atomic_write_text
+    from .compare import (compare, load_side, parse_threshold_option, render_markdown, render_table,
+                          resolve_settings, to_json)
+
+    thresholds = {}
+    for text in args.threshold:
+        metric, threshold = parse_threshold_option(text)
+        thresholds[metric] = thresholds[metric].merge(threshold, metric) if metric in thresholds else threshold
+    new, baseline = load_side(args.new), load_side(args.baseline)
+    settings = resolve_settings(new, baseline, z=args.z, thresholds=thresholds)
+    result = compare(new, baseline, settings, metrics=args.metric or None)
+    texts = {
+        "table": lambda: render_table(result, args.strict),
+        "markdown": lambda: render_markdown(result, args.strict),
+        "json": lambda: json.dumps(to_json(result, args.strict), indent=2, ensure_ascii=False) + "\n",
+    }
+    for path, kind in ((args.json, "json"), (args.markdown, "markdown")):
+        if path:
+            atomic_write_text(path, texts[kind]())
+    print(texts[args.format](), end="")
+    return result.exit_code(args.strict)
 
 
 def _tune(args: argparse.Namespace) -> int:
@@ -147,7 +186,30 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--recompute-changed", action="store_true",
                      help="recompute rows whose stored configuration differs from the suite's (default: error)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument("--save-baseline", type=Path, metavar="FILE",
+                     help="after the run, write its rows as a baseline file (cmbench-baseline/1) to commit")
+    run.add_argument("--overwrite-baseline", action="store_true", help="let --save-baseline replace an existing file")
+    run.add_argument("--baseline", metavar="FILE",
+                     help="a baseline file, results file or run folder: the report gets a regression section against it")
     run.set_defaults(func=_run)
+
+    comp = sub.add_parser("compare", help="compare result rows with a baseline: noise-aware verdicts, exit 1 on a regression",
+                          description="Exit status: 0 nothing worse, 1 a metric got worse (or, with --strict, a row is "
+                                      "missing on one side), 2 unusable input (unreadable, no common rows, protocols or "
+                                      "reference statistics differ).")
+    comp.add_argument("new", help="run folder, results.jsonl or baseline file with the new rows")
+    comp.add_argument("baseline", help="run folder, results.jsonl or baseline file to compare against")
+    comp.add_argument("--threshold", action="append", default=[], metavar="METRIC=VALUE",
+                      help="smallest change that counts, absolute (fid=0.5) or relative to the baseline (fid=2%%); "
+                           "repeatable, one of each kind per metric (default: the suite's regression.thresholds, else 0)")
+    comp.add_argument("--z", type=float, help="standard errors a change must exceed (default: the suite's regression.z, else 3)")
+    comp.add_argument("--metric", action="append", default=[], metavar="NAME",
+                      help="compare only this scored column (fid, kid, is_mean, precision, recall, density, coverage, bpd); repeatable")
+    comp.add_argument("--strict", action="store_true", help="a row present on one side only is a failure (exit 1)")
+    comp.add_argument("--format", choices=("table", "markdown", "json"), default="table", help="what to print (default table)")
+    comp.add_argument("--json", type=Path, metavar="FILE", help="also write the comparison as JSON (cmbench-compare/1)")
+    comp.add_argument("--markdown", type=Path, metavar="FILE", help="also write a Markdown table (for a pull-request comment)")
+    comp.set_defaults(func=_compare)
 
     tune = sub.add_parser("tune", help="tune multistep time points greedily (the suite's tune jobs, or one given here)")
     tune.add_argument("suite", help="suite file or bundled suite name (models, extractor, reference, metrics)")

@@ -19,6 +19,7 @@ from tqdm import tqdm
 from .features import FeatureExtractor
 from .images import to_uint8
 from .metrics import MetricOptions, ReferenceStats, compute_metrics, layers_for
+from .metrics.bootstrap import bootstrap_standard_errors
 from .models import ModelAdapter
 from .samplers import Sampler
 from .seeds import SampleNoise
@@ -92,15 +93,23 @@ def sample_and_score(
     keep_images: int = 0,
     progress: bool = False,
     desc: str = "",
+    bootstrap: int = 0,
+    bootstrap_seed: int = 0,
 ) -> tuple[dict[str, float], torch.Tensor, torch.Tensor, int, float]:
     """The ``metrics`` of ``sampler`` at ``nfe`` on ``seeds``.
 
     Returns (metric values by column, the float64 σ grid, the first ``keep_images`` uint8 images,
-    NFE per image, seconds spent in the sampler).
+    NFE per image, seconds spent in the sampler). With ``bootstrap`` ≥ 2 the values also hold
+    each scored column's standard error (``<column>_se``, :mod:`cmbench.metrics.bootstrap`);
+    the metric values themselves do not depend on it.
     """
     sigmas = sampler.schedule(model.noise_range, nfe, options)
     features, grid, made_nfe, seconds = generate_features(
         model, sampler, sigmas, options, seeds, batch_size=batch_size, device=device, quantisation=quantisation,
         extractor=extractor, layers=layers_for(metrics), keep_images=keep_images, progress=progress, desc=desc,
     )
-    return compute_metrics(metrics, features, reference, metric_options), sigmas, grid, made_nfe, seconds
+    values = compute_metrics(metrics, features, reference, metric_options)
+    if bootstrap:
+        values.update(bootstrap_standard_errors(metrics, features, reference, metric_options,
+                                                resamples=bootstrap, seed=bootstrap_seed))
+    return values, sigmas, grid, made_nfe, seconds

@@ -7,6 +7,7 @@ Finished rows and schedules are on disk before the next starts, so a rerun resum
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
 from dataclasses import asdict
@@ -20,10 +21,11 @@ from tqdm import tqdm
 from . import __version__
 from .atomic import atomic_write_bytes, atomic_write_text
 from .checkpoints import sha256_file
+from .compare import RUN_BASELINE, write_baseline
 from .features import FeatureExtractor, build_extractor
 from .generate import sample_and_score
 from .images import to_uint8
-from .metrics import METRICS, ReferenceStats, layers_for
+from .metrics import METRICS, ReferenceStats, layers_for, scored_columns, se_column
 from .metrics.reference import load_reference
 from .models import ModelAdapter, build_model
 from .nll import TOY_PREFIX, evaluate_nll, load_images
@@ -84,7 +86,21 @@ def load_suite_reference(suite: Suite, models: dict, extractor: FeatureExtractor
         _check_reference_covers(stats, suite, path)
         return stats, {"path": str(path), "sha256": sha256_file(path), **stats.meta}
     stats = analytic_reference(suite, models[suite.reference["model"]], extractor, _reference_layers(suite))
-    return stats, {**suite.reference, **stats.meta}
+    return stats, {**suite.reference, **stats.meta, "sha256": reference_sha256(suite, extractor)}
+
+
+def reference_sha256(suite: Suite, extractor: FeatureExtractor) -> str | None:
+    """What identifies the suite's reference statistics in result rows: the file's sha256, or for
+    exact draws of an analytic model a sha256 of everything that determines them (the draws'
+    spec, the model's definition, the extractor and the quantisation); None without a reference."""
+    if not suite.reference:
+        return None
+    if "path" in suite.reference:
+        return sha256_file(suite.resolve(suite.reference["path"]))
+    model = suite.models[suite.reference["model"]]
+    spec = {"analytic": suite.reference, "family": model.family, "options": model.options,
+            "extractor": extractor.identity, "quantisation": suite.quantisation}
+    return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def _reference_layers(suite: Suite) -> tuple[str, ...]:
@@ -121,6 +137,7 @@ class RunContext:
         self.extractor = build_extractor(suite.features, self.models, base_dir=suite.base_dir).to(self.device)
         self.extractor.check_layers(layers_for(suite.metrics))
         self.file_hashes = {**suite_file_hashes(suite), "extractor": self.extractor.weights_sha256}
+        self.reference_sha256 = self.file_hashes.get("reference") or reference_sha256(suite, self.extractor)
         self._reference: list[ReferenceStats | None] = []
 
     def model(self, name: str) -> ModelAdapter:
@@ -153,8 +170,13 @@ def run_suite(
     device: str | None = None,
     recompute_changed: bool = False,
     progress: bool = True,
+    baseline: dict | None = None,
 ) -> Path:
-    """Run the suite's tune jobs, then every unfinished row, into ``out_dir``; returns the report's path."""
+    """Run the suite's tune jobs, then every unfinished row, into ``out_dir``; returns the report's path.
+
+    ``baseline`` (a baseline document, :func:`cmbench.compare.baseline_document`) becomes the run
+    folder's ``baseline.json``, which the report compares the rows against.
+    """
     ctx = RunContext(suite, out_dir, device)
     store = ResultStore(ctx.out)
     schedules = ctx.tune(suite.tune, recompute_changed=recompute_changed, progress=progress)
@@ -164,7 +186,8 @@ def run_suite(
     likelihoods: dict[str, dict] = {}
     for row in pending:
         model = ctx.model(row.model)
-        result = evaluate_row(suite, row, model, ctx.extractor, ctx.reference(), ctx.device, ctx.out, progress)
+        result = evaluate_row(suite, row, model, ctx.extractor, ctx.reference(), ctx.device, ctx.out, progress,
+                              reference_sha256=ctx.reference_sha256)
         if likelihood_images is not None:
             if row.model not in likelihoods:
                 likelihoods[row.model] = suite_likelihood(suite, model, likelihood_images, ctx.device, progress)
@@ -176,6 +199,8 @@ def run_suite(
             tqdm.write(f"{row.row_id}: nfe={result['nfe']} {shown}")
     if store.rows:
         store.write_csv()
+    if baseline is not None:
+        write_baseline(ctx.out / RUN_BASELINE, baseline, overwrite=True)
     return render_report(ctx.out)
 
 
@@ -197,14 +222,18 @@ def tune_suite(
     return ctx.out, ctx.tune(jobs, recompute_changed=recompute_changed, progress=progress)
 
 
-def evaluate_row(suite, row: Row, model, extractor, reference, device, out: Path, progress: bool) -> dict[str, Any]:
+def evaluate_row(suite, row: Row, model, extractor, reference, device, out: Path, progress: bool,
+                 reference_sha256: str | None = None) -> dict[str, Any]:
     sampler = get_sampler(row.sampler)
+    bootstrap = suite.uncertainty["bootstrap"]
     metrics, sigmas, grid, nfe, seconds = sample_and_score(
         model, sampler, row.nfe, row.options, seed_range(suite.seed_start, suite.num_samples),
         metrics=suite.metrics, metric_options=suite.metric_options, reference=reference,
         batch_size=suite.batch_size, device=device, quantisation=suite.quantisation, extractor=extractor,
         keep_images=suite.grid_images, progress=progress, desc=row.row_id,
+        bootstrap=bootstrap, bootstrap_seed=suite.uncertainty["seed"],
     )
+    se_columns = [se_column(col) for col in scored_columns(suite.metrics)] if bootstrap else []
     grid_path = None
     if len(grid):
         grid_path = f"grids/{row.row_id}.png"
@@ -214,19 +243,24 @@ def evaluate_row(suite, row: Row, model, extractor, reference, device, out: Path
         "suite": suite.name, "row_id": row.row_id, "model": row.model, "family": model.family,
         "sampler": row.sampler, "sampler_label": row.label if row.label != row.sampler else _label(row),
         "nfe": nfe, "num_samples": suite.num_samples,
-        **dict.fromkeys(sorted(_metric_columns(suite))), **metrics,
+        **dict.fromkeys(sorted(_metric_columns(suite))), **dict.fromkeys(se_columns), **metrics,
         "seconds_per_sample": seconds / suite.num_samples, "seed_start": suite.seed_start,
         "checkpoint_sha256": model.checkpoint_sha256, "cmbench_version": __version__,
         "schedule": [float(s) for s in sigmas], "schedule_source": row.schedule or None,
         "options": row.options, "grid": grid_path,
-        **extractor.identity, "quantisation": suite.quantisation, "device": str(device),
-        "finished_at": _now(),
+        **extractor.identity, "quantisation": suite.quantisation, "reference_sha256": reference_sha256,
+        "metric_options": asdict(suite.metric_options),
+        "uncertainty": {"method": "bootstrap", "resamples": bootstrap, "seed": suite.uncertainty["seed"]} if bootstrap else None,
+        "device": str(device), "finished_at": _now(),
     }
 
 
 def _label(row: Row) -> str:
+    """The sampler and its scalar options; time points show as the schedule they came from."""
     parts = [f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-             for k, v in sorted(row.options.items()) if not isinstance(v, (dict, list))]
+             for k, v in sorted(row.options.items()) if not isinstance(v, (dict, list)) and k != "time_point_units"]
+    if row.schedule:
+        parts.append(f"schedule={Path(row.schedule).stem if row.schedule.endswith('.json') else row.schedule}")
     return f"{row.sampler} " + " ".join(parts) if parts else row.sampler
 
 
@@ -293,7 +327,8 @@ def _write_run_metadata(out: Path, suite: Suite, device: torch.device, extractor
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "seed_start": suite.seed_start, "num_samples": suite.num_samples, "batch_size": suite.batch_size,
         "quantisation": suite.quantisation, "extractor": extractor.identity, "reference": reference_info,
-        "metrics": list(suite.metrics), "metric_options": asdict(suite.metric_options), "started_at": _now(),
+        "metrics": list(suite.metrics), "metric_options": asdict(suite.metric_options),
+        "uncertainty": suite.uncertainty, "regression": suite.regression or None, "started_at": _now(),
     }
     atomic_write_text(out / "run.json", json.dumps(meta, indent=2, default=str) + "\n")
 

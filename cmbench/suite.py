@@ -18,8 +18,10 @@ from typing import Any
 import yaml
 
 from . import features as features_registry
+from .compare import parse_regression_spec
 from .images import QUANTISATIONS
-from .metrics import METRICS, MetricOptions
+from .metrics import DIRECTIONS, METRICS, MetricOptions
+from .metrics.bootstrap import DEFAULT_RESAMPLES
 from .metrics.fid import FID_SQRT_METHODS
 from .models import FAMILIES, NoiseRange, family_maps, validate_model_spec
 from .samplers import SAMPLERS
@@ -31,6 +33,7 @@ TOP_REQUIRED = ("name", "num_samples", "models", "runs")
 TOP_OPTIONAL = (
     "description", "seed_start", "batch_size", "device", "quantisation", "output_dir",
     "features", "metrics", "metric_options", "reference", "grid_images", "likelihood", "tune",
+    "uncertainty", "regression",
 )
 LIKELIHOOD_KEYS = ("data", "passes", "divergence", "limit", "seed", "rtol", "atol", "batch_size")
 
@@ -80,6 +83,8 @@ class Suite:
     grid_images: int = 64
     likelihood: dict[str, Any] = field(default_factory=dict)
     tune: dict[str, TuneJob] = field(default_factory=dict)
+    uncertainty: dict[str, int] = field(default_factory=lambda: {"bootstrap": DEFAULT_RESAMPLES, "seed": 0})
+    regression: dict[str, Any] = field(default_factory=dict)
 
     def resolve(self, path: str) -> Path:
         """A path from the suite, relative to the suite file's folder unless absolute."""
@@ -99,7 +104,7 @@ class Suite:
             "nfe": row.nfe, "num_samples": self.num_samples, "seed_start": self.seed_start,
             "quantisation": self.quantisation, "features": self.features, "metrics": sorted(self.metrics),
             "metric_options": self.metric_options.__dict__, "reference": self.reference,
-            "likelihood": self.likelihood,
+            "likelihood": self.likelihood, "uncertainty": self.uncertainty,
         }
         return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -157,6 +162,7 @@ def parse_suite(raw: Any, source: str, base_dir: Path) -> Suite:
     num_samples = c.integer(raw["num_samples"], "num_samples", minimum=2)
     seed_start = c.integer(raw.get("seed_start", 0), "seed_start", minimum=0)
     tune = parse_tune_jobs(c, raw.get("tune"), models, metrics, num_samples, seed_start)
+    likelihood = _parse_likelihood(c, raw.get("likelihood"))
     suite = Suite(
         name=c.string(raw["name"], "name"),
         source=source,
@@ -175,8 +181,10 @@ def parse_suite(raw: Any, source: str, base_dir: Path) -> Suite:
         metric_options=_parse_metric_options(c, raw.get("metric_options", {})),
         reference=_parse_reference(c, raw.get("reference"), models, metrics),
         grid_images=c.integer(raw.get("grid_images", 64), "grid_images", minimum=0),
-        likelihood=_parse_likelihood(c, raw.get("likelihood")),
+        likelihood=likelihood,
         tune=tune,
+        uncertainty=_parse_uncertainty(c, raw.get("uncertainty")),
+        regression=_parse_regression(c, raw.get("regression"), metrics, likelihood),
     )
     _check_metric_sizes(c, suite)
     return suite
@@ -323,6 +331,41 @@ def _parse_likelihood(c: Checker, raw: Any) -> dict[str, Any]:
     }
     if "limit" in raw:
         spec["limit"] = c.integer(raw["limit"], "likelihood.limit", minimum=2)
+    return spec
+
+
+def _parse_uncertainty(c: Checker, raw: Any) -> dict[str, int]:
+    """``uncertainty: {bootstrap: B, seed: S}``: B bootstrap resamples of each row's generated
+    features give its metrics' standard errors (``<column>_se``); 0 turns them off."""
+    if raw is None:
+        return {"bootstrap": DEFAULT_RESAMPLES, "seed": 0}
+    raw = c.mapping(raw, "uncertainty")
+    c.keys(raw, "uncertainty", (), ("bootstrap", "seed"))
+    bootstrap = c.integer(raw.get("bootstrap", DEFAULT_RESAMPLES), "uncertainty.bootstrap", minimum=0)
+    if bootstrap == 1:
+        raise c.fail("uncertainty.bootstrap", f"one resample has no spread; give 0 (no standard errors) or at least 2 "
+                                              f"(default {DEFAULT_RESAMPLES})")
+    return {"bootstrap": bootstrap, "seed": c.integer(raw.get("seed", 0), "uncertainty.seed", minimum=0)}
+
+
+def _parse_regression(c: Checker, raw: Any, metrics: tuple[str, ...], likelihood: dict[str, Any]) -> dict[str, Any]:
+    """``regression: {z: 3, thresholds: {fid: 0.5, precision: "1%", recall: [0.01, "5%"]}}``: how
+    ``cmbench compare`` judges this suite's rows against a baseline (see :mod:`cmbench.compare`)."""
+    if raw is None:
+        return {}
+    raw = c.mapping(raw, "regression")
+    try:
+        spec = parse_regression_spec(raw)
+    except ValueError as err:
+        key, _, message = str(err).partition(": ")
+        raise c.fail(f"regression.{key}", message) from None
+    columns = {col for m in metrics for col in METRICS[m].columns if col in DIRECTIONS}
+    if likelihood:
+        columns.add("bpd")
+    for metric in spec["thresholds"]:
+        if metric not in columns:
+            raise c.fail(f"regression.thresholds.{metric}", f"this suite measures no {metric!r}; its scored "
+                                                            f"columns: {', '.join(sorted(columns))}")
     return spec
 
 

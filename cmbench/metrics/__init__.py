@@ -131,6 +131,26 @@ METRICS: dict[str, Metric] = {
 }
 
 
+DIRECTIONS: dict[str, str] = {
+    "fid": "lower", "kid": "lower", "is_mean": "higher", "precision": "higher", "recall": "higher",
+    "density": "higher", "coverage": "higher", "bpd": "lower",
+}
+"""The result columns that score a model, each with the direction that is better. Companion
+spreads (``is_std`` over IS splits, ``kid_std`` over KID subsets) describe the metric's own
+convention, not the model, and are not scored."""
+
+
+def se_column(column: str) -> str:
+    """The result column holding ``column``'s standard error (``bpd`` has ``bpd_stderr`` from the
+    likelihood; every other scored column ``<column>_se`` from the bootstrap)."""
+    return "bpd_stderr" if column == "bpd" else f"{column}_se"
+
+
+def scored_columns(metric_names: Iterable[str]) -> tuple[str, ...]:
+    """The scored columns (those in :data:`DIRECTIONS`) the named metrics fill, in registry order."""
+    return tuple(col for m in _lookup(metric_names) for col in m.columns if col in DIRECTIONS)
+
+
 def _lookup(names: Iterable[str]) -> list[Metric]:
     names = [names] if isinstance(names, str) else list(names)
     unknown = [n for n in names if n not in METRICS]
@@ -167,10 +187,13 @@ def compute_metrics(
 
 
 __all__ = [
+    "DIRECTIONS",
     "METRICS",
     "Metric",
     "MetricOptions",
     "ReferenceStats",
     "compute_metrics",
     "layers_for",
+    "scored_columns",
+    "se_column",
 ]

@@ -22,6 +22,7 @@ from typing import Any
 import jinja2
 
 from cmbench.atomic import atomic_write_text
+from cmbench.compare import RUN_BASELINE, CompareError, compare, load_side, resolve_settings, table_cells
 from cmbench.results import RESULTS_JSONL, read_rows
 from cmbench.report.plots import fid_vs_nfe_png, search_trace_png
 from cmbench.tuning.schedule_file import read_schedule
@@ -110,11 +111,39 @@ def render_report(run_dir: Path | str, *, title: str | None = None) -> Path:
         "metadata_note": metadata_note,
         "details": [row_details(row) for row in rows],
         "schedules": schedules,
+        "regression": regression_section(run_dir) if rows else None,
     }
     html = _environment().get_template(TEMPLATE).render(context)
     report = run_dir / REPORT_FILE
     atomic_write_text(report, html)
     return report
+
+
+def regression_section(run_dir: Path) -> dict[str, Any] | None:
+    """The rows against the run folder's ``baseline.json`` (written by ``cmbench run --baseline``):
+    verdicts per row and metric, or a note saying why there are none; None without a baseline."""
+    path = run_dir / RUN_BASELINE
+    if not path.is_file():
+        return None
+    try:
+        new, baseline = load_side(run_dir), load_side(path)
+        comparison = compare(new, baseline, resolve_settings(new, baseline))
+    except CompareError as error:
+        return {"note": str(error), "baseline": str(path)}
+    settings = comparison.settings
+    thresholds = ", ".join(f"{m} {t.describe()}" for m, t in settings.thresholds.items()) or "none"
+    return {
+        "note": None,
+        "baseline": f"{baseline.origin or baseline.source}" + (f", created {baseline.created_at}" if baseline.created_at else ""),
+        "summary": comparison.summary(),
+        "regressed": comparison.regressed,
+        "settings": f"z = {settings.z:g} · thresholds: {thresholds} (from {settings.source})",
+        "rows": [{"row_id": r.row_id, "label": f"{r.model} · {r.sampler} · NFE {r.nfe}",
+                  "metrics": [table_cells(m) for m in r.metrics]} for r in comparison.rows],
+        "only_new": comparison.only_new,
+        "only_baseline": comparison.only_baseline,
+        "notes": comparison.notes,
+    }
 
 
 def tuned_schedules(run_dir: Path) -> list[dict[str, Any]]:
