@@ -34,7 +34,7 @@ from .results import ResultStore
 from .samplers import get_sampler
 from .seeds import seed_range
 from .suite import Row, Suite
-from .tuning.jobs import apply_schedule, run_tune_job
+from .tuning.jobs import apply_schedule, run_tune_job, show_schedule_files
 from .zoo import resolve_checkpoint
 
 
@@ -181,6 +181,7 @@ def run_suite(
     store = ResultStore(ctx.out)
     schedules = ctx.tune(suite.tune, recompute_changed=recompute_changed, progress=progress)
     rows = [apply_schedule(suite, row, schedules, ctx.file_hashes) for row in suite.rows]
+    show_schedule_files(suite, ctx.out)
     pending = _pending_rows(suite, rows, store, ctx.file_hashes, recompute_changed)
     likelihood_images = load_likelihood_images(suite) if pending and suite.likelihood else None
     likelihoods: dict[str, dict] = {}

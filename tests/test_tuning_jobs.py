@@ -68,6 +68,9 @@ def test_a_row_referencing_the_schedule_reproduces_the_recorded_fid_exactly(tune
     assert rows[2]["fid"] == recorded[2] and rows[3]["fid"] == recorded[3]
     assert rows[2]["schedule"] == next(s["sigmas"] for s in document["schedules"] if s["nfe"] == 2)
     assert rows[2]["schedule_source"] == str(schedule_file)
+    shown = tmp_path / "run" / "schedules" / "cd-schedule.json"  # the report shows the file it used
+    assert shown.read_bytes() == schedule_file.read_bytes()
+    assert "search trace: cd" in (tmp_path / "run" / "report.html").read_text()
 
 
 def test_tuned_rows_use_the_schedule_and_a_rerun_reuses_it(tuned, monkeypatch):

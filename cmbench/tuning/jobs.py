@@ -27,6 +27,7 @@ import torch
 from tqdm import tqdm
 
 from .. import __version__
+from ..atomic import atomic_write_bytes
 from ..generate import sample_and_score
 from ..samplers import get_sampler
 from ..seeds import seed_range
@@ -186,6 +187,18 @@ def apply_schedule(suite, row, documents: dict[str, dict], file_hashes: dict[str
     sigmas = schedule_sigmas(document, row.nfe, source)
     options = tuned_options({**document["sampler_options"], **row.options}, row.nfe, sigmas)
     return dataclasses.replace(row, options=options)
+
+
+def show_schedule_files(suite, out: Path) -> None:
+    """Copy the schedule files the suite's rows name into ``out/schedules/`` so the report shows
+    them beside the tune jobs' (a file named like a tune job is left out rather than mixed up)."""
+    for ref in sorted({row.schedule for row in suite.rows if row.schedule and not row.schedule.startswith(SCHEDULE_PREFIX)}):
+        source = suite.resolve(ref)
+        if source.stem not in suite.tune:
+            target = schedule_path(out, source.stem)
+            if not target.exists() or target.read_bytes() != source.read_bytes():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write_bytes(target, source.read_bytes())
 
 
 def _check_file_fits(document: dict, source: str, row, file_hashes: dict[str, str]) -> None:
