@@ -221,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--space", choices=("karras_index", "sigma"), help="Karras grid indices (default) or continuous σ")
     tune.add_argument("--karras-steps", type=int, help="points of the Karras index grid (default 40)")
     tune.add_argument("--tol", type=float, help="continuous space: stop at brackets this wide in ln σ (default 0.05)")
-    tune.add_argument("--metric", help="objective column: fid (default), is_mean, precision or recall")
+    tune.add_argument("--metric", help="objective: a scored column of the suite's metrics (default fid; is_mean, recall, ... are maximised)")
     tune.add_argument("--samples", type=int, help="proxy sample count (default: the suite's num_samples)")
     tune.add_argument("--seed-start", type=int, help="first proxy seed (default: just past the suite's seeds)")
     tune.add_argument("--name", help="the ad-hoc job's name (default MODEL_SAMPLER)")

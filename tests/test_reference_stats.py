@@ -120,11 +120,11 @@ def test_construction_validates_meta_and_layers():
 
 
 def test_registry_declares_layers_and_columns():
-    assert set(METRICS) == {"fid", "inception_score", "precision_recall", "kid", "density_coverage"}
+    assert set(METRICS) == {"fid", "sfid", "inception_score", "precision_recall", "kid", "density_coverage"}
     assert METRICS["inception_score"].columns == ("is_mean", "is_std")
     assert not METRICS["inception_score"].needs_reference
     assert layers_for(["precision_recall", "inception_score", "fid"]) == ("logits", "pool")
-    with pytest.raises(ValueError, match="fid, inception_score, precision_recall"):
+    with pytest.raises(ValueError, match="fid, sfid, inception_score, precision_recall"):
         layers_for(["sfid_not_yet"])
 
 
@@ -153,9 +153,22 @@ def test_compute_metrics_errors():
     no_pool = ReferenceStats({"spatial": stats.mu["spatial"]}, {"spatial": stats.sigma["spatial"]}, {}, _meta())
     with pytest.raises(ValueError, match="no 'pool' layer"):
         compute_metrics(["fid"], pool, no_pool, MetricOptions())
-    with pytest.raises(ValueError, match="accepted: fid, inception_score, precision_recall"):
+    with pytest.raises(ValueError, match="accepted: fid, sfid, inception_score, precision_recall"):
         compute_metrics(["FID"], pool, stats, MetricOptions())
     with pytest.raises(ValueError, match="eigh, sqrtm"):
         MetricOptions(fid_sqrt="svd")
     with pytest.raises(ValueError, match="is_splits"):
         MetricOptions(is_splits=0)
+
+
+def test_sfid_is_the_frechet_distance_of_the_spatial_layer():
+    rng = np.random.default_rng(3)
+    real, fake = rng.normal(size=(400, 6)), rng.normal(0.3, 1.1, size=(300, 6))
+    meta = {"extractor": "x", "extractor_sha256": "0", "num_images": 400, "resolution": [8, 8], "source": "test"}
+    stats = ReferenceStats.from_features({"spatial": real, "pool": real[:, :4]}, meta)
+    got = compute_metrics(["sfid"], {"spatial": fake}, stats, MetricOptions())["sfid"]
+    mu, sigma = feature_statistics(fake)
+    assert got == frechet_distance(mu, sigma, stats.mu["spatial"], stats.sigma["spatial"])
+    no_spatial = ReferenceStats.from_features({"pool": real}, meta)
+    with pytest.raises(ValueError, match="no 'spatial' layer for sFID"):
+        compute_metrics(["sfid"], {"spatial": fake}, no_spatial, MetricOptions())

@@ -68,6 +68,19 @@ def _fid(features: dict[str, np.ndarray], reference: ReferenceStats, options: Me
     return {"fid": value}
 
 
+def _sfid(features: dict[str, np.ndarray], reference: ReferenceStats, options: MetricOptions) -> dict[str, float]:
+    """sFID (Nash et al. 2021, as ADM's evaluator): the Fréchet distance on spatial features."""
+    if "spatial" not in reference.mu:
+        raise ValueError(
+            f"reference statistics have no 'spatial' layer for sFID (they have: "
+            f"{', '.join(sorted(reference.mu)) or 'none'}); use an ADM reference batch or recompute "
+            "them with the spatial layer"
+        )
+    mu, sigma = fid.feature_statistics(features["spatial"])
+    value = fid.frechet_distance(mu, sigma, reference.mu["spatial"], reference.sigma["spatial"], options.fid_sqrt)
+    return {"sfid": value}
+
+
 def _inception_score(
     features: dict[str, np.ndarray], reference: ReferenceStats | None, options: MetricOptions
 ) -> dict[str, float]:
@@ -123,6 +136,7 @@ METRICS: dict[str, Metric] = {
     m.name: m
     for m in (
         Metric("fid", ("pool",), ("fid",), True, _fid),
+        Metric("sfid", ("spatial",), ("sfid",), True, _sfid),
         Metric("inception_score", ("logits",), ("is_mean", "is_std"), False, _inception_score),
         Metric("precision_recall", ("pool",), ("precision", "recall"), True, _precision_recall),
         Metric("kid", ("pool",), ("kid", "kid_std"), True, _kid),
@@ -132,7 +146,7 @@ METRICS: dict[str, Metric] = {
 
 
 DIRECTIONS: dict[str, str] = {
-    "fid": "lower", "kid": "lower", "is_mean": "higher", "precision": "higher", "recall": "higher",
+    "fid": "lower", "sfid": "lower", "kid": "lower", "is_mean": "higher", "precision": "higher", "recall": "higher",
     "density": "higher", "coverage": "higher", "bpd": "lower",
 }
 """The result columns that score a model, each with the direction that is better. Companion

@@ -7,7 +7,7 @@
         max_nfe: 3               # greedy: NFE 2, then 3, each keeping the earlier points
         method: ternary          # ternary | golden | grid (exhaustive)
         space: karras_index      # karras_index (of karras_steps points) | sigma (continuous)
-        metric: fid              # fid, is_mean, precision or recall (a column of the suite's metrics)
+        metric: fid              # a scored column of the suite's metrics (fid, is_mean, recall, ...)
         num_samples: 500         # proxy sample count (default: the suite's num_samples)
         seed_start: 100000       # default: just past the suite's own seeds, so they never overlap
 """
@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..metrics import METRICS
+from ..metrics import DIRECTIONS, METRICS
 from ..models import family_maps
 from ..samplers import SAMPLERS
 from ..validate import Checker
@@ -26,8 +26,6 @@ from .search import METHODS
 
 TUNE_REQUIRED = ("model", "sampler", "max_nfe")
 TUNE_OPTIONAL = ("options", "method", "space", "karras_steps", "tol", "metric", "num_samples", "seed_start")
-# Result columns a search can optimise, and which way.
-OBJECTIVES = {"fid": "min", "is_mean": "max", "precision": "max", "recall": "max"}
 SCHEDULE_PREFIX = "tuned:"
 SCHEDULE_OPTIONS = ("time_points", "time_point_units")  # what a tuned schedule provides
 
@@ -50,7 +48,7 @@ class TuneJob:
 
     @property
     def maximise(self) -> bool:
-        return OBJECTIVES[self.metric] == "max"
+        return DIRECTIONS[self.metric] == "higher"
 
 
 def tunable_samplers() -> list[str]:
@@ -84,7 +82,7 @@ def _parse_job(c: Checker, name: str, raw: Any, models: dict, suite_metrics, num
         SAMPLERS[sampler].with_defaults(options)
     except ValueError as err:
         raise c.fail(f"{path}.options", str(err)) from None
-    columns = [col for m in suite_metrics for col in METRICS[m].columns if col in OBJECTIVES]
+    columns = [col for m in suite_metrics for col in METRICS[m].columns if col in DIRECTIONS]
     metric = c.choice(raw.get("metric", "fid"), f"{path}.metric", columns)
     job = TuneJob(
         name=name, model=model, sampler=sampler,
