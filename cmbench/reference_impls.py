@@ -1,11 +1,15 @@
 """The reference evaluators (torch-fidelity, clean-fid), imported for agreement tests and benchmarks.
 
-Both libraries import torchvision at package import time, and the PyPI torchvision wheel does not
-load against the CPU build of torch (``operator torchvision::nms does not exist``). Nothing they
-compute from features needs torchvision, so :func:`without_torchvision` serves every
-``torchvision`` module as an empty stand-in for the duration of the import: names looked up on it
-are placeholder classes, enough for class definitions to run, useless for anything else. The
-stand-ins are removed again afterwards, so a later real ``import torchvision`` is unaffected.
+Both libraries import torchvision at package import (datasets, the CLIP/DINOv2/VGG extractors,
+clean-fid's Inception wrappers), and the PyPI torchvision wheel does not load against the CPU
+build of torch (``operator torchvision::nms does not exist``). What cmbench compares against
+(torch-fidelity's Inception-v3 extractor, its FID/IS/KID/PRC functions, clean-fid's
+``frechet_distance`` and ``kernel_distance``) uses no torchvision, so :func:`torchvision_stubbed`
+serves ``torchvision`` and every ``torchvision.*`` module as an empty package whose missing
+attributes are inert dummy classes (``from torchvision.datasets import CIFAR10`` and
+``torchvision.models.inception.InceptionA`` resolve, and fail only if called). Afterwards the
+finder, the stubbed modules and the modules named in ``dependents`` (imported under the stub)
+are removed again, so no stand-in leaks into anything else.
 
 cmbench itself never imports these libraries; only tests and ``benchmarks/`` do.
 """
@@ -20,56 +24,78 @@ import types
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+STUBBED = "torchvision"
 
-class _Placeholder(type):
-    """A class whose missing attributes are further placeholder classes (``models.inception.InceptionA``)."""
 
-    def __getattr__(cls, name: str) -> type:
-        if name.startswith("__"):
+class _DummyMeta(type):
+    """Any attribute of a dummy class that is not there is another dummy class."""
+
+    def __getattr__(cls, name: str):
+        if name.startswith("__") and name.endswith("__"):
             raise AttributeError(name)
-        return _Placeholder(name, (), {})
+        return _dummy(f"{cls.__qualname__}.{name}")
 
 
-class _TorchvisionStandIn(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    def find_spec(self, name, path, target=None):
-        if name == "torchvision" or name.startswith("torchvision."):
-            return importlib.machinery.ModuleSpec(name, self, is_package=True)
-        return None
+def _dummy(name: str) -> type:
+    def refuse(self, *args, **kwargs):
+        raise RuntimeError(f"{name} is a stand-in from cmbench.reference_impls; torchvision is not available")
 
+    return _DummyMeta(name, (), {"__init__": refuse, "__call__": refuse})
+
+
+class _StubModule(types.ModuleType):
+    def __getattr__(self, name: str):
+        if name.startswith("__") and name.endswith("__"):
+            raise AttributeError(name)
+        return _dummy(f"{self.__name__}.{name}")
+
+
+class _StubLoader(importlib.abc.Loader):
     def create_module(self, spec):
-        module = types.ModuleType(spec.name)
-        module.__path__ = []
-
-        def missing(attribute: str) -> type:
-            if attribute.startswith("__"):
-                raise AttributeError(attribute)
-            return _Placeholder(attribute, (), {})
-
-        module.__getattr__ = missing
+        module = _StubModule(spec.name)
+        module.__path__ = []  # a package, so that any submodule can be imported from it
         return module
 
     def exec_module(self, module) -> None:
-        pass
+        module.__version__ = "0.0.0+stub"
+
+
+class _StubFinder(importlib.abc.MetaPathFinder):
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname == STUBBED or fullname.startswith(STUBBED + "."):
+            return importlib.machinery.ModuleSpec(fullname, _StubLoader(), is_package=True)
+        return None
+
+
+def _under(name: str, packages: tuple[str, ...]) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in packages)
 
 
 @contextmanager
-def without_torchvision() -> Iterator[None]:
-    """Import inside this block with every ``torchvision`` module replaced by a stand-in."""
-    finder = _TorchvisionStandIn()
-    saved = {name: module for name, module in sys.modules.items() if name == "torchvision" or name.startswith("torchvision.")}
-    for name in saved:
-        del sys.modules[name]
+def torchvision_stubbed(dependents: tuple[str, ...] = ("torch_fidelity",)) -> Iterator[None]:
+    """Within the block, ``import torchvision[.*]`` gives stub packages; afterwards all is undone.
+
+    ``dependents``: packages to import only inside the block; their modules are set aside on
+    entry and dropped on exit (with the stubs), and whatever was there before is put back.
+    """
+    packages = (STUBBED, *dependents)
+    saved = {name: sys.modules.pop(name) for name in list(sys.modules) if _under(name, packages)}
+    finder = _StubFinder()
     sys.meta_path.insert(0, finder)
     try:
         yield
     finally:
         sys.meta_path.remove(finder)
-        for name in [n for n in sys.modules if n == "torchvision" or n.startswith("torchvision.")]:
+        for name in [name for name in sys.modules if _under(name, packages)]:
             del sys.modules[name]
         sys.modules.update(saved)
 
 
 def import_reference(module: str) -> types.ModuleType:
-    """``importlib.import_module(module)`` for a torch-fidelity or clean-fid module, without torchvision."""
-    with without_torchvision():
+    """``importlib.import_module(module)`` (a torch-fidelity or clean-fid module) under the stub.
+
+    The returned module keeps working; it is not left in ``sys.modules``.
+    """
+    package = module.split(".")[0]
+    with torchvision_stubbed(dependents=(package,)):
         return importlib.import_module(module)

@@ -1,0 +1,104 @@
+"""``inception-tf``: TF's 2015-12-05 Inception-v3 (the FID / IS / sFID network) through cmbench's port.
+
+One pass gives ``pool`` (pool3, 2048-d: FID, KID, precision/recall), ``logits`` (the bias-free
+1008-way logits: Inception Score) and ``spatial`` (ADM's sFID feature: ``mixed_6/conv``,
+first 7 channels, 17·17·7 = 2023 values in TF's NHWC order). The network, the resize and the
+evidence for the sFID layer are in :mod:`cmbench.nets.inception_tf`.
+
+The weights are torch-fidelity's file, found and verified by :mod:`cmbench.weights` (never
+downloaded here) and loaded with ``weights_only=True``; its sha256 is the extractor's
+``weights_sha256``. Images are uint8 NCHW with 1 (repeated to RGB) or 3 channels, any size.
+Computation is float32; on CUDA, TF32 is switched off for the duration of each call (cuDNN
+convolutions and matmuls) and the previous settings are restored afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+
+from ..nets.inception_tf import NUM_LOGITS, POOL_DIM, SPATIAL_DIM, InceptionV3TF
+from ..weights import INCEPTION_WEIGHTS, file_sha256, find_inception_weights
+from .base import FeatureExtractor, check_images
+
+BATCH_SIZE = 64
+LAYER_DIMS = {"pool": POOL_DIM, "logits": NUM_LOGITS, "spatial": SPATIAL_DIM}
+
+
+class InceptionExtractor(FeatureExtractor):
+    name = "inception-tf"
+    layers = ("pool", "logits", "spatial")
+
+    def __init__(
+        self,
+        weights: str | os.PathLike | None = None,
+        *,
+        expected_sha256: str | None = INCEPTION_WEIGHTS.sha256,
+        batch_size: int = BATCH_SIZE,
+    ):
+        """``weights``: the file or a folder holding it (default: searched, see :mod:`cmbench.weights`).
+
+        ``expected_sha256`` is what the file must hash to: the official file's digest, or another
+        for a file written by a test (``None``: not checked).
+        """
+        self.weights_path = find_inception_weights(weights, sha256=expected_sha256)
+        self._sha256 = file_sha256(self.weights_path)
+        self.net = InceptionV3TF()
+        state = torch.load(self.weights_path, map_location="cpu", weights_only=True)
+        self.net.load_state_dict(state)
+        self.net.requires_grad_(False).eval()
+        self.batch_size = int(batch_size)
+        self._device = torch.device("cpu")
+
+    @property
+    def weights_sha256(self) -> str:
+        return self._sha256
+
+    def to(self, device: torch.device | str) -> "InceptionExtractor":
+        self._device = torch.device(device)
+        self.net.to(self._device)
+        return self
+
+    def extract(self, images, layers):
+        self.check_layers(layers)
+        check_images(images)
+        if images.shape[1] not in (1, 3):
+            raise ValueError(f"inception-tf takes images with 1 (grey) or 3 (RGB) channels, got shape {tuple(images.shape)}")
+        found: dict[str, list[torch.Tensor]] = {layer: [] for layer in layers}
+        with torch.no_grad(), full_float32(self._device):
+            for chunk in images.split(self.batch_size) if len(images) else ():
+                if chunk.shape[1] == 1:
+                    chunk = chunk.expand(-1, 3, -1, -1)
+                out = self.net(chunk.to(self._device))
+                for layer in layers:
+                    found[layer].append(out[layer].float().cpu())
+        return {layer: torch.cat(parts) if parts else torch.empty(0, LAYER_DIMS[layer]) for layer, parts in found.items()}
+
+
+@contextmanager
+def full_float32(device: torch.device) -> Iterator[None]:
+    """Within the block, CUDA matmuls and cuDNN convolutions run in full float32 (no TF32).
+
+    TF32 rounds inputs to 10-bit mantissas and moves features by ~1e-3, more than the
+    differences between faithful ports. Uses torch's ``fp32_precision`` settings where they
+    exist (torch ≥ 2.9), else the ``allow_tf32`` flags; restores the previous values.
+    """
+    if torch.device(device).type != "cuda":
+        yield
+        return
+    cudnn_conv = getattr(torch.backends.cudnn, "conv", None)
+    if cudnn_conv is not None and hasattr(cudnn_conv, "fp32_precision"):
+        settings = [(torch.backends.cuda.matmul, "fp32_precision", "ieee"), (cudnn_conv, "fp32_precision", "ieee")]
+    else:
+        settings = [(torch.backends.cuda.matmul, "allow_tf32", False), (torch.backends.cudnn, "allow_tf32", False)]
+    saved = [getattr(owner, attr) for owner, attr, _ in settings]
+    try:
+        for owner, attr, value in settings:
+            setattr(owner, attr, value)
+        yield
+    finally:
+        for (owner, attr, _), value in zip(settings, saved):
+            setattr(owner, attr, value)
