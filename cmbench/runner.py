@@ -32,6 +32,7 @@ from .nll import TOY_PREFIX, evaluate_nll, load_images
 from .report import image_grid_png, render_report
 from .results import ResultStore
 from .samplers import get_sampler
+from .stats import attach_image_features
 from .seeds import seed_range
 from .suite import Row, Suite
 from .tuning.jobs import apply_schedule, run_tune_job, show_schedule_files
@@ -83,6 +84,8 @@ def load_suite_reference(suite: Suite, models: dict, extractor: FeatureExtractor
         path = suite.resolve(suite.reference["path"])
         stats = load_reference(path)
         stats.check_compatible(extractor.identity, str(path))
+        if stats.images is not None and "pool" not in stats.features and _needs_real_features(suite):
+            attach_image_features(stats, extractor)  # an ADM batch: the real set is its images
         _check_reference_covers(stats, suite, path)
         return stats, {"path": str(path), "sha256": sha256_file(path), **stats.meta}
     stats = analytic_reference(suite, models[suite.reference["model"]], extractor, _reference_layers(suite))
@@ -101,6 +104,11 @@ def reference_sha256(suite: Suite, extractor: FeatureExtractor) -> str | None:
     spec = {"analytic": suite.reference, "family": model.family, "options": model.options,
             "extractor": extractor.identity, "quantisation": suite.quantisation}
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _needs_real_features(suite: Suite) -> bool:
+    """Whether a metric compares against real feature rows, not just their statistics."""
+    return bool({"precision_recall", "kid", "density_coverage"} & set(suite.metrics))
 
 
 def _reference_layers(suite: Suite) -> tuple[str, ...]:

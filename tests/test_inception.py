@@ -394,3 +394,16 @@ def test_real_weights_agree_with_torch_fidelity():
         assert (ours["spatial"] - expected).abs().max() <= TOLERANCE
         # pool3 of natural-ish inputs is non-negative (after ReLU and averaging) and not all zero
         assert (ours["pool"] >= 0).all() and ours["pool"].sum() > 0
+
+
+def test_cli_weights_fetch_offline_exits_2_saying_where_to_put_the_file(tmp_path, monkeypatch, capsys):
+    from cmbench.cli import main
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network here")
+
+    monkeypatch.setattr(weights_module.urllib.request, "urlopen", offline)
+    assert main(["weights", "fetch", "--dest", str(tmp_path), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert NAME in err and str(tmp_path) in err
+    assert not list(tmp_path.iterdir())

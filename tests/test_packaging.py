@@ -16,10 +16,11 @@ def test_every_cmbench_subpackage_is_listed_in_pyproject():
     assert found <= listed, f"missing from [tool.setuptools] packages: {sorted(found - listed)}"
 
 
-def test_shipped_suite_schedules_are_package_data():
+def test_shipped_suites_schedules_and_reference_files_are_package_data():
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
-    patterns = config["package-data"]["cmbench.suites"]
-    for path in (ROOT / "suites").rglob("*"):
-        if path.is_file() and path.suffix in (".yaml", ".json"):
-            relative = path.relative_to(ROOT / "suites")
-            assert any(relative.match(p) for p in patterns), f"{relative} is not package data"
+    for package, folder in (("cmbench.suites", "suites"), ("cmbench.reference_stats", "reference_stats")):
+        patterns = config["package-data"][package]
+        for path in (ROOT / folder).rglob("*"):
+            if path.is_file() and path.suffix in (".yaml", ".json", ".npz", ".md"):
+                relative = path.relative_to(ROOT / folder)
+                assert any(relative.match(p) for p in patterns), f"{folder}/{relative} is not package data"

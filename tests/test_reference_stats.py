@@ -81,10 +81,12 @@ def test_missing_file_is_named(tmp_path):
 
 
 def test_file_without_meta_explains_format(tmp_path):
+    # A bare mu/sigma file is read as EDM statistics by default (tests/test_reference_formats.py);
+    # insisting on cmbench's own format explains what that format needs.
     path = tmp_path / "adm_style.npz"
     np.savez(path, mu=np.zeros(3), sigma=np.eye(3))
     with pytest.raises(ValueError, match=r"adm_style\.npz.*no 'meta'.*cmbench reference file"):
-        load_reference(path)
+        load_reference(path, format="cmbench")
 
 
 def test_file_with_incomplete_meta(tmp_path):

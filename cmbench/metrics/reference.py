@@ -10,12 +10,18 @@ A cmbench reference file is one ``.npz`` (written with ``np.savez``, read with
 - ``meta``: a JSON string with the provenance — at least the extractor name and weights hash
   (features from different extractors are not comparable), the number of images, the
   resolution and the source data set.
+
+:func:`load_reference` also reads the official formats (ADM reference batches, EDM and clean-fid
+statistics; :mod:`cmbench.metrics.reference_formats`), detected from the arrays a file holds.
+Those record no extractor hash: their ``meta`` names the format and the extractor convention the
+numbers assume, and :meth:`ReferenceStats.check_compatible` accepts them only for that extractor.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,13 +29,16 @@ import numpy as np
 
 from cmbench.atomic import atomic_write
 from cmbench.metrics.fid import feature_statistics
+from cmbench.metrics.npz_array import npz_keys
+from cmbench.metrics.reference_formats import (CMBENCH, FORMAT_LABELS, FORMATS, OFFICIAL_FORMATS, READERS,
+                                               ReferenceImages, detect_format)
 
 REQUIRED_META = ("extractor", "extractor_sha256", "num_images", "resolution", "source")
 ARRAY_KINDS = ("mu", "sigma", "features")
 FILE_FORMAT = (
     "a cmbench reference file is an .npz with arrays 'mu.<layer>', 'sigma.<layer>', optional "
     "'features.<layer>', and 'meta' (a JSON string with keys " + ", ".join(REQUIRED_META) + "); "
-    "write one with cmbench.metrics.reference.save_reference (or `cmbench stats`)"
+    "write one with `cmbench stats compute` (or cmbench.metrics.reference.save_reference)"
 )
 
 
@@ -39,12 +48,18 @@ def _missing_meta(meta: dict) -> list[str]:
 
 @dataclass
 class ReferenceStats:
-    """Per-layer real-data statistics (``mu``, ``sigma``), optional real features, provenance."""
+    """Per-layer real-data statistics (``mu``, ``sigma``), optional real features, provenance.
+
+    ``images`` (official ADM batches only) gives access to the stored real images whose features
+    precision/recall need; they are extracted at run time with the run's extractor
+    (:func:`cmbench.stats.attach_image_features`), never at load time.
+    """
 
     mu: dict[str, np.ndarray]
     sigma: dict[str, np.ndarray]
     features: dict[str, np.ndarray] = field(default_factory=dict)
     meta: dict = field(default_factory=dict)
+    images: ReferenceImages | None = None
 
     def __post_init__(self) -> None:
         if set(self.mu) != set(self.sigma):
@@ -86,8 +101,25 @@ class ReferenceStats:
             kept[layer] = x[:n].copy()
         return cls(mu=mu, sigma=sigma, features=kept, meta=dict(meta))
 
+    @property
+    def format(self) -> str:
+        """``cmbench`` for cmbench's own files, else the official format (adm, edm, clean-fid)."""
+        return self.meta.get("format", CMBENCH)
+
+    @property
+    def is_official(self) -> bool:
+        return self.format in OFFICIAL_FORMATS
+
     def check_compatible(self, identity: dict[str, str], source: str) -> None:
-        """Raise if these statistics came from another extractor than ``identity`` describes."""
+        """Raise if these statistics came from another extractor than ``identity`` describes.
+
+        cmbench files must match the extractor's name and weights hash. Official files record no
+        hash, only the extractor convention their numbers assume; they are accepted for the
+        extractor of that name (``inception-tf``) whatever its weights file, refused for any other.
+        """
+        if self.is_official:
+            self._check_official(identity, source)
+            return
         ours = (self.meta["extractor"], self.meta["extractor_sha256"])
         theirs = (identity.get("extractor"), identity.get("extractor_sha256"))
         if ours != theirs:
@@ -95,9 +127,22 @@ class ReferenceStats:
                 f"reference statistics {source} were computed with extractor {ours[0]!r} "
                 f"(sha256 {ours[1]}) but this run extracts features with {theirs[0]!r} "
                 f"(sha256 {theirs[1]}); recompute them with the run's extractor "
-                f"(`cmbench stats`, or ReferenceStats.from_features + save_reference), or use "
+                f"(`cmbench stats compute`, or ReferenceStats.from_features + save_reference), or use "
                 f"the evaluator profile whose extractor is {ours[0]!r}"
             )
+
+    def _check_official(self, identity: dict[str, str], source: str) -> None:
+        ours, theirs = self.meta["extractor"], identity.get("extractor")
+        if ours == theirs:
+            return
+        convention = self.meta.get("extractor_convention", "an unrecorded extractor convention")
+        raise ValueError(
+            f"reference statistics {source} are an official {FORMAT_LABELS[self.format]} file (format "
+            f"{self.format!r}, no extractor hash recorded): its numbers assume {convention}, i.e. cmbench's "
+            f"extractor {ours!r}, but this run extracts features with {theirs!r} "
+            f"(sha256 {identity.get('extractor_sha256')}); use features: {{extractor: {ours}}} with this file, or "
+            f"recompute statistics with the run's extractor (`cmbench stats compute`)"
+        )
 
 
 def save_reference(path: str | os.PathLike, stats: ReferenceStats, overwrite: bool = False) -> None:
@@ -116,11 +161,28 @@ def save_reference(path: str | os.PathLike, stats: ReferenceStats, overwrite: bo
     atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
-def load_reference(path: str | os.PathLike) -> ReferenceStats:
-    """Read a reference file written by :func:`save_reference` (no pickle)."""
+def load_reference(path: str | os.PathLike, format: str = "auto") -> ReferenceStats:
+    """Read reference statistics (no pickle): a file written by :func:`save_reference`, or an
+    official one (``adm``, ``edm``, ``clean-fid``). ``format="auto"`` tells them apart by the
+    arrays the file holds (and, for files with only ``mu`` and ``sigma``, clean-fid's file
+    naming); give the format to insist on one."""
     path = Path(path)
+    if format != "auto" and format not in FORMATS:
+        raise ValueError(f"unknown reference format {format!r}; accepted: auto, {', '.join(FORMATS)}")
     if not path.is_file():
         raise FileNotFoundError(f"reference statistics file {path} not found")
+    try:
+        keys = npz_keys(path)
+    except zipfile.BadZipFile as err:
+        raise ValueError(f"{path}: not an .npz file ({err}); {FILE_FORMAT}") from err
+    fmt = detect_format(path, keys) if format == "auto" else format
+    if fmt != CMBENCH:
+        found = READERS[fmt](path, keys)
+        return ReferenceStats(mu=found.mu, sigma=found.sigma, meta=found.meta, images=found.images)
+    return _load_cmbench(path)
+
+
+def _load_cmbench(path: Path) -> ReferenceStats:
     with np.load(path, allow_pickle=False) as data:
         arrays = {key: data[key] for key in data.files}
     if "meta" not in arrays:

@@ -1,0 +1,327 @@
+"""``cmbench stats compute``: reference statistics of a set of real images, streamed.
+
+Images come from an image folder, an ``.npz`` batch or the toy dataset (:func:`open_images`),
+batch by batch; every batch's features go into float64 streaming accumulators
+(:class:`cmbench.metrics.fid.StatsAccumulator`, as EDM's ``fid.py`` streams float64 sums), so
+50k or a million images need no feature matrix in memory. Only the first ``keep`` ``pool``
+rows are kept, the real set of precision/recall, KID and density/coverage (10,000 as the ADM
+evaluator's reference batches). The result is a cmbench reference file with its provenance.
+
+:func:`attach_image_features` does the run-time half of the ADM protocol: it extracts the
+features of an official reference batch's stored images with the run's extractor.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from . import __version__
+from .features.base import FeatureExtractor
+from .images import QUANTISATIONS, to_uint8
+from .metrics.fid import StatsAccumulator
+from .metrics.npz_array import NpzArray
+from .metrics.reference import ReferenceStats
+
+DEFAULT_KEEP = 10_000
+DEFAULT_BATCH_SIZE = 256
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+TOY_PREFIX = "toy:"
+INCEPTION_CHANNELS = 3
+
+
+@dataclass
+class ImageSource:
+    """Real images to compute statistics of: ``count`` uint8 NCHW images of ``shape`` (C, H, W),
+    delivered in stored order by :meth:`batches`; ``provenance`` says where they came from."""
+
+    description: str
+    count: int
+    shape: tuple[int, int, int]
+    read: Callable[[int], Iterator[torch.Tensor]]
+    provenance: dict = field(default_factory=dict)
+
+    def batches(self, batch_size: int) -> Iterator[torch.Tensor]:
+        if batch_size < 1:
+            raise ValueError(f"batch size must be at least 1, got {batch_size}")
+        yield from self.read(batch_size)
+
+
+def input_channels(extractor: FeatureExtractor) -> int | None:
+    """How many channels ``extractor`` takes: its ``input_channels`` if it declares one, the toy
+    classifier's image shape, 3 for Inception networks; None when any count works (pixels)."""
+    declared = getattr(extractor, "input_channels", None)
+    if declared:
+        return int(declared)
+    shape = getattr(getattr(extractor, "net", None), "img_shape", None)
+    if shape:
+        return int(shape[0])
+    return INCEPTION_CHANNELS if extractor.name.startswith("inception") else None
+
+
+def _match_channels(images: torch.Tensor, channels: int | None, where: str) -> torch.Tensor:
+    """Grey images are repeated to 3 channels where the extractor takes colour (as EDM's fid.py);
+    colour images for a grey extractor are an error (an image folder converts them with PIL)."""
+    have = images.shape[1]
+    if channels is None or have == channels:
+        return images
+    if have == 1 and channels == 3:
+        return images.repeat(1, 3, 1, 1)
+    raise ValueError(f"{where}: images have {have} channel(s) but the extractor takes {channels}")
+
+
+def _sliced(images: torch.Tensor) -> Callable[[int], Iterator[torch.Tensor]]:
+    return lambda batch_size: (images[i : i + batch_size] for i in range(0, len(images), batch_size))
+
+
+def _toy_source(spec: str, channels: int | None, limit: int | None) -> ImageSource:
+    from .zoo.toy.data import load_toy
+
+    split = spec[len(TOY_PREFIX):]
+    images = load_toy(split)[0][:limit]
+    images = _match_channels(images, channels, spec)
+    return ImageSource(f"toy digits ({split} split, {len(images)} images)", len(images), tuple(images.shape[1:]),
+                       _sliced(images), {"kind": "toy", "split": split})
+
+
+def _folder_files(folder: Path) -> list[Path]:
+    """Image files under ``folder`` (recursively, as EDM's image folders), sorted by relative path."""
+    files = [p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    return sorted(files, key=lambda p: p.relative_to(folder).as_posix())
+
+
+def _read_image(path: Path, mode: str) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            array = np.asarray(image.convert(mode), dtype=np.uint8)
+    except (OSError, UnidentifiedImageError) as err:
+        raise ValueError(f"{path}: cannot read the image ({err})") from err
+    return array[:, :, None] if array.ndim == 2 else array
+
+
+def _folder_source(folder: Path, channels: int | None, limit: int | None) -> ImageSource:
+    from PIL import Image
+
+    files = _folder_files(folder)[:limit]
+    if not files:
+        raise ValueError(f"image folder {folder} holds no {', '.join(IMAGE_SUFFIXES)} files")
+    if channels is None:
+        with Image.open(files[0]) as first:
+            channels = 3 if first.mode in ("RGB", "RGBA", "P", "CMYK", "YCbCr", "LAB", "HSV") else 1
+    mode = {1: "L", 3: "RGB"}.get(channels)
+    if mode is None:
+        raise ValueError(f"image folder {folder}: cannot convert images to {channels} channels (1 or 3 are supported)")
+    height, width = _read_image(files[0], mode).shape[:2]
+
+    def read(batch_size: int) -> Iterator[torch.Tensor]:
+        for start in range(0, len(files), batch_size):
+            arrays = []
+            for path in files[start : start + batch_size]:
+                array = _read_image(path, mode)
+                if array.shape[:2] != (height, width):
+                    raise ValueError(
+                        f"{path}: image is {array.shape[1]}×{array.shape[0]} but {files[0].name} (the first, sorted by "
+                        f"name) is {width}×{height}; all images of a folder must have one size"
+                    )
+                arrays.append(array)
+            yield torch.from_numpy(np.stack(arrays).transpose(0, 3, 1, 2).copy())
+
+    return ImageSource(f"image folder {folder} ({len(files)} images)", len(files), (channels, height, width), read,
+                       {"kind": "folder", "path": str(folder), "color_mode": mode, "first": files[0].name,
+                        "last": files[-1].name})
+
+
+def _npz_source(path: Path, channels: int | None, quantisation: str | None, limit: int | None) -> ImageSource:
+    array = NpzArray(path, "arr_0")
+    if len(array.shape) != 4 or array.shape[-1] not in (1, 3):
+        raise ValueError(f"{array.where}: expected NHWC images with 1 or 3 channels, got shape {list(array.shape)}")
+    floating = np.issubdtype(array.dtype, np.floating)
+    if not floating and array.dtype != np.uint8:
+        raise ValueError(f"{array.where}: expected uint8 images (or float in [-1, 1] with --quantisation), got {array.dtype}")
+    if floating and quantisation is None:
+        raise ValueError(
+            f"{array.where}: holds float images ({array.dtype}); give the quantisation that turns them into uint8 "
+            f"(--quantisation {' or '.join(QUANTISATIONS)}: see README, Metrics and conventions)"
+        )
+    if not floating and quantisation is not None:
+        raise ValueError(f"{array.where}: holds uint8 images already; --quantisation applies to float images only")
+    count = len(array) if limit is None else min(limit, len(array))
+    _, height, width, have = array.shape
+    where = str(path)
+
+    def read(batch_size: int) -> Iterator[torch.Tensor]:
+        for block in array.batches(batch_size, count):
+            images = torch.from_numpy(block.transpose(0, 3, 1, 2).copy())
+            if floating:
+                images = to_uint8(images, quantisation)
+            yield _match_channels(images, channels, where)
+
+    shape = (channels or have, height, width)
+    provenance = {"kind": "npz", "path": str(path), "key": "arr_0", "stored_shape": list(array.shape),
+                  "stored_dtype": str(array.dtype), "sha256": _sha256(path)}
+    if floating:
+        provenance["quantisation"] = quantisation
+    return ImageSource(f"{path} (arr_0, {count} images)", count, shape, read, provenance)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def open_images(spec: str, *, channels: int | None = None, quantisation: str | None = None,
+                limit: int | None = None) -> ImageSource:
+    """The images ``spec`` names: ``toy:<split>``, a folder of PNG/JPEG files (recursive, sorted
+    by relative path, converted to RGB or L to have ``channels``) or an ``.npz`` whose ``arr_0``
+    is NHWC images (uint8, or float in [-1, 1] turned into uint8 with ``quantisation``).
+    ``limit`` keeps the first images only."""
+    if quantisation is not None and quantisation not in QUANTISATIONS:
+        raise ValueError(f"unknown quantisation {quantisation!r}; accepted: {', '.join(QUANTISATIONS)}")
+    if limit is not None and limit < 2:
+        raise ValueError(f"limit must be at least 2 images (statistics need two), got {limit}")
+    if spec.startswith(TOY_PREFIX):
+        source = _toy_source(spec, channels, limit)
+    else:
+        path = Path(spec).expanduser()
+        if path.is_dir():
+            source = _folder_source(path, channels, limit)
+        elif path.is_file():
+            if path.suffix.lower() != ".npz":
+                raise ValueError(f"{path}: images must be a folder, an .npz with arr_0, or toy:<split>")
+            source = _npz_source(path, channels, quantisation, limit)
+        else:
+            raise FileNotFoundError(f"images {spec} not found: give an image folder, an .npz with NHWC images in arr_0, "
+                                    "or toy:train / toy:test / toy:all")
+    if source.count < 2:
+        raise ValueError(f"{source.description}: statistics need at least 2 images, found {source.count}")
+    return source
+
+
+def compute_reference_stats(
+    source: ImageSource,
+    extractor: FeatureExtractor,
+    *,
+    layers: Sequence[str] | None = None,
+    keep: int = DEFAULT_KEEP,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+) -> ReferenceStats:
+    """Float64 mean and covariance (normaliser N − 1) of every layer in ``layers`` (default: all
+    the extractor has), streamed over ``source``; the first ``keep`` ``pool`` rows are kept."""
+    layers = tuple(layers or extractor.layers)
+    extractor.check_layers(layers)
+    if keep < 0:
+        raise ValueError(f"keep must be ≥ 0 feature rows, got {keep}")
+    sums = {layer: StatsAccumulator() for layer in layers}
+    kept: list[np.ndarray] = []
+    kept_rows = 0
+    bar = tqdm(total=source.count, desc="reference features", unit="img", disable=not progress)
+    for images in source.batches(batch_size):
+        features = extractor.extract(images.to(device), layers)
+        for layer in layers:
+            sums[layer].update(features[layer].detach().reshape(len(images), -1).cpu().to(torch.float64).numpy())
+        if "pool" in features and kept_rows < keep:
+            rows = features["pool"][: keep - kept_rows].detach().reshape(-1, features["pool"][0].numel())
+            kept.append(rows.cpu().numpy().copy())
+            kept_rows += len(rows)
+        bar.update(len(images))
+    bar.close()
+    mu, sigma = {}, {}
+    for layer, acc in sums.items():
+        mu[layer], sigma[layer] = acc.statistics()
+    meta = {
+        **extractor.identity,
+        "format": "cmbench",
+        "num_images": int(sums[layers[0]].count),
+        "resolution": list(source.shape[1:]),
+        "channels": int(source.shape[0]),
+        "source": source.description,
+        "source_details": source.provenance,
+        "layers": {layer: int(mu[layer].shape[0]) for layer in layers},
+        "kept_features": {"pool": kept_rows} if kept else {},
+        "statistics": "float64 streaming sums (StatsAccumulator), covariance normaliser N − 1",
+        "cmbench_version": __version__,
+        "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    if "quantisation" in source.provenance:
+        meta["quantisation"] = source.provenance["quantisation"]
+    features = {"pool": np.concatenate(kept)} if kept else {}
+    return ReferenceStats(mu=mu, sigma=sigma, features=features, meta=meta)
+
+
+def attach_image_features(
+    stats: ReferenceStats,
+    extractor: FeatureExtractor,
+    *,
+    layers: Sequence[str] = ("pool",),
+    limit: int | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+) -> ReferenceStats:
+    """Fill ``stats.features`` with the run's features of the reference file's stored images
+    (an ADM batch's ``arr_0``: the real set precision/recall compare against); returns ``stats``.
+    The statistics must already be accepted for ``extractor`` (``check_compatible``)."""
+    if stats.images is None:
+        raise ValueError(f"reference statistics {stats.meta.get('source')} (format {stats.format}) store no real "
+                         "images to extract features from; recompute them keeping features (`cmbench stats compute`)")
+    extractor.check_layers(layers)
+    channels = input_channels(extractor)
+    where = f"{stats.images.path}: {stats.images.key}"
+    total = len(stats.images) if limit is None else min(limit, len(stats.images))
+    parts: dict[str, list[np.ndarray]] = {layer: [] for layer in layers}
+    bar = tqdm(total=total, desc="reference batch features", unit="img", disable=not progress)
+    for images in stats.images.batches(batch_size, total):
+        features = extractor.extract(_match_channels(images, channels, where).to(device), layers)
+        for layer in layers:
+            parts[layer].append(features[layer].detach().reshape(len(images), -1).cpu().numpy())
+        bar.update(len(images))
+    bar.close()
+    stats.features.update({layer: np.concatenate(blocks) for layer, blocks in parts.items()})
+    return stats
+
+
+def extractor_from_suite(suite, device: torch.device | str = "cpu") -> FeatureExtractor:
+    """The extractor a suite's ``features:`` block names (building the analytic model
+    ``gmm-posterior`` needs)."""
+    from .features import build_extractor
+    from .models import build_model
+
+    models = {}
+    name = suite.features.get("model")
+    if name is not None:
+        spec = suite.models[name]
+        models[name] = build_model(spec.family, spec.options, suite.base_dir, str(device))
+    return build_extractor(suite.features, models, base_dir=suite.base_dir).to(device)
+
+
+def extractor_from_name(name: str, *, checkpoint: str | None = None, weights: str | None = None,
+                        device: torch.device | str = "cpu") -> FeatureExtractor:
+    """An extractor named on the command line, validated like a suite's ``features:`` block
+    (``checkpoint`` / ``weights`` become its keys; relative paths are taken from the current folder)."""
+    from .features import build_extractor, validate_spec
+    from .validate import Checker
+
+    if name == "gmm-posterior":
+        raise ValueError("--extractor gmm-posterior needs an analytic model: use --suite with a suite whose features "
+                         "block names it")
+    spec = {"extractor": name}
+    if checkpoint is not None:
+        spec["checkpoint"] = checkpoint
+    if weights is not None:
+        spec["weights"] = weights
+    validate_spec(Checker("command line"), spec, "--extractor", {})
+    return build_extractor(spec, {}, base_dir=Path.cwd()).to(device)
