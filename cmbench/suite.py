@@ -193,7 +193,7 @@ def parse_suite(raw: Any, source: str, base_dir: Path) -> Suite:
 def _check_metric_sizes(c: Checker, suite: Suite) -> None:
     """Catch metric settings the sample counts cannot satisfy before anything is sampled."""
     options = suite.metric_options
-    if "inception_score" in suite.metrics and options.is_splits > suite.num_samples:
+    if "inception_score" in suite.metrics and options.is_split_size is None and options.is_splits > suite.num_samples:
         raise c.fail("metric_options.is_splits", f"{options.is_splits} splits need at least as many samples; num_samples is {suite.num_samples}")
     sizes = {"num_samples": suite.num_samples, "reference.num_images": suite.reference.get("num_images")}
     if "precision_recall" in suite.metrics:
@@ -300,7 +300,8 @@ def _parse_schedule_ref(c: Checker, run, path: str, model: str, sampler: str, op
 
 def _parse_metric_options(c: Checker, raw: Any) -> MetricOptions:
     raw = c.mapping(raw, "metric_options")
-    c.keys(raw, "metric_options", (), ("is_splits", "pr_k", "pr_batch_size", "fid_sqrt", "kid_subsets", "kid_subset_size", "dc_k"))
+    c.keys(raw, "metric_options", (), ("is_splits", "is_split_size", "is_shuffle_seed", "pr_k", "pr_batch_size", "fid_sqrt",
+                                       "kid_subsets", "kid_subset_size", "dc_k"))
     default = MetricOptions()
     return MetricOptions(
         is_splits=c.integer(raw.get("is_splits", default.is_splits), "metric_options.is_splits", minimum=1),
@@ -310,7 +311,14 @@ def _parse_metric_options(c: Checker, raw: Any) -> MetricOptions:
         kid_subsets=c.integer(raw.get("kid_subsets", default.kid_subsets), "metric_options.kid_subsets", minimum=1),
         kid_subset_size=c.integer(raw.get("kid_subset_size", default.kid_subset_size), "metric_options.kid_subset_size", minimum=2),
         dc_k=c.integer(raw.get("dc_k", default.dc_k), "metric_options.dc_k", minimum=1),
+        is_split_size=_optional_integer(c, raw, "is_split_size", minimum=1),
+        is_shuffle_seed=_optional_integer(c, raw, "is_shuffle_seed", minimum=0),
     )
+
+
+def _optional_integer(c: Checker, raw: Any, key: str, minimum: int) -> int | None:
+    value = raw.get(key)
+    return None if value is None else c.integer(value, f"metric_options.{key}", minimum=minimum)
 
 
 def _parse_likelihood(c: Checker, raw: Any) -> dict[str, Any]:

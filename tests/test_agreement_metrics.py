@@ -60,8 +60,7 @@ def test_inception_score_matches_torch_fidelity_under_its_shuffle(features, tf_m
     rng = np.random.default_rng(1)
     logits = rng.normal(0, 3, size=(5000, 1008))
     theirs = tf_metrics["isc"].isc_features_to_metric(torch.from_numpy(logits), splits=10, shuffle=True, rng_seed=2020)
-    shuffled = logits[np.random.RandomState(2020).permutation(len(logits))]
-    mean, std = inception_score(shuffled, splits=10)
+    mean, std = inception_score(logits, splits=10, shuffle_seed=2020)
     assert mean == pytest.approx(theirs["inception_score_mean"], rel=RELATIVE)
     assert std == pytest.approx(theirs["inception_score_std"], rel=RELATIVE)
     unshuffled = tf_metrics["isc"].isc_features_to_metric(torch.from_numpy(logits), splits=10, shuffle=False)
@@ -103,3 +102,18 @@ def test_the_stand_in_leaves_no_torchvision_behind():
     module = import_reference("torch_fidelity.metric_fid")
     assert callable(module.fid_statistics_to_metric)
     assert not any(name.split(".")[0] in ("torchvision", "torch_fidelity") for name in sys.modules)
+
+
+def test_inception_score_with_adm_split_size_matches_its_evaluator_loop():
+    """ADM's evaluator: softmax, then consecutive parts of split_size rows (the last shorter),
+    mean of exp(mean KL) — written out here the way evaluations/evaluator.py does it."""
+    rng = np.random.default_rng(2)
+    logits = rng.normal(0, 3, size=(12_345, 1008))
+    preds = np.exp(logits - logits.max(1, keepdims=True))
+    preds /= preds.sum(1, keepdims=True)
+    scores = []
+    for i in range(0, len(preds), 5000):
+        part = preds[i : i + 5000]
+        kl = part * (np.log(part) - np.log(np.expand_dims(np.mean(part, 0), 0)))
+        scores.append(np.exp(np.mean(np.sum(kl, 1))))
+    assert inception_score(logits, split_size=5000)[0] == pytest.approx(float(np.mean(scores)), rel=1e-12)

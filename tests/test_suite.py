@@ -397,7 +397,7 @@ def test_unknown_metric_option(tmp_path):
     raw = base()
     raw["metric_options"] = {"splits": 3}
     err, msg, path = error(tmp_path, raw)
-    assert_names(err, msg, path, "metric_options.splits", "is_splits, pr_k, pr_batch_size, fid_sqrt")
+    assert_names(err, msg, path, "metric_options.splits", "is_splits, is_split_size, is_shuffle_seed, pr_k, pr_batch_size, fid_sqrt")
 
 
 # --- --set overrides -------------------------------------------------------------------------

@@ -31,12 +31,18 @@ class MetricOptions:
     kid_subsets: int = 100
     kid_subset_size: int = 1000
     dc_k: int = 5
+    is_split_size: int | None = None  # fixed-size IS splits (ADM: 5000) instead of is_splits parts
+    is_shuffle_seed: int | None = None  # permute rows before splitting (torch-fidelity: 2020)
 
     def __post_init__(self) -> None:
         for name in ("is_splits", "pr_k", "pr_batch_size", "kid_subsets", "kid_subset_size", "dc_k"):
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"metric option {name} must be a positive integer; got {value!r}")
+        for name in ("is_split_size", "is_shuffle_seed"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 0):
+                raise ValueError(f"metric option {name} must be a non-negative integer or null; got {value!r}")
         if self.kid_subset_size < 2:
             raise ValueError(
                 f"metric option kid_subset_size must be at least 2 (the unbiased MMD² divides by "
@@ -84,7 +90,9 @@ def _sfid(features: dict[str, np.ndarray], reference: ReferenceStats, options: M
 def _inception_score(
     features: dict[str, np.ndarray], reference: ReferenceStats | None, options: MetricOptions
 ) -> dict[str, float]:
-    mean, std = inception_score.inception_score(features["logits"], splits=options.is_splits)
+    mean, std = inception_score.inception_score(
+        features["logits"], splits=options.is_splits, split_size=options.is_split_size, shuffle_seed=options.is_shuffle_seed
+    )
     return {"is_mean": mean, "is_std": std}
 
 
