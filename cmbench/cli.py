@@ -327,6 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_stats_parser(sub)
     _add_weights_parser(sub)
+    profiles = sub.add_parser("profiles", help="list the evaluator profiles (each paper's evaluation conventions)")
+    profiles.set_defaults(func=_profiles)
 
     zoo = sub.add_parser("zoo", help="the shipped model zoos").add_subparsers(dest="zoo_command", required=True)
     train = zoo.add_parser("train-toy", help="train the toy zoo (EDM, CD, CT, CTM, PD and the toy classifier's models) from scratch")
@@ -339,6 +341,13 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("zoo", nargs="?", default="toy")
     listing.set_defaults(func=_zoo_list)
     return parser
+
+
+def _profiles(args: argparse.Namespace) -> int:
+    from .profiles import describe_profiles
+
+    print(describe_profiles())
+    return 0
 
 
 def _weights_fetch(args: argparse.Namespace) -> int:

@@ -31,6 +31,7 @@ from .models import ModelAdapter, build_model
 from .nll import TOY_PREFIX, evaluate_nll, load_images
 from .report import image_grid_png, render_report
 from .results import ResultStore
+from .profiles import PROFILES
 from .samplers import get_sampler
 from .stats import attach_image_features
 from .seeds import seed_range
@@ -84,6 +85,7 @@ def load_suite_reference(suite: Suite, models: dict, extractor: FeatureExtractor
         path = suite.resolve(suite.reference["path"])
         stats = load_reference(path)
         stats.check_compatible(extractor.identity, str(path))
+        _check_profile_reference(suite, stats, path)
         if stats.images is not None and "pool" not in stats.features and _needs_real_features(suite):
             attach_image_features(stats, extractor)  # an ADM batch: the real set is its images
         _check_reference_covers(stats, suite, path)
@@ -258,6 +260,7 @@ def evaluate_row(suite, row: Row, model, extractor, reference, device, out: Path
         "schedule": [float(s) for s in sigmas], "schedule_source": row.schedule or None,
         "options": row.options, "grid": grid_path,
         **extractor.identity, "quantisation": suite.quantisation, "reference_sha256": reference_sha256,
+        "profile": suite.profile or None,
         "metric_options": asdict(suite.metric_options),
         "uncertainty": {"method": "bootstrap", "resamples": bootstrap, "seed": suite.uncertainty["seed"]} if bootstrap else None,
         "device": str(device), "finished_at": _now(),
@@ -328,6 +331,18 @@ def _pending_rows(suite: Suite, rows: list[Row], store: ResultStore, file_hashes
     return pending
 
 
+def _profile_summary(name: str) -> str | None:
+    return f"{name}: {PROFILES[name].protocol}" if name else None
+
+
+def _check_profile_reference(suite: Suite, stats: ReferenceStats, path: Path) -> None:
+    """A profile's numbers are against its protocol's reference files; others are refused."""
+    if suite.profile and stats.format not in PROFILES[suite.profile].reference_formats:
+        accepted = ", ".join(PROFILES[suite.profile].reference_formats)
+        raise ValueError(f"reference statistics {path} are in format {stats.format!r}; profile {suite.profile} "
+                         f"compares against {accepted} files")
+
+
 def _write_run_metadata(out: Path, suite: Suite, device: torch.device, extractor, reference_info: dict) -> None:
     meta = {
         "suite": suite.name, "suite_file": suite.source, "description": suite.description,
@@ -335,6 +350,7 @@ def _write_run_metadata(out: Path, suite: Suite, device: torch.device, extractor
         "python_version": platform.python_version(), "platform": platform.platform(),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "seed_start": suite.seed_start, "num_samples": suite.num_samples, "batch_size": suite.batch_size,
+        "profile": _profile_summary(suite.profile),
         "quantisation": suite.quantisation, "extractor": extractor.identity, "reference": reference_info,
         "metrics": list(suite.metrics), "metric_options": asdict(suite.metric_options),
         "uncertainty": suite.uncertainty, "regression": suite.regression or None, "started_at": _now(),

@@ -24,6 +24,7 @@ from .metrics import DIRECTIONS, METRICS, MetricOptions
 from .metrics.bootstrap import DEFAULT_RESAMPLES
 from .metrics.fid import FID_SQRT_METHODS
 from .models import FAMILIES, NoiseRange, family_maps, validate_model_spec
+from .profiles import PROFILE_KEYS, PROFILES, Profile
 from .samplers import SAMPLERS
 from .tuning.spec import SCHEDULE_OPTIONS, SCHEDULE_PREFIX, TuneJob, parse_tune_jobs, tunable_samplers
 from .validate import Checker, ConfigError
@@ -32,7 +33,7 @@ DEVICES = ("auto", "cpu", "cuda")
 TOP_REQUIRED = ("name", "num_samples", "models", "runs")
 TOP_OPTIONAL = (
     "description", "seed_start", "batch_size", "device", "quantisation", "output_dir",
-    "features", "metrics", "metric_options", "reference", "grid_images", "likelihood", "tune",
+    "features", "metrics", "metric_options", "reference", "grid_images", "likelihood", "tune", "profile",
     "uncertainty", "regression",
 )
 LIKELIHOOD_KEYS = ("data", "passes", "divergence", "limit", "seed", "rtol", "atol", "batch_size")
@@ -83,6 +84,7 @@ class Suite:
     grid_images: int = 64
     likelihood: dict[str, Any] = field(default_factory=dict)
     tune: dict[str, TuneJob] = field(default_factory=dict)
+    profile: str = ""
     uncertainty: dict[str, int] = field(default_factory=lambda: {"bootstrap": DEFAULT_RESAMPLES, "seed": 0})
     regression: dict[str, Any] = field(default_factory=dict)
 
@@ -104,7 +106,7 @@ class Suite:
             "nfe": row.nfe, "num_samples": self.num_samples, "seed_start": self.seed_start,
             "quantisation": self.quantisation, "features": self.features, "metrics": sorted(self.metrics),
             "metric_options": self.metric_options.__dict__, "reference": self.reference,
-            "likelihood": self.likelihood, "uncertainty": self.uncertainty,
+            "likelihood": self.likelihood, "uncertainty": self.uncertainty, "profile": self.profile,
         }
         return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -156,8 +158,18 @@ def parse_suite(raw: Any, source: str, base_dir: Path) -> Suite:
     raw = c.mapping(raw, "")
     c.keys(raw, "", TOP_REQUIRED, TOP_OPTIONAL)
     models = _parse_models(c, raw["models"])
-    metrics = tuple(c.choice(m, f"metrics[{i}]", METRICS) for i, m in enumerate(c.sequence(raw.get("metrics", ["fid"]), "metrics")))
-    extractor_spec = dict(c.mapping(raw.get("features", {"extractor": "pixels"}), "features"))
+    profile = _parse_profile(c, raw)
+    if profile is None:
+        metrics = tuple(c.choice(m, f"metrics[{i}]", METRICS) for i, m in enumerate(c.sequence(raw.get("metrics", ["fid"]), "metrics")))
+        extractor_spec = dict(c.mapping(raw.get("features", {"extractor": "pixels"}), "features"))
+        metric_options = _parse_metric_options(c, raw.get("metric_options", {}))
+        quantisation = c.choice(raw.get("quantisation", "round"), "quantisation", QUANTISATIONS)
+    else:
+        metrics, metric_options, quantisation = profile.metrics, profile.metric_options, profile.quantisation
+        extractor_spec = {"extractor": profile.extractor, **c.mapping(raw.get("features", {}), "features")}
+        if extractor_spec["extractor"] != profile.extractor:
+            raise c.fail("features.extractor", f"profile {profile.name} uses the {profile.extractor!r} extractor; "
+                                               f"give features only to add its weights or checkpoint")
     features_registry.validate_spec(c, extractor_spec, "features", models)
     num_samples = c.integer(raw["num_samples"], "num_samples", minimum=2)
     seed_start = c.integer(raw.get("seed_start", 0), "seed_start", minimum=0)
@@ -174,11 +186,12 @@ def parse_suite(raw: Any, source: str, base_dir: Path) -> Suite:
         seed_start=seed_start,
         batch_size=c.integer(raw.get("batch_size", 256), "batch_size", minimum=1),
         device=c.choice(raw.get("device", "auto"), "device", DEVICES),
-        quantisation=c.choice(raw.get("quantisation", "round"), "quantisation", QUANTISATIONS),
+        quantisation=quantisation,
         output_dir=str(raw.get("output_dir", "")),
         features=extractor_spec,
         metrics=metrics,
-        metric_options=_parse_metric_options(c, raw.get("metric_options", {})),
+        metric_options=metric_options,
+        profile=profile.name if profile else "",
         reference=_parse_reference(c, raw.get("reference"), models, metrics),
         grid_images=c.integer(raw.get("grid_images", 64), "grid_images", minimum=0),
         likelihood=likelihood,
@@ -188,6 +201,18 @@ def parse_suite(raw: Any, source: str, base_dir: Path) -> Suite:
     )
     _check_metric_sizes(c, suite)
     return suite
+
+
+def _parse_profile(c: Checker, raw) -> Profile | None:
+    """``profile: NAME`` (an evaluator profile, :mod:`cmbench.profiles`), which then sets the
+    metrics, their options and the quantisation: giving those too is an error."""
+    if "profile" not in raw:
+        return None
+    profile = PROFILES[c.choice(raw["profile"], "profile", PROFILES)]
+    for key in PROFILE_KEYS:
+        if key in raw:
+            raise c.fail(key, f"profile {profile.name} sets {key}; leave it out, or drop the profile to set it yourself")
+    return profile
 
 
 def _check_metric_sizes(c: Checker, suite: Suite) -> None:

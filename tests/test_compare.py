@@ -37,6 +37,7 @@ def result_row(row_id="edm.heun.nfe35", **changes) -> dict:
         "is_mean_se": 0.1, "precision": 0.98, "precision_se": 0.005, "recall": 0.84, "recall_se": 0.02,
         "seed_start": 0, "checkpoint_sha256": SHA_A, "extractor": "toy-classifier", "extractor_sha256": SHA_A,
         "quantisation": "round", "reference_sha256": SHA_A, "metric_options": MetricOptions().__dict__,
+        "profile": "toy",
     }
     row.update(changes)
     return row
@@ -137,6 +138,7 @@ def test_settings_command_line_over_new_suite_over_baseline():
     ("reference_sha256", SHA_B, "bbbbbbbbbbbb…"),
     ("extractor_sha256", SHA_B, "bbbbbbbbbbbb…"),
     ("num_samples", 2000, "2000"),
+    ("profile", "edm", "'edm'"),
     ("metric_options", {**MetricOptions().__dict__, "pr_k": 5}, "{pr_k: 5}"),
 ])
 def test_protocol_mismatch_exits_2_naming_the_field_and_rows(tmp_path, capsys, field, new_value, shown):

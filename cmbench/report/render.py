@@ -102,6 +102,7 @@ def render_report(run_dir: Path | str, *, title: str | None = None) -> Path:
         "generated_at": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
         "started_at": (metadata or {}).get("started_at"),
         "description": (metadata or {}).get("description") or "",
+        "profile": (metadata or {}).get("profile"),
         "counts": _counts(rows),
         "metric_headers": [column.label for column in columns],
         "tables": comparison_tables(rows, columns),

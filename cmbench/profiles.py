@@ -1,0 +1,112 @@
+"""Evaluator profiles: each paper's evaluation protocol as one named set of conventions.
+
+Published FIDs for the same checkpoint disagree because evaluators differ in quantisation,
+network, matrix square root, IS splits and reference files (facts.md §4). A profile fixes all of
+them, so a suite says ``profile: adm`` and gets the ADM evaluator's numbers:
+
+- ``extractor``: the feature network (``inception-tf``: TF's 2015 Inception-v3 with TF1's
+  bilinear resize, as every profile here except ``toy`` uses);
+- ``metrics`` and ``metric_options``: which numbers, and the conventions that change them;
+- ``quantisation``: how the samples become uint8 in the paper's sampling code;
+- ``reference_formats``: which reference-statistics files the protocol's numbers are against.
+
+Conventions a profile cannot reproduce yet are listed in its ``differences``; the README shows
+the table (``cmbench profiles`` prints it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .metrics import MetricOptions
+from .metrics.reference_formats import ADM, CLEAN_FID, CMBENCH, EDM
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    protocol: str
+    extractor: str
+    metrics: tuple[str, ...]
+    metric_options: MetricOptions
+    quantisation: str
+    reference_formats: tuple[str, ...]
+    differences: str = ""
+
+
+PROFILES: dict[str, Profile] = {
+    p.name: p
+    for p in (
+        Profile(
+            name="adm",
+            protocol="openai guided-diffusion's evaluator (the ADM, CD and CT papers' ImageNet / LSUN tables)",
+            extractor="inception-tf",
+            metrics=("fid", "sfid", "inception_score", "precision_recall"),
+            metric_options=MetricOptions(fid_sqrt="sqrtm", is_split_size=5000, pr_k=3, pr_batch_size=10000),
+            quantisation="truncate",
+            reference_formats=(ADM,),
+            differences="precision/recall distances in float32 (ADM: float16, float32 only where float16 overflows)",
+        ),
+        Profile(
+            name="edm",
+            protocol="EDM's fid.py (FID of 50k images against EDM's reference statistics)",
+            extractor="inception-tf",
+            metrics=("fid",),
+            metric_options=MetricOptions(fid_sqrt="sqrtm"),
+            quantisation="round",
+            reference_formats=(EDM, CMBENCH),
+        ),
+        Profile(
+            name="clean-fid",
+            protocol="clean-fid in mode legacy_tensorflow (the CM paper's CIFAR-10 FID)",
+            extractor="inception-tf",
+            metrics=("fid", "kid"),
+            metric_options=MetricOptions(fid_sqrt="sqrtm"),
+            quantisation="truncate",
+            reference_formats=(CLEAN_FID, CMBENCH),
+            differences="KID over torch-fidelity's seeded subsets (clean-fid draws its own from the global RNG)",
+        ),
+        Profile(
+            name="torch-fidelity",
+            protocol="torch-fidelity's defaults (FID, IS, KID)",
+            extractor="inception-tf",
+            metrics=("fid", "inception_score", "kid"),
+            metric_options=MetricOptions(fid_sqrt="eigh", is_splits=10, is_shuffle_seed=2020,
+                                         kid_subsets=100, kid_subset_size=1000),
+            quantisation="round",
+            reference_formats=(CMBENCH,),
+        ),
+        Profile(
+            name="toy",
+            protocol="the toy world: the toy classifier's features of the 8×8 digits",
+            extractor="toy-classifier",
+            metrics=("fid", "inception_score", "precision_recall"),
+            metric_options=MetricOptions(is_splits=10, pr_k=3),
+            quantisation="round",
+            reference_formats=(CMBENCH,),
+        ),
+    )
+}
+
+PROFILE_KEYS = ("metrics", "metric_options", "quantisation")
+"""Suite keys a profile sets; a suite with a profile leaves them out (``features`` may add a
+weights path or checkpoint for the profile's extractor)."""
+
+
+def describe_profiles() -> str:
+    """A plain-text table of every profile's conventions."""
+    lines = []
+    for p in PROFILES.values():
+        o = p.metric_options
+        is_split = f"splits of {o.is_split_size}" if o.is_split_size else f"{o.is_splits} splits"
+        if o.is_shuffle_seed is not None:
+            is_split += f" after RandomState({o.is_shuffle_seed})"
+        lines += [
+            f"{p.name}: {p.protocol}",
+            f"  extractor {p.extractor}; quantisation {p.quantisation}; metrics {', '.join(p.metrics)}",
+            f"  FID square root {o.fid_sqrt}; IS {is_split}; precision/recall k = {o.pr_k}; "
+            f"KID {o.kid_subsets} × {o.kid_subset_size}; reference formats {', '.join(p.reference_formats)}",
+        ]
+        if p.differences:
+            lines.append(f"  not reproduced: {p.differences}")
+    return "\n".join(lines)

@@ -1,0 +1,88 @@
+"""Evaluator profiles: named conventions a suite picks with ``profile:``."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+
+from cmbench.cli import main, resolve_suite
+from cmbench.metrics import METRICS, MetricOptions
+from cmbench.metrics.reference import load_reference
+from cmbench.profiles import PROFILES, describe_profiles
+from cmbench.runner import _check_profile_reference
+from cmbench.suite import load_suite, parse_suite
+from cmbench.validate import ConfigError
+
+SUITES = resolve_suite("toy").parent
+BASE = {
+    "name": "p", "num_samples": 100, "models": {"cd": {"family": "cd", "checkpoint": "zoo:toy/cd"}},
+    "reference": {"path": "../reference_stats/toy-digits-all.npz"},
+    "runs": [{"model": "cd", "sampler": "cm_multistep", "nfe": [1]}],
+}
+
+
+def suite(**changes):
+    raw = copy.deepcopy(BASE)
+    raw.update(changes)
+    return parse_suite(raw, "p.yaml", SUITES)
+
+
+def test_every_profile_is_consistent():
+    for profile in PROFILES.values():
+        assert set(profile.metrics) <= set(METRICS)
+        assert isinstance(profile.metric_options, MetricOptions) and profile.quantisation in ("round", "truncate")
+    # The conventions that set the published protocols apart.
+    assert PROFILES["adm"].metric_options.is_split_size == 5000 and PROFILES["adm"].metric_options.fid_sqrt == "sqrtm"
+    assert PROFILES["adm"].quantisation == "truncate" and PROFILES["edm"].quantisation == "round"
+    assert PROFILES["torch-fidelity"].metric_options.is_shuffle_seed == 2020
+    assert "sfid" in PROFILES["adm"].metrics and PROFILES["edm"].metrics == ("fid",)
+
+
+def test_a_profile_sets_metrics_options_quantisation_and_extractor():
+    s = suite(profile="adm", features={"weights": "/somewhere/weights.pth"})
+    assert s.profile == "adm" and s.metrics == PROFILES["adm"].metrics and s.quantisation == "truncate"
+    assert s.metric_options == PROFILES["adm"].metric_options
+    assert s.features == {"extractor": "inception-tf", "weights": "/somewhere/weights.pth"}
+    assert suite(profile="toy").features == {"extractor": "toy-classifier"}
+
+
+@pytest.mark.parametrize("changes, where, message", [
+    ({"profile": "toy", "metrics": ["fid"]}, "metrics", "profile toy sets metrics"),
+    ({"profile": "toy", "quantisation": "truncate"}, "quantisation", "profile toy sets quantisation"),
+    ({"profile": "adm", "features": {"extractor": "toy-classifier"}}, "features.extractor", "uses the 'inception-tf' extractor"),
+    ({"profile": "nope"}, "profile", "accepted: adm, edm, clean-fid, torch-fidelity, toy"),
+])
+def test_profile_conflicts_name_the_key(changes, where, message):
+    with pytest.raises(ConfigError, match=message) as error:
+        suite(**changes)
+    assert error.value.path == where
+
+
+def test_a_profile_refuses_reference_files_of_another_protocol(tmp_path):
+    path = tmp_path / "cifar10-32x32.npz"
+    rng = np.random.default_rng(0)
+    np.savez(path, mu=rng.normal(size=8), sigma=np.eye(8))
+    stats = load_reference(path)
+    assert stats.format == "edm"
+    _check_profile_reference(suite(profile="edm"), stats, path)
+    with pytest.raises(ValueError, match="profile adm compares against adm files"):
+        _check_profile_reference(suite(profile="adm"), stats, path)
+
+
+def test_the_toy_suite_uses_the_toy_profile_and_rows_and_report_say_so(tmp_path):
+    toy = load_suite(resolve_suite("toy"))
+    assert toy.profile == "toy" and toy.metrics == PROFILES["toy"].metrics
+    assert main(["run", toy.source, "--out", str(tmp_path), "--quiet", "--set", "num_samples=200",
+                 "--set", "runs=[{model: cd, sampler: cm_multistep, nfe: [1]}]", "--set", "grid_images=0"]) == 0
+    assert '"profile": "toy"' in (tmp_path / "results.jsonl").read_text()
+    assert "Evaluator profile <strong>toy:" in (tmp_path / "report.html").read_text()
+
+
+def test_cli_lists_the_profiles(capsys):
+    assert main(["profiles"]) == 0
+    out = capsys.readouterr().out
+    assert out == describe_profiles() + "\n"
+    for name in PROFILES:
+        assert f"\n{name}: " in "\n" + out
