@@ -18,14 +18,13 @@ from typing import Any
 import yaml
 
 from . import features as features_registry
-from .compare import parse_regression_spec
 from .images import QUANTISATIONS
-from .metrics import DIRECTIONS, METRICS, MetricOptions
+from .metrics import METRICS, MetricOptions
 from .metrics.bootstrap import DEFAULT_RESAMPLES
-from .metrics.fid import FID_SQRT_METHODS
 from .models import FAMILIES, NoiseRange, family_maps, validate_model_spec
 from .profiles import PROFILE_KEYS, PROFILES, Profile
 from .samplers import SAMPLERS
+from .suite_blocks import parse_likelihood, parse_metric_options, parse_reference, parse_regression, parse_uncertainty
 from .tuning.spec import SCHEDULE_OPTIONS, SCHEDULE_PREFIX, TuneJob, parse_tune_jobs, tunable_samplers
 from .validate import Checker, ConfigError
 
@@ -36,7 +35,6 @@ TOP_OPTIONAL = (
     "features", "metrics", "metric_options", "reference", "grid_images", "likelihood", "tune", "profile",
     "uncertainty", "regression",
 )
-LIKELIHOOD_KEYS = ("data", "passes", "divergence", "limit", "seed", "rtol", "atol", "batch_size")
 
 
 @dataclass(frozen=True)
@@ -162,7 +160,7 @@ def parse_suite(raw: Any, source: str, base_dir: Path) -> Suite:
     if profile is None:
         metrics = tuple(c.choice(m, f"metrics[{i}]", METRICS) for i, m in enumerate(c.sequence(raw.get("metrics", ["fid"]), "metrics")))
         extractor_spec = dict(c.mapping(raw.get("features", {"extractor": "pixels"}), "features"))
-        metric_options = _parse_metric_options(c, raw.get("metric_options", {}))
+        metric_options = parse_metric_options(c, raw.get("metric_options", {}))
         quantisation = c.choice(raw.get("quantisation", "round"), "quantisation", QUANTISATIONS)
     else:
         metrics, metric_options, quantisation = profile.metrics, profile.metric_options, profile.quantisation
@@ -174,7 +172,7 @@ def parse_suite(raw: Any, source: str, base_dir: Path) -> Suite:
     num_samples = c.integer(raw["num_samples"], "num_samples", minimum=2)
     seed_start = c.integer(raw.get("seed_start", 0), "seed_start", minimum=0)
     tune = parse_tune_jobs(c, raw.get("tune"), models, metrics, num_samples, seed_start)
-    likelihood = _parse_likelihood(c, raw.get("likelihood"))
+    likelihood = parse_likelihood(c, raw.get("likelihood"))
     suite = Suite(
         name=c.string(raw["name"], "name"),
         source=source,
@@ -192,12 +190,12 @@ def parse_suite(raw: Any, source: str, base_dir: Path) -> Suite:
         metrics=metrics,
         metric_options=metric_options,
         profile=profile.name if profile else "",
-        reference=_parse_reference(c, raw.get("reference"), models, metrics),
+        reference=parse_reference(c, raw.get("reference"), models, metrics),
         grid_images=c.integer(raw.get("grid_images", 64), "grid_images", minimum=0),
         likelihood=likelihood,
         tune=tune,
-        uncertainty=_parse_uncertainty(c, raw.get("uncertainty")),
-        regression=_parse_regression(c, raw.get("regression"), metrics, likelihood),
+        uncertainty=parse_uncertainty(c, raw.get("uncertainty")),
+        regression=parse_regression(c, raw.get("regression"), metrics, likelihood),
     )
     _check_metric_sizes(c, suite)
     return suite
@@ -321,104 +319,3 @@ def _parse_schedule_ref(c: Checker, run, path: str, model: str, sampler: str, op
         raise c.fail(f"{path}.schedule", f"schedule file {ref} does not exist (relative paths start at the suite's "
                                          f"folder); give a file from `cmbench tune` or tuned:<job>")
     return ref
-
-
-def _parse_metric_options(c: Checker, raw: Any) -> MetricOptions:
-    raw = c.mapping(raw, "metric_options")
-    c.keys(raw, "metric_options", (), ("is_splits", "is_split_size", "is_shuffle_seed", "pr_k", "pr_batch_size", "fid_sqrt",
-                                       "kid_subsets", "kid_subset_size", "dc_k"))
-    default = MetricOptions()
-    return MetricOptions(
-        is_splits=c.integer(raw.get("is_splits", default.is_splits), "metric_options.is_splits", minimum=1),
-        pr_k=c.integer(raw.get("pr_k", default.pr_k), "metric_options.pr_k", minimum=1),
-        pr_batch_size=c.integer(raw.get("pr_batch_size", default.pr_batch_size), "metric_options.pr_batch_size", minimum=1),
-        fid_sqrt=c.choice(raw.get("fid_sqrt", default.fid_sqrt), "metric_options.fid_sqrt", FID_SQRT_METHODS),
-        kid_subsets=c.integer(raw.get("kid_subsets", default.kid_subsets), "metric_options.kid_subsets", minimum=1),
-        kid_subset_size=c.integer(raw.get("kid_subset_size", default.kid_subset_size), "metric_options.kid_subset_size", minimum=2),
-        dc_k=c.integer(raw.get("dc_k", default.dc_k), "metric_options.dc_k", minimum=1),
-        is_split_size=_optional_integer(c, raw, "is_split_size", minimum=1),
-        is_shuffle_seed=_optional_integer(c, raw, "is_shuffle_seed", minimum=0),
-    )
-
-
-def _optional_integer(c: Checker, raw: Any, key: str, minimum: int) -> int | None:
-    value = raw.get(key)
-    return None if value is None else c.integer(value, f"metric_options.{key}", minimum=minimum)
-
-
-def _parse_likelihood(c: Checker, raw: Any) -> dict[str, Any]:
-    """``likelihood: {data: toy:test | file.npz, passes, divergence, limit, seed, rtol, atol}``:
-    bits/dim of uint8 data under every score-access model (see ``cmbench nll``)."""
-    if raw is None:
-        return {}
-    raw = c.mapping(raw, "likelihood")
-    c.keys(raw, "likelihood", ("data",), LIKELIHOOD_KEYS[1:])
-    spec = {
-        "data": c.string(raw["data"], "likelihood.data"),
-        "passes": c.integer(raw.get("passes", 1), "likelihood.passes", minimum=1),
-        "divergence": c.choice(raw.get("divergence", "hutchinson"), "likelihood.divergence", ("hutchinson", "exact")),
-        "seed": c.integer(raw.get("seed", 0), "likelihood.seed", minimum=0),
-        "rtol": c.number(raw.get("rtol", 1e-5), "likelihood.rtol", minimum=0, exclusive=True),
-        "atol": c.number(raw.get("atol", 1e-5), "likelihood.atol", minimum=0, exclusive=True),
-        "batch_size": c.integer(raw.get("batch_size", 256), "likelihood.batch_size", minimum=1),
-    }
-    if "limit" in raw:
-        spec["limit"] = c.integer(raw["limit"], "likelihood.limit", minimum=2)
-    return spec
-
-
-def _parse_uncertainty(c: Checker, raw: Any) -> dict[str, int]:
-    """``uncertainty: {bootstrap: B, seed: S}``: B bootstrap resamples of each row's generated
-    features give its metrics' standard errors (``<column>_se``); 0 turns them off."""
-    if raw is None:
-        return {"bootstrap": DEFAULT_RESAMPLES, "seed": 0}
-    raw = c.mapping(raw, "uncertainty")
-    c.keys(raw, "uncertainty", (), ("bootstrap", "seed"))
-    bootstrap = c.integer(raw.get("bootstrap", DEFAULT_RESAMPLES), "uncertainty.bootstrap", minimum=0)
-    if bootstrap == 1:
-        raise c.fail("uncertainty.bootstrap", f"one resample has no spread; give 0 (no standard errors) or at least 2 "
-                                              f"(default {DEFAULT_RESAMPLES})")
-    return {"bootstrap": bootstrap, "seed": c.integer(raw.get("seed", 0), "uncertainty.seed", minimum=0)}
-
-
-def _parse_regression(c: Checker, raw: Any, metrics: tuple[str, ...], likelihood: dict[str, Any]) -> dict[str, Any]:
-    """``regression: {z: 3, thresholds: {fid: 0.5, precision: "1%", recall: [0.01, "5%"]}}``: how
-    ``cmbench compare`` judges this suite's rows against a baseline (see :mod:`cmbench.compare`)."""
-    if raw is None:
-        return {}
-    raw = c.mapping(raw, "regression")
-    try:
-        spec = parse_regression_spec(raw)
-    except ValueError as err:
-        key, _, message = str(err).partition(": ")
-        raise c.fail(f"regression.{key}", message) from None
-    columns = {col for m in metrics for col in METRICS[m].columns if col in DIRECTIONS}
-    if likelihood:
-        columns.add("bpd")
-    for metric in spec["thresholds"]:
-        if metric not in columns:
-            raise c.fail(f"regression.thresholds.{metric}", f"this suite measures no {metric!r}; its scored "
-                                                            f"columns: {', '.join(sorted(columns))}")
-    return spec
-
-
-def _parse_reference(c: Checker, raw: Any, models: dict[str, ModelSpec], metrics: tuple[str, ...]) -> dict[str, Any]:
-    """Either ``{path: file.npz}`` or ``{model: <analytic model>, num_images, seed}``."""
-    if raw is None:
-        needing = [m for m in metrics if METRICS[m].needs_reference]
-        if needing:
-            raise c.fail("reference", f"metrics {', '.join(needing)} need reference statistics: give "
-                         "reference.path (an .npz from reference_stats/) or reference.model (an analytic model)")
-        return {}
-    raw = dict(c.mapping(raw, "reference"))
-    if "path" in raw:
-        c.keys(raw, "reference", ("path",))
-        c.string(raw["path"], "reference.path")
-        return raw
-    c.keys(raw, "reference", ("model",), ("num_images", "seed"))
-    model = c.choice(raw["model"], "reference.model", [n for n, m in models.items() if m.family == "gmm"])
-    return {
-        "model": model,
-        "num_images": c.integer(raw.get("num_images", 10000), "reference.num_images", minimum=2),
-        "seed": c.integer(raw.get("seed", 1_000_000_000), "reference.seed", minimum=0),
-    }

@@ -56,3 +56,21 @@ class FeatureExtractor:
     def extract(self, images: torch.Tensor, layers: Sequence[str]) -> dict[str, torch.Tensor]:
         """Features of uint8 NCHW ``images`` for each requested layer, as float tensors ``[N, ...]``."""
         raise NotImplementedError
+
+
+class NetworkExtractor(FeatureExtractor):
+    """An extractor around one network loaded from a weights file: the file's sha256 is
+    ``weights_sha256``, and ``to`` moves the network. Subclasses set ``net`` and ``_sha256``."""
+
+    net: torch.nn.Module
+    _sha256: str
+    _device: torch.device = torch.device("cpu")
+
+    @property
+    def weights_sha256(self) -> str:
+        return self._sha256
+
+    def to(self, device: torch.device | str) -> "NetworkExtractor":
+        self._device = torch.device(device)
+        self.net.to(self._device)
+        return self

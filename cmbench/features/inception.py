@@ -22,13 +22,13 @@ import torch
 
 from ..nets.inception_tf import NUM_LOGITS, POOL_DIM, SPATIAL_DIM, InceptionV3TF
 from ..weights import INCEPTION_WEIGHTS, file_sha256, find_inception_weights
-from .base import FeatureExtractor, check_images
+from .base import NetworkExtractor, check_images
 
 BATCH_SIZE = 64
 LAYER_DIMS = {"pool": POOL_DIM, "logits": NUM_LOGITS, "spatial": SPATIAL_DIM}
 
 
-class InceptionExtractor(FeatureExtractor):
+class InceptionExtractor(NetworkExtractor):
     name = "inception-tf"
     layers = ("pool", "logits", "spatial")
 
@@ -51,16 +51,6 @@ class InceptionExtractor(FeatureExtractor):
         self.net.load_state_dict(state)
         self.net.requires_grad_(False).eval()
         self.batch_size = int(batch_size)
-        self._device = torch.device("cpu")
-
-    @property
-    def weights_sha256(self) -> str:
-        return self._sha256
-
-    def to(self, device: torch.device | str) -> "InceptionExtractor":
-        self._device = torch.device(device)
-        self.net.to(self._device)
-        return self
 
     def extract(self, images, layers):
         self.check_layers(layers)

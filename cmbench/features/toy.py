@@ -14,12 +14,12 @@ import torch
 
 from ..checkpoints.native import load_native
 from ..images import from_uint8
-from .base import FeatureExtractor, check_images
+from .base import NetworkExtractor, check_images
 
 BATCH_SIZE = 4096
 
 
-class ToyClassifierExtractor(FeatureExtractor):
+class ToyClassifierExtractor(NetworkExtractor):
     name = "toy-classifier"
     layers = ("pool", "logits")
 
@@ -34,16 +34,6 @@ class ToyClassifierExtractor(FeatureExtractor):
         self.net = ckpt.net.eval()
         self.checkpoint = ckpt.path
         self._sha256 = ckpt.sha256
-        self._device = torch.device("cpu")
-
-    @property
-    def weights_sha256(self) -> str:
-        return self._sha256
-
-    def to(self, device: torch.device | str) -> "ToyClassifierExtractor":
-        self._device = torch.device(device)
-        self.net.to(self._device)
-        return self
 
     def extract(self, images, layers):
         self.check_layers(layers)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from cmbench.metrics.precision_recall import _check_args, _kth_sq_radii, _prepare, _sq_distances
+from cmbench.metrics.precision_recall import _kth_sq_radii, _sq_distances, prepare_pair
 
 
 def _density_coverage_counts(
@@ -48,15 +48,7 @@ def density_coverage(
     dtype: torch.dtype = torch.float32,
 ) -> tuple[float, float]:
     """(density, coverage) of ``fake`` against ``real`` features ``[N, D]``; CPU when device is None."""
-    _check_args(k, batch_size, dtype)
-    dev = torch.device(device or "cpu")
-    real_t = _prepare(real, "real", dtype, dev)
-    fake_t = _prepare(fake, "fake", dtype, dev)
-    if real_t.shape[1] != fake_t.shape[1]:
-        raise ValueError(
-            f"real and fake features differ in dimension: real {tuple(real_t.shape)}, "
-            f"fake {tuple(fake_t.shape)}"
-        )
+    real_t, fake_t = prepare_pair(real, fake, k, batch_size, dtype, device)
     if fake_t.shape[0] < 1:
         raise ValueError("density/coverage need at least one fake point; got 0")
     sq_radii = _kth_sq_radii(real_t, k, batch_size)

@@ -97,15 +97,9 @@ def kth_neighbour_radii(
     return _kth_sq_radii(x, k, batch_size).sqrt()
 
 
-def precision_recall(
-    real: np.ndarray | torch.Tensor,
-    fake: np.ndarray | torch.Tensor,
-    k: int = 3,
-    batch_size: int = 10000,
-    device: torch.device | str | None = None,
-    dtype: torch.dtype = torch.float32,
-) -> tuple[float, float]:
-    """(precision, recall) of ``fake`` against ``real`` features ``[N, D]``; CPU when device is None."""
+def prepare_pair(real, fake, k: int, batch_size: int, dtype: torch.dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both feature sets as ``dtype`` tensors on ``device`` (CPU when None), after checking the
+    options and that their dimensions agree."""
     _check_args(k, batch_size, dtype)
     dev = torch.device(device or "cpu")
     real_t = _prepare(real, "real", dtype, dev)
@@ -115,6 +109,19 @@ def precision_recall(
             f"real and fake features differ in dimension: real {tuple(real_t.shape)}, "
             f"fake {tuple(fake_t.shape)}"
         )
+    return real_t, fake_t
+
+
+def precision_recall(
+    real: np.ndarray | torch.Tensor,
+    fake: np.ndarray | torch.Tensor,
+    k: int = 3,
+    batch_size: int = 10000,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> tuple[float, float]:
+    """(precision, recall) of ``fake`` against ``real`` features ``[N, D]``; CPU when device is None."""
+    real_t, fake_t = prepare_pair(real, fake, k, batch_size, dtype, device)
     real_radii = _kth_sq_radii(real_t, k, batch_size)
     fake_radii = _kth_sq_radii(fake_t, k, batch_size)
     precision = _coverage(fake_t, real_t, real_radii, batch_size)

@@ -1,0 +1,125 @@
+"""``cmbench stats``: compute, list, fetch and inspect reference statistics (see cmbench.stats)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def _stats_compute(args: argparse.Namespace) -> int:
+    from .metrics.reference import save_reference
+    from .runner import resolve_device
+    from .stats import compute_reference_stats, extractor_from_name, extractor_from_suite, input_channels, open_images
+
+    if args.out.exists() and not args.overwrite:
+        raise FileExistsError(f"reference statistics file {args.out} exists; pass --overwrite to replace it")
+    if args.suite and (args.checkpoint or args.weights):
+        raise ValueError("--checkpoint and --weights go with --extractor; with --suite the suite's features block names them")
+    device = resolve_device(args.device)
+    quantisation = args.quantisation
+    if args.suite:
+        from .cli import resolve_suite
+        from .suite import load_suite
+
+        suite = load_suite(resolve_suite(args.suite))
+        extractor = extractor_from_suite(suite, device)
+    else:
+        extractor = extractor_from_name(args.extractor, checkpoint=args.checkpoint, weights=args.weights, device=device)
+    source = open_images(args.images, channels=input_channels(extractor), quantisation=quantisation, limit=args.limit)
+    layers = args.layers.split(",") if args.layers else None
+    stats = compute_reference_stats(source, extractor, layers=layers, keep=args.keep_features,
+                                    batch_size=args.batch_size, device=device, progress=not args.quiet)
+    save_reference(args.out, stats, overwrite=args.overwrite)
+    kept = stats.features.get("pool")
+    print(f"wrote {args.out}: {stats.meta['source']}, layers "
+          + ", ".join(f"{layer} ({dim}-d)" for layer, dim in stats.meta["layers"].items())
+          + f", {0 if kept is None else len(kept)} pool rows kept; extractor {stats.meta['extractor']} "
+          f"(sha256 {stats.meta['extractor_sha256']})")
+    return 0
+
+
+def _stats_list(args: argparse.Namespace) -> int:
+    from .metrics.reference_registry import load_registry
+
+    registry = load_registry(args.registry)
+    rows = [("name", "format", "profile", "dataset", "res", "sha256", "url")]
+    for e in registry.values():
+        rows.append((e.name, e.format, e.profile, e.dataset + (f" {e.split}" if e.split else ""),
+                     f"{e.resolution[0]}x{e.resolution[1]}", e.sha256[:12] if e.sha256 else "unpublished", e.url))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1])
+    return 0
+
+
+def _stats_fetch(args: argparse.Namespace) -> int:
+    from .metrics.reference_registry import fetch_reference, find_entry, load_registry
+
+    entry = find_entry(load_registry(args.registry), args.name)
+    path, digest, downloaded = fetch_reference(entry, args.dest, progress=not args.quiet)
+    check = "verified against the registry" if entry.sha256 else "the registry has no published sha256 to check"
+    print(f"{'downloaded' if downloaded else 'already present'}: {path}\nsha256 {digest} ({check})\n"
+          f"format {entry.format}, profile {entry.profile}; use it as reference: {{path: {path}}}")
+    return 0
+
+
+def _stats_info(args: argparse.Namespace) -> int:
+    from .metrics.reference import load_reference
+
+    stats = load_reference(args.file, format=args.format)
+    info = {
+        "format": stats.format,
+        "layers": {layer: int(mu.shape[0]) for layer, mu in stats.mu.items()},
+        "kept_features": {layer: list(x.shape) for layer, x in stats.features.items()},
+        "images": stats.images.describe() if stats.images else None,
+        "meta": stats.meta,
+    }
+    print(json.dumps(info, indent=2, ensure_ascii=False, default=str))
+    return 0
+
+
+def add_stats_parser(sub) -> None:
+    from .images import QUANTISATIONS
+    from .metrics.reference_formats import FORMATS
+    from .metrics.reference_registry import DEFAULT_DEST
+    from .stats import DEFAULT_BATCH_SIZE, DEFAULT_KEEP
+
+    stats = sub.add_parser("stats", help="reference statistics: compute them from images, list and fetch official ones")
+    group = stats.add_subparsers(dest="stats_command", required=True)
+
+    compute = group.add_parser("compute", help="statistics of real images (float64 streaming), with kept features for precision/recall")
+    which = compute.add_mutually_exclusive_group(required=True)
+    which.add_argument("--suite", help="use this suite's features block (a file or bundled suite name)")
+    which.add_argument("--extractor", help="feature extractor by name (e.g. toy-classifier, pixels, inception-tf)")
+    compute.add_argument("--checkpoint", help="with --extractor: the extractor's checkpoint (toy-classifier)")
+    compute.add_argument("--weights", help="with --extractor: the extractor's weights file")
+    compute.add_argument("--images", required=True,
+                         help="an image folder (PNG/JPEG, recursive, sorted by path), an .npz with NHWC images in arr_0, or toy:SPLIT")
+    compute.add_argument("--out", type=Path, required=True, help="reference file (.npz) to write")
+    compute.add_argument("--keep-features", type=int, default=DEFAULT_KEEP, metavar="N",
+                         help=f"keep the first N pool feature rows for precision/recall, KID, density/coverage (default {DEFAULT_KEEP}; 0: none)")
+    compute.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help=f"images per extraction batch (default {DEFAULT_BATCH_SIZE}; no effect on the numbers)")
+    compute.add_argument("--quantisation", choices=QUANTISATIONS, help="float images in an .npz: how they become uint8 (see Metrics and conventions)")
+    compute.add_argument("--layers", help="comma-separated layers (default: every layer the extractor has)")
+    compute.add_argument("--limit", type=int, help="use only the first N images")
+    compute.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    compute.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    compute.add_argument("--quiet", action="store_true")
+    compute.set_defaults(func=_stats_compute)
+
+    listing = group.add_parser("list", help="list the official reference files in the registry")
+    listing.add_argument("--registry", type=Path, help="registry file (default: the shipped reference_stats/registry.yaml)")
+    listing.set_defaults(func=_stats_list)
+
+    fetch = group.add_parser("fetch", help="download an official reference file named in the registry")
+    fetch.add_argument("name", help="registry name (or file name), see `cmbench stats list`")
+    fetch.add_argument("--dest", type=Path, default=DEFAULT_DEST, help=f"folder to put it in (default {DEFAULT_DEST})")
+    fetch.add_argument("--registry", type=Path, help="registry file (default: the shipped one)")
+    fetch.add_argument("--quiet", action="store_true")
+    fetch.set_defaults(func=_stats_fetch)
+
+    info = group.add_parser("info", help="print a reference file's format, layers, kept features and provenance")
+    info.add_argument("file", type=Path)
+    info.add_argument("--format", choices=("auto", *FORMATS), default="auto")
+    info.set_defaults(func=_stats_info)
