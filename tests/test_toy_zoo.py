@@ -59,7 +59,7 @@ def test_edm_at_its_highest_nfe_beats_every_few_step_model(toy_rows):
 @pytest.mark.xfail(strict=True, reason=(
     "toy teacher: its converged PF-ODE is less diverse than the data, so Heun at NFE 17 scores a "
     "lower FID than at NFE 35 (and 79); measured at 10k samples: 4.04 / 4.78 / 5.34, recall "
-    "0.864 / 0.831 / 0.816. Ten training recipes, all with the same trend, are in "
+    "0.864 / 0.831 / 0.816. Twelve training recipes, all with the same trend, are in "
     "benchmarks/toy_teacher_variants.md. Needs a better teacher (open in the toy-zoo issue)."))
 def test_edm_at_its_highest_nfe_has_the_lowest_fid_of_all_rows(toy_rows):
     edm = [row for row in toy_rows.values() if row["family"] == "edm"]
