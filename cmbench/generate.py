@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -23,6 +24,18 @@ from .metrics.bootstrap import bootstrap_standard_errors
 from .models import ModelAdapter
 from .samplers import Sampler
 from .seeds import SampleNoise
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """How one evaluator profile turns samples into numbers: the quantisation to uint8, the feature
+    extractor, the metrics with their conventions, and the reference statistics."""
+
+    quantisation: str
+    extractor: FeatureExtractor
+    metrics: tuple[str, ...]
+    metric_options: MetricOptions
+    reference: ReferenceStats | None
 
 
 def generate_features(
@@ -46,7 +59,37 @@ def generate_features(
     Returns (features by layer, the first ``keep_images`` uint8 images, NFE per image,
     seconds spent in the sampler).
     """
-    chunks: dict[str, list[torch.Tensor]] = {layer: [] for layer in layers}
+    (features,), grid, nfe, seconds = generate_views(
+        model, sampler, sigmas, options, seeds, batch_size=batch_size, device=device,
+        views=[(quantisation, extractor, tuple(layers))], keep_images=keep_images, progress=progress, desc=desc,
+    )
+    return features, grid, nfe, seconds
+
+
+def generate_views(
+    model: ModelAdapter,
+    sampler: Sampler,
+    sigmas: torch.Tensor,
+    options: Mapping[str, Any],
+    seeds: list[int],
+    *,
+    batch_size: int,
+    device: torch.device,
+    views: list[tuple[str, FeatureExtractor, tuple[str, ...]]],
+    keep_images: int = 0,
+    progress: bool = False,
+    desc: str = "",
+) -> tuple[list[dict[str, np.ndarray]], torch.Tensor, int, float]:
+    """Sample once and extract features for several views ``(quantisation, extractor, layers)``.
+
+    Views with the same quantisation and extractor share one extraction (of their layers'
+    union). Returns (features by layer for each view, the first ``keep_images`` images under the
+    first view's quantisation, NFE per image, seconds spent in the sampler).
+    """
+    passes: dict[tuple[str, int], tuple[FeatureExtractor, set[str]]] = {}
+    for quantisation, extractor, layers in views:
+        passes.setdefault((quantisation, id(extractor)), (extractor, set()))[1].update(layers)
+    chunks = {key: {layer: [] for layer in layers} for key, (_, layers) in passes.items()}
     kept: list[torch.Tensor] = []
     nfe, seconds = None, 0.0
     batches = [seeds[i : i + batch_size] for i in range(0, len(seeds), batch_size)]
@@ -63,15 +106,16 @@ def generate_features(
         if nfe is not None and batch_nfe != nfe:
             raise RuntimeError(f"{desc}: the sampler made {batch_nfe} evaluations on one batch and {nfe} on another")
         nfe = batch_nfe
-        uint8 = to_uint8(images, quantisation)
         if sum(len(k) for k in kept) < keep_images:
-            kept.append(uint8.cpu())
-        if layers:
-            with torch.no_grad():
-                feats = extractor.extract(uint8, layers)
-            for layer in layers:
-                chunks[layer].append(feats[layer].float().cpu())
-    features = {layer: torch.cat(parts).numpy() for layer, parts in chunks.items()}
+            kept.append(to_uint8(images, views[0][0]).cpu())
+        for (quantisation, _), (extractor, layers) in passes.items():
+            if layers:
+                with torch.no_grad():
+                    feats = extractor.extract(to_uint8(images, quantisation), sorted(layers))
+                for layer in layers:
+                    chunks[(quantisation, id(extractor))][layer].append(feats[layer].float().cpu())
+    merged = {key: {layer: torch.cat(parts).numpy() for layer, parts in by_layer.items()} for key, by_layer in chunks.items()}
+    features = [{layer: merged[(q, id(e))][layer] for layer in layers} for q, e, layers in views]
     grid = torch.cat(kept)[:keep_images] if kept else torch.zeros(0, dtype=torch.uint8)
     return features, grid, int(nfe), seconds
 
@@ -103,13 +147,42 @@ def sample_and_score(
     each scored column's standard error (``<column>_se``, :mod:`cmbench.metrics.bootstrap`);
     the metric values themselves do not depend on it.
     """
-    sigmas = sampler.schedule(model.noise_range, nfe, options)
-    features, grid, made_nfe, seconds = generate_features(
-        model, sampler, sigmas, options, seeds, batch_size=batch_size, device=device, quantisation=quantisation,
-        extractor=extractor, layers=layers_for(metrics), keep_images=keep_images, progress=progress, desc=desc,
+    scoring = Scoring(quantisation, extractor, tuple(metrics), metric_options, reference)
+    (values,), sigmas, grid, made_nfe, seconds = sample_and_score_many(
+        model, sampler, nfe, options, seeds, [scoring], batch_size=batch_size, device=device,
+        keep_images=keep_images, progress=progress, desc=desc, bootstrap=bootstrap, bootstrap_seed=bootstrap_seed,
     )
-    values = compute_metrics(metrics, features, reference, metric_options)
-    if bootstrap:
-        values.update(bootstrap_standard_errors(metrics, features, reference, metric_options,
-                                                resamples=bootstrap, seed=bootstrap_seed))
     return values, sigmas, grid, made_nfe, seconds
+
+
+def sample_and_score_many(
+    model: ModelAdapter,
+    sampler: Sampler,
+    nfe: int,
+    options: Mapping[str, Any],
+    seeds: list[int],
+    scorings: list[Scoring],
+    *,
+    batch_size: int,
+    device: torch.device,
+    keep_images: int = 0,
+    progress: bool = False,
+    desc: str = "",
+    bootstrap: int = 0,
+    bootstrap_seed: int = 0,
+) -> tuple[list[dict[str, float]], torch.Tensor, torch.Tensor, int, float]:
+    """:func:`sample_and_score` under several scorings (evaluator profiles) of the same samples."""
+    sigmas = sampler.schedule(model.noise_range, nfe, options)
+    views = [(s.quantisation, s.extractor, layers_for(s.metrics)) for s in scorings]
+    features, grid, made_nfe, seconds = generate_views(
+        model, sampler, sigmas, options, seeds, batch_size=batch_size, device=device, views=views,
+        keep_images=keep_images, progress=progress, desc=desc,
+    )
+    results = []
+    for scoring, feats in zip(scorings, features):
+        values = compute_metrics(scoring.metrics, feats, scoring.reference, scoring.metric_options)
+        if bootstrap:
+            values.update(bootstrap_standard_errors(scoring.metrics, feats, scoring.reference, scoring.metric_options,
+                                                    resamples=bootstrap, seed=bootstrap_seed))
+        results.append(values)
+    return results, sigmas, grid, made_nfe, seconds

@@ -23,7 +23,7 @@ from .atomic import atomic_write_bytes, atomic_write_text
 from .checkpoints import sha256_file
 from .compare import RUN_BASELINE, write_baseline
 from .features import FeatureExtractor, build_extractor
-from .generate import sample_and_score
+from .generate import Scoring, sample_and_score_many
 from .images import to_uint8
 from .metrics import METRICS, ReferenceStats, layers_for, scored_columns, se_column
 from .metrics.reference import load_reference
@@ -132,22 +132,33 @@ def _check_reference_covers(stats: ReferenceStats, suite: Suite, path: Path) -> 
 
 
 class RunContext:
-    """What the rows and tune jobs of one run share: the output folder, the device, models
+    """What the rows and tune jobs of one scoring share: the output folder, the device, models
     (built on first use), the feature extractor, file hashes and the reference statistics
-    (loaded on first use, when ``run.json`` is written)."""
+    (loaded on first use; the primary context then writes ``run.json``).
 
-    def __init__(self, suite: Suite, out_dir: str | Path | None, device: str | None):
+    A suite scoring its rows under several profiles has one context per profile
+    (:func:`run_contexts`), sharing models and extractors.
+    """
+
+    def __init__(self, suite: Suite, out_dir: str | Path | None, device: str | None, *,
+                 models: dict | None = None, extractors: dict | None = None, profiles: tuple[str, ...] = (),
+                 primary: bool = True):
         self.suite = suite
         self.out = Path(out_dir) if out_dir else default_output_dir(suite)
         self.out.mkdir(parents=True, exist_ok=True)
         self.device = resolve_device(device or suite.device)
-        self.models: dict[str, ModelAdapter] = {}
+        self.models: dict[str, ModelAdapter] = {} if models is None else models
         for name in {suite.features.get("model"), suite.reference.get("model")} - {None}:
             self.model(name)
-        self.extractor = build_extractor(suite.features, self.models, base_dir=suite.base_dir).to(self.device)
+        self.extractors: dict[str, FeatureExtractor] = {} if extractors is None else extractors
+        key = json.dumps(suite.features, sort_keys=True)
+        if key not in self.extractors:
+            self.extractors[key] = build_extractor(suite.features, self.models, base_dir=suite.base_dir).to(self.device)
+        self.extractor = self.extractors[key]
         self.extractor.check_layers(layers_for(suite.metrics))
         self.file_hashes = {**suite_file_hashes(suite), "extractor": self.extractor.weights_sha256}
         self.reference_sha256 = self.file_hashes.get("reference") or reference_sha256(suite, self.extractor)
+        self.profiles, self.primary = profiles, primary
         self._reference: list[ReferenceStats | None] = []
 
     def model(self, name: str) -> ModelAdapter:
@@ -159,7 +170,8 @@ class RunContext:
     def reference(self) -> ReferenceStats | None:
         if not self._reference:
             stats, info = load_suite_reference(self.suite, self.models, self.extractor)
-            _write_run_metadata(self.out, self.suite, self.device, self.extractor, info)
+            if self.primary:
+                _write_run_metadata(self.out, self.suite, self.device, self.extractor, info, self.profiles)
             self._reference.append(stats)
         return self._reference[0]
 
@@ -173,6 +185,19 @@ class RunContext:
         }
 
 
+def run_contexts(suite: Suite, out_dir: str | Path | None, device: str | None) -> dict[str, RunContext]:
+    """One context per profile the rows are scored under ("" for a suite with one scoring); the
+    first is primary (tune jobs, run.json)."""
+    if not suite.profiles:
+        return {"": RunContext(suite, out_dir, device)}
+    first = RunContext(suite.under(suite.profiles[0]), out_dir, device, profiles=suite.profiles)
+    contexts = {suite.profiles[0]: first}
+    for name in suite.profiles[1:]:
+        contexts[name] = RunContext(suite.under(name), first.out, device, models=first.models,
+                                    extractors=first.extractors, primary=False)
+    return contexts
+
+
 def run_suite(
     suite: Suite,
     out_dir: str | Path | None = None,
@@ -184,35 +209,46 @@ def run_suite(
 ) -> Path:
     """Run the suite's tune jobs, then every unfinished row, into ``out_dir``; returns the report's path.
 
-    ``baseline`` (a baseline document, :func:`cmbench.compare.baseline_document`) becomes the run
-    folder's ``baseline.json``, which the report compares the rows against.
+    Rows that differ only in their profile are sampled once and scored under each. ``baseline``
+    (a baseline document, :func:`cmbench.compare.baseline_document`) becomes the run folder's
+    ``baseline.json``, which the report compares the rows against.
     """
-    ctx = RunContext(suite, out_dir, device)
+    contexts = run_contexts(suite, out_dir, device)
+    ctx = next(iter(contexts.values()))
     store = ResultStore(ctx.out)
     schedules = ctx.tune(suite.tune, recompute_changed=recompute_changed, progress=progress)
     rows = [apply_schedule(suite, row, schedules, ctx.file_hashes) for row in suite.rows]
     show_schedule_files(suite, ctx.out)
-    pending = _pending_rows(suite, rows, store, ctx.file_hashes, recompute_changed)
+    pending = _pending_rows(rows, store, contexts, recompute_changed)
     likelihood_images = load_likelihood_images(suite) if pending and suite.likelihood else None
     likelihoods: dict[str, dict] = {}
-    for row in pending:
-        model = ctx.model(row.model)
-        result = evaluate_row(suite, row, model, ctx.extractor, ctx.reference(), ctx.device, ctx.out, progress,
-                              reference_sha256=ctx.reference_sha256)
-        if likelihood_images is not None:
-            if row.model not in likelihoods:
-                likelihoods[row.model] = suite_likelihood(suite, model, likelihood_images, ctx.device, progress)
-            result.update(likelihoods[row.model])
-        result["fingerprint"] = suite.row_fingerprint(row, ctx.file_hashes)
-        store.put(result)
-        if progress:
-            shown = {k: round(v, 4) for k, v in result.items() if k in _metric_columns(suite) and v is not None}
-            tqdm.write(f"{row.row_id}: nfe={result['nfe']} {shown}")
+    for group in _same_samples(pending):
+        results = evaluate_rows(suite, group, contexts, progress)
+        for row, result in zip(group, results):
+            if likelihood_images is not None:
+                if row.model not in likelihoods:
+                    likelihoods[row.model] = suite_likelihood(suite, ctx.model(row.model), likelihood_images, ctx.device, progress)
+                result.update(likelihoods[row.model])
+            view = contexts[row.profile]
+            result["fingerprint"] = view.suite.row_fingerprint(row, view.file_hashes)
+            store.put(result)
+            if progress:
+                shown = {k: round(v, 4) for k, v in result.items() if k in _metric_columns(view.suite) and v is not None}
+                tqdm.write(f"{row.row_id}: nfe={result['nfe']} {shown}")
     if store.rows:
         store.write_csv()
     if baseline is not None:
         write_baseline(ctx.out / RUN_BASELINE, baseline, overwrite=True)
     return render_report(ctx.out)
+
+
+def _same_samples(rows: list[Row]) -> list[list[Row]]:
+    """Rows grouped by what their samples depend on (model, sampler, NFE, options), in order."""
+    groups: dict[str, list[Row]] = {}
+    for row in rows:
+        key = json.dumps([row.model, row.sampler, row.nfe, row.options], sort_keys=True, default=str)
+        groups.setdefault(key, []).append(row)
+    return list(groups.values())
 
 
 def tune_suite(
@@ -229,51 +265,61 @@ def tune_suite(
     if unknown:
         raise ValueError(f"suite {suite.name!r} has no tune job(s) {', '.join(unknown)}; it has: "
                          f"{', '.join(suite.tune) or 'none'}")
-    ctx = RunContext(suite, out_dir, device)
+    ctx = next(iter(run_contexts(suite, out_dir, device).values()))
     return ctx.out, ctx.tune(jobs, recompute_changed=recompute_changed, progress=progress)
 
 
-def evaluate_row(suite, row: Row, model, extractor, reference, device, out: Path, progress: bool,
-                 reference_sha256: str | None = None) -> dict[str, Any]:
-    sampler = get_sampler(row.sampler)
+def evaluate_rows(suite: Suite, rows: list[Row], contexts: dict[str, RunContext], progress: bool) -> list[dict[str, Any]]:
+    """Result rows for ``rows``, which share their samples: sampled once, scored under each row's profile."""
+    first = contexts[rows[0].profile]
+    model = first.model(rows[0].model)
+    scorings = [Scoring(c.suite.quantisation, c.extractor, c.suite.metrics, c.suite.metric_options, c.reference())
+                for c in (contexts[row.profile] for row in rows)]
     bootstrap = suite.uncertainty["bootstrap"]
-    metrics, sigmas, grid, nfe, seconds = sample_and_score(
-        model, sampler, row.nfe, row.options, seed_range(suite.seed_start, suite.num_samples),
-        metrics=suite.metrics, metric_options=suite.metric_options, reference=reference,
-        batch_size=suite.batch_size, device=device, quantisation=suite.quantisation, extractor=extractor,
-        keep_images=suite.grid_images, progress=progress, desc=row.row_id,
-        bootstrap=bootstrap, bootstrap_seed=suite.uncertainty["seed"],
+    base_id = rows[0].row_id.split("@")[0]
+    values, sigmas, grid, nfe, seconds = sample_and_score_many(
+        model, get_sampler(rows[0].sampler), rows[0].nfe, rows[0].options, seed_range(suite.seed_start, suite.num_samples),
+        scorings, batch_size=suite.batch_size, device=first.device, keep_images=suite.grid_images, progress=progress,
+        desc=base_id, bootstrap=bootstrap, bootstrap_seed=suite.uncertainty["seed"],
     )
-    se_columns = [se_column(col) for col in scored_columns(suite.metrics)] if bootstrap else []
     grid_path = None
     if len(grid):
-        grid_path = f"grids/{row.row_id}.png"
-        scale = max(1, 32 // model.image_shape[-1])
-        atomic_write_bytes(out / grid_path, image_grid_png(grid, scale=scale))
+        grid_path = f"grids/{base_id}.png"
+        atomic_write_bytes(first.out / grid_path, image_grid_png(grid, scale=max(1, 32 // model.image_shape[-1])))
+    return [_result_row(contexts[row.profile], row, model, metrics, sigmas, grid_path, nfe, seconds)
+            for row, metrics in zip(rows, values)]
+
+
+def _result_row(ctx: RunContext, row: Row, model, metrics: dict, sigmas, grid_path, nfe: int, seconds: float) -> dict[str, Any]:
+    suite, bootstrap = ctx.suite, ctx.suite.uncertainty["bootstrap"]
+    se_columns = [se_column(col) for col in scored_columns(suite.metrics)] if bootstrap else []
     return {
         "suite": suite.name, "row_id": row.row_id, "model": row.model, "family": model.family,
-        "sampler": row.sampler, "sampler_label": row.label if row.label != row.sampler else _label(row),
-        "nfe": nfe, "num_samples": suite.num_samples,
+        "sampler": row.sampler, "sampler_label": _label(row), "nfe": nfe, "num_samples": suite.num_samples,
         **dict.fromkeys(sorted(_metric_columns(suite))), **dict.fromkeys(se_columns), **metrics,
         "seconds_per_sample": seconds / suite.num_samples, "seed_start": suite.seed_start,
         "checkpoint_sha256": model.checkpoint_sha256, "cmbench_version": __version__,
         "schedule": [float(s) for s in sigmas], "schedule_source": row.schedule or None,
         "options": row.options, "grid": grid_path,
-        **extractor.identity, "quantisation": suite.quantisation, "reference_sha256": reference_sha256,
+        **ctx.extractor.identity, "quantisation": suite.quantisation, "reference_sha256": ctx.reference_sha256,
         "profile": suite.profile or None,
         "metric_options": asdict(suite.metric_options),
         "uncertainty": {"method": "bootstrap", "resamples": bootstrap, "seed": suite.uncertainty["seed"]} if bootstrap else None,
-        "device": str(device), "finished_at": _now(),
+        "device": str(ctx.device), "finished_at": _now(),
     }
 
 
 def _label(row: Row) -> str:
-    """The sampler and its scalar options; time points show as the schedule they came from."""
+    """The run's name, else the sampler and its scalar options (time points show as the schedule
+    they came from); ``@profile`` when the suite scores rows under several profiles."""
+    profile = f" @{row.profile}" if row.profile else ""
+    if row.label != row.sampler:
+        return row.label + profile
     parts = [f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
              for k, v in sorted(row.options.items()) if not isinstance(v, (dict, list)) and k != "time_point_units"]
     if row.schedule:
         parts.append(f"schedule={Path(row.schedule).stem if row.schedule.endswith('.json') else row.schedule}")
-    return f"{row.sampler} " + " ".join(parts) if parts else row.sampler
+    return (f"{row.sampler} " + " ".join(parts) if parts else row.sampler) + profile
 
 
 def _metric_columns(suite: Suite) -> set[str]:
@@ -313,14 +359,14 @@ def suite_file_hashes(suite: Suite) -> dict[str, str]:
     return hashes
 
 
-def _pending_rows(suite: Suite, rows: list[Row], store: ResultStore, file_hashes: dict[str, str],
-                  recompute_changed: bool) -> list[Row]:
+def _pending_rows(rows: list[Row], store: ResultStore, contexts: dict[str, RunContext], recompute_changed: bool) -> list[Row]:
     pending = []
     for row in rows:
         done = store.get(row.row_id)
+        view = contexts[row.profile]
         if done is None:
             pending.append(row)
-        elif done.get("fingerprint") != suite.row_fingerprint(row, file_hashes):
+        elif done.get("fingerprint") != view.suite.row_fingerprint(row, view.file_hashes):
             if not recompute_changed:
                 raise RuntimeError(
                     f"{store.run_dir / 'results.jsonl'}: row {row.row_id} was computed with a different "
@@ -343,14 +389,17 @@ def _check_profile_reference(suite: Suite, stats: ReferenceStats, path: Path) ->
                          f"compares against {accepted} files")
 
 
-def _write_run_metadata(out: Path, suite: Suite, device: torch.device, extractor, reference_info: dict) -> None:
+def _write_run_metadata(out: Path, suite: Suite, device: torch.device, extractor, reference_info: dict,
+                        profiles: tuple[str, ...] = ()) -> None:
+    """run.json; with several profiles, the scoring fields are the first profile's and each row
+    records its own."""
     meta = {
         "suite": suite.name, "suite_file": suite.source, "description": suite.description,
         "cmbench_version": __version__, "torch_version": torch.__version__,
         "python_version": platform.python_version(), "platform": platform.platform(),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "seed_start": suite.seed_start, "num_samples": suite.num_samples, "batch_size": suite.batch_size,
-        "profile": _profile_summary(suite.profile),
+        "profile": "; ".join(_profile_summary(p) for p in profiles) if profiles else _profile_summary(suite.profile),
         "quantisation": suite.quantisation, "extractor": extractor.identity, "reference": reference_info,
         "metrics": list(suite.metrics), "metric_options": asdict(suite.metric_options),
         "uncertainty": suite.uncertainty, "regression": suite.regression or None, "started_at": _now(),

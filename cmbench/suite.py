@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ DEVICES = ("auto", "cpu", "cuda")
 TOP_REQUIRED = ("name", "num_samples", "models", "runs")
 TOP_OPTIONAL = (
     "description", "seed_start", "batch_size", "device", "quantisation", "output_dir",
-    "features", "metrics", "metric_options", "reference", "grid_images", "likelihood", "tune", "profile",
+    "features", "metrics", "metric_options", "reference", "grid_images", "likelihood", "tune", "profile", "profiles",
     "uncertainty", "regression",
 )
 
@@ -59,6 +59,7 @@ class Row:
     nfe: int
     options: dict[str, Any]
     schedule: str = ""
+    profile: str = ""  # set when the suite scores every row under several profiles
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,17 @@ class Suite:
     profile: str = ""
     uncertainty: dict[str, int] = field(default_factory=lambda: {"bootstrap": DEFAULT_RESAMPLES, "seed": 0})
     regression: dict[str, Any] = field(default_factory=dict)
+    profiles: tuple[str, ...] = ()
+    """With ``profiles:``, every row is scored under each of these (same samples); the suite-level
+    scoring fields then hold the first profile's, and :meth:`under` gives each profile's view."""
+    scorings: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def under(self, profile: str) -> "Suite":
+        """This suite as if it named only ``profile``: its extractor, metrics, conventions,
+        quantisation and reference (the rows keep their ``@profile`` ids)."""
+        if not self.profiles:
+            return self
+        return replace(self, **self.scorings[profile], profile=profile, profiles=(), scorings={})
 
     def resolve(self, path: str) -> Path:
         """A path from the suite, relative to the suite file's folder unless absolute."""
@@ -98,6 +110,8 @@ class Suite:
         reference statistics under "reference", the extractor's weights under "extractor", the
         likelihood data under "likelihood"), so replacing a file's content counts as a change.
         """
+        if self.profiles:
+            raise ValueError("row_fingerprint of a several-profile suite: call it on suite.under(row.profile)")
         config = {
             "files": {k: (file_hashes or {}).get(k) for k in (row.model, "reference", "extractor", "likelihood")},
             "model": self.models[row.model].__dict__, "sampler": row.sampler, "options": row.options,
@@ -157,7 +171,12 @@ def parse_suite(raw: Any, source: str, base_dir: Path) -> Suite:
     c.keys(raw, "", TOP_REQUIRED, TOP_OPTIONAL)
     models = _parse_models(c, raw["models"])
     profile = _parse_profile(c, raw)
-    if profile is None:
+    scorings = _parse_profiles(c, raw, models)
+    if scorings:
+        first = next(iter(scorings.values()))
+        metrics, metric_options, quantisation = first["metrics"], first["metric_options"], first["quantisation"]
+        extractor_spec, reference = first["features"], first["reference"]
+    elif profile is None:
         metrics = tuple(c.choice(m, f"metrics[{i}]", METRICS) for i, m in enumerate(c.sequence(raw.get("metrics", ["fid"]), "metrics")))
         extractor_spec = dict(c.mapping(raw.get("features", {"extractor": "pixels"}), "features"))
         metric_options = parse_metric_options(c, raw.get("metric_options", {}))
@@ -168,7 +187,9 @@ def parse_suite(raw: Any, source: str, base_dir: Path) -> Suite:
         if extractor_spec["extractor"] != profile.extractor:
             raise c.fail("features.extractor", f"profile {profile.name} uses the {profile.extractor!r} extractor; "
                                                f"give features only to add its weights or checkpoint")
-    features_registry.validate_spec(c, extractor_spec, "features", models)
+    if not scorings:
+        features_registry.validate_spec(c, extractor_spec, "features", models)
+        reference = parse_reference(c, raw.get("reference"), models, metrics)
     num_samples = c.integer(raw["num_samples"], "num_samples", minimum=2)
     seed_start = c.integer(raw.get("seed_start", 0), "seed_start", minimum=0)
     tune = parse_tune_jobs(c, raw.get("tune"), models, metrics, num_samples, seed_start)
@@ -179,7 +200,7 @@ def parse_suite(raw: Any, source: str, base_dir: Path) -> Suite:
         base_dir=base_dir,
         num_samples=num_samples,
         models=models,
-        rows=_parse_runs(c, raw["runs"], models, tune, base_dir),
+        rows=_expand_profiles(_parse_runs(c, raw["runs"], models, tune, base_dir), tuple(scorings)),
         description=str(raw.get("description", "")),
         seed_start=seed_start,
         batch_size=c.integer(raw.get("batch_size", 256), "batch_size", minimum=1),
@@ -189,16 +210,58 @@ def parse_suite(raw: Any, source: str, base_dir: Path) -> Suite:
         features=extractor_spec,
         metrics=metrics,
         metric_options=metric_options,
-        profile=profile.name if profile else "",
-        reference=parse_reference(c, raw.get("reference"), models, metrics),
+        profile=next(iter(scorings), "") if scorings else (profile.name if profile else ""),
+        profiles=tuple(scorings),
+        scorings=scorings,
+        reference=reference,
         grid_images=c.integer(raw.get("grid_images", 64), "grid_images", minimum=0),
         likelihood=likelihood,
         tune=tune,
         uncertainty=parse_uncertainty(c, raw.get("uncertainty")),
         regression=parse_regression(c, raw.get("regression"), metrics, likelihood),
     )
-    _check_metric_sizes(c, suite)
+    for name in suite.profiles or ("",):
+        _check_metric_sizes(c, suite.under(name) if name else suite)
     return suite
+
+
+def _parse_profiles(c: Checker, raw, models: dict[str, ModelSpec]) -> dict[str, dict[str, Any]]:
+    """``profiles: {NAME: {reference: ...}, ...}``: score every row under each profile, from the
+    same samples. Each profile brings its extractor, metrics, conventions and quantisation; its
+    ``reference`` (else the top-level one) must suit it. Top-level ``features`` may add weights."""
+    if "profiles" not in raw:
+        return {}
+    given = c.mapping(raw["profiles"], "profiles")
+    if not given:
+        raise c.fail("profiles", f"name at least one profile; accepted: {', '.join(PROFILES)}")
+    for key in ("profile", *PROFILE_KEYS):
+        if key in raw:
+            raise c.fail(key, "profiles: sets it per profile; leave it out")
+    shared = dict(c.mapping(raw.get("features", {}), "features"))
+    if "extractor" in shared:
+        raise c.fail("features.extractor", "with profiles: each profile names its extractor; features may only add "
+                                           "its weights or checkpoint")
+    scorings = {}
+    for name, spec in given.items():
+        path = f"profiles.{name}"
+        profile = PROFILES[c.choice(name, path, PROFILES)]
+        spec = c.mapping(spec or {}, path)
+        c.keys(spec, path, (), ("reference",))
+        features = {"extractor": profile.extractor, **shared}
+        features_registry.validate_spec(c, features, "features", models)
+        scorings[profile.name] = {
+            "features": features, "metrics": profile.metrics, "metric_options": profile.metric_options,
+            "quantisation": profile.quantisation,
+            "reference": parse_reference(c, spec.get("reference", raw.get("reference")), models, profile.metrics),
+        }
+    return scorings
+
+
+def _expand_profiles(rows: list[Row], profiles: tuple[str, ...]) -> list[Row]:
+    """One row per profile (``<row_id>@<profile>``), adjacent, when the suite names several."""
+    if not profiles:
+        return rows
+    return [replace(row, row_id=f"{row.row_id}@{name}", profile=name) for row in rows for name in profiles]
 
 
 def _parse_profile(c: Checker, raw) -> Profile | None:

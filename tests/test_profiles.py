@@ -86,3 +86,70 @@ def test_cli_lists_the_profiles(capsys):
     assert out == describe_profiles() + "\n"
     for name in PROFILES:
         assert f"\n{name}: " in "\n" + out
+
+
+# --- several profiles over the same samples ---------------------------------------------------
+
+
+@pytest.fixture()
+def two_toy_profiles(monkeypatch):
+    """The toy profile and a twin that truncates instead of rounding (CM's quantisation)."""
+    from dataclasses import replace
+
+    monkeypatch.setitem(PROFILES, "toy-truncate", replace(PROFILES["toy"], name="toy-truncate", quantisation="truncate"))
+    return ("toy", "toy-truncate")
+
+
+def several(tmp_path, profiles, **changes):
+    raw = {**copy.deepcopy(BASE), "num_samples": 300, "grid_images": 0, "uncertainty": {"bootstrap": 0},
+           "runs": [{"model": "cd", "sampler": "cm_multistep", "nfe": [1, 2]}], **changes}
+    raw["profiles"] = {name: {} for name in profiles}
+    return parse_suite(raw, "several.yaml", SUITES)
+
+
+def test_several_profiles_sample_once_and_score_each_like_a_single_profile_run(tmp_path, two_toy_profiles, monkeypatch):
+    import cmbench.generate as generate
+    from cmbench.results import read_rows
+    from cmbench.runner import run_suite
+
+    calls = []
+    real = generate.generate_views
+    monkeypatch.setattr(generate, "generate_views", lambda *a, **k: calls.append(len(k["views"])) or real(*a, **k))
+    s = several(tmp_path, two_toy_profiles)
+    assert [r.row_id for r in s.rows] == ["cd.cm_multistep.nfe1@toy", "cd.cm_multistep.nfe1@toy-truncate",
+                                          "cd.cm_multistep.nfe2@toy", "cd.cm_multistep.nfe2@toy-truncate"]
+    run_suite(s, tmp_path / "both", device="cpu", progress=False)
+    assert calls == [2, 2]  # one sampling per NFE, scored twice
+    both = {r["row_id"]: r for r in read_rows(tmp_path / "both" / "results.jsonl")}
+    assert both["cd.cm_multistep.nfe1@toy-truncate"]["quantisation"] == "truncate"
+    assert both["cd.cm_multistep.nfe1@toy"]["sampler_label"] == "cm_multistep @toy"
+    for name in two_toy_profiles:
+        raw = {**copy.deepcopy(BASE), "num_samples": 300, "grid_images": 0, "uncertainty": {"bootstrap": 0},
+               "runs": [{"model": "cd", "sampler": "cm_multistep", "nfe": [1, 2]}], "profile": name}
+        run_suite(parse_suite(raw, "one.yaml", SUITES), tmp_path / name, device="cpu", progress=False)
+        alone = {r["row_id"]: r for r in read_rows(tmp_path / name / "results.jsonl")}
+        for nfe in (1, 2):
+            assert both[f"cd.cm_multistep.nfe{nfe}@{name}"]["fid"] == alone[f"cd.cm_multistep.nfe{nfe}"]["fid"]
+    assert both["cd.cm_multistep.nfe1@toy"]["fid"] != both["cd.cm_multistep.nfe1@toy-truncate"]["fid"]
+    html = (tmp_path / "both" / "report.html").read_text()
+    assert "cm_multistep @toy-truncate" in html and "toy-truncate: " in html
+    before = len(calls)
+    run_suite(s, tmp_path / "both", device="cpu", progress=False)  # resumes: nothing left to sample
+    assert len(calls) == before
+
+
+@pytest.mark.parametrize("changes, where, message", [
+    ({"metrics": ["fid"]}, "metrics", "profiles: sets it per profile"),
+    ({"profile": "toy"}, "profile", "profiles: sets it per profile"),
+    ({"features": {"extractor": "toy-classifier"}}, "features.extractor", "each profile names its extractor"),
+])
+def test_several_profiles_conflicts_name_the_key(tmp_path, changes, where, message):
+    with pytest.raises(ConfigError, match=message) as error:
+        several(tmp_path, ["toy"], **changes)
+    assert error.value.path == where
+
+
+def test_several_profiles_unknown_name(tmp_path):
+    with pytest.raises(ConfigError, match="'nope' is not accepted; accepted: adm") as error:
+        several(tmp_path, ["toy", "nope"])
+    assert error.value.path == "profiles.nope"

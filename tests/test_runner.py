@@ -103,16 +103,16 @@ def metrics_of(rows: list[dict]) -> dict[str, tuple]:
 
 
 class CountingEvaluate:
-    """Wraps runner.evaluate_row: records the rows it computes, optionally 'killed' at call n."""
+    """Wraps runner.evaluate_rows: records the rows it computes, optionally 'killed' at row n."""
 
     def __init__(self, real, kill_at: int | None = None):
         self.real, self.kill_at, self.calls = real, kill_at, []
 
-    def __call__(self, suite, row, *args, **kwargs):
-        self.calls.append(row.row_id)
-        if self.kill_at is not None and len(self.calls) == self.kill_at:
+    def __call__(self, suite, rows, *args, **kwargs):
+        self.calls.extend(row.row_id for row in rows)
+        if self.kill_at is not None and len(self.calls) >= self.kill_at:
             raise KeyboardInterrupt
-        return self.real(suite, row, *args, **kwargs)
+        return self.real(suite, rows, *args, **kwargs)
 
 
 def tmp_files(out: Path) -> list[Path]:
@@ -326,8 +326,8 @@ def test_killed_run_resumes_with_only_the_missing_rows(tmp_path, monkeypatch):
     run_suite(load_suite(path), full, device="cpu", progress=False)
 
     out = tmp_path / "out"
-    killer = CountingEvaluate(runner.evaluate_row, kill_at=3)
-    monkeypatch.setattr(runner, "evaluate_row", killer)
+    killer = CountingEvaluate(runner.evaluate_rows, kill_at=3)
+    monkeypatch.setattr(runner, "evaluate_rows", killer)
     monkeypatch.setattr(runner, "_now", lambda: "first-run")
     with pytest.raises(KeyboardInterrupt):
         run_suite(load_suite(path), out, device="cpu", progress=False)
@@ -338,7 +338,7 @@ def test_killed_run_resumes_with_only_the_missing_rows(tmp_path, monkeypatch):
     assert tmp_files(out) == []
 
     counter = CountingEvaluate(killer.real)
-    monkeypatch.setattr(runner, "evaluate_row", counter)
+    monkeypatch.setattr(runner, "evaluate_rows", counter)
     monkeypatch.setattr(runner, "_now", lambda: "second-run")
     run_suite(load_suite(path), out, device="cpu", progress=False)
     assert counter.calls == RESUME_IDS[2:]
@@ -381,8 +381,8 @@ def test_kill_while_writing_results_leaves_no_partial_file(tmp_path, monkeypatch
     assert tmp_files(out) == []
     assert [r["row_id"] for r in read_rows(out)] == RESUME_IDS[:2]
 
-    counter = CountingEvaluate(runner.evaluate_row)
-    monkeypatch.setattr(runner, "evaluate_row", counter)
+    counter = CountingEvaluate(runner.evaluate_rows)
+    monkeypatch.setattr(runner, "evaluate_rows", counter)
     run_suite(load_suite(path), out, device="cpu", progress=False)
     assert counter.calls == RESUME_IDS[2:]
     assert [r["row_id"] for r in read_rows(out)] == RESUME_IDS
@@ -410,8 +410,8 @@ def test_kill_between_jsonl_and_csv_of_last_row_is_repaired_on_rerun(tmp_path, m
     assert len(read_rows(out)) == 2
     assert pd.read_csv(out / "results.csv")["row_id"].tolist() == ["mix.ddim.nfe1"]  # one row behind
     assert tmp_files(out) == []
-    counter = CountingEvaluate(runner.evaluate_row)
-    monkeypatch.setattr(runner, "evaluate_row", counter)
+    counter = CountingEvaluate(runner.evaluate_rows)
+    monkeypatch.setattr(runner, "evaluate_rows", counter)
     run_suite(load_suite(path), out, device="cpu", progress=False)
     assert counter.calls == []
     assert pd.read_csv(out / "results.csv")["row_id"].tolist() == ["mix.ddim.nfe1", "mix.ddim.nfe2"]
@@ -427,8 +427,8 @@ def test_changed_suite_is_refused_unless_recompute_changed(tmp_path, monkeypatch
     run_suite(load_suite(path), out, device="cpu", progress=False)
     before = (out / "results.jsonl").read_bytes()
 
-    counter = CountingEvaluate(runner.evaluate_row)
-    monkeypatch.setattr(runner, "evaluate_row", counter)
+    counter = CountingEvaluate(runner.evaluate_rows)
+    monkeypatch.setattr(runner, "evaluate_rows", counter)
     changed = load_suite(path, ["num_samples=32"])
     with pytest.raises(RuntimeError) as info:
         run_suite(changed, out, device="cpu", progress=False)
@@ -460,8 +460,8 @@ def test_added_rows_and_batch_size_are_not_a_changed_configuration(tmp_path, mon
     path = write_suite(tmp_path / "suite", resume_raw(runs=runs))
     out = tmp_path / "out"
     run_suite(load_suite(path), out, device="cpu", progress=False)
-    counter = CountingEvaluate(runner.evaluate_row)
-    monkeypatch.setattr(runner, "evaluate_row", counter)
+    counter = CountingEvaluate(runner.evaluate_rows)
+    monkeypatch.setattr(runner, "evaluate_rows", counter)
     run_suite(load_suite(path, ["runs.0.nfe=[1,3]", "batch_size=16"]), out, device="cpu", progress=False)
     assert counter.calls == ["mix.heun.nfe3"]
     assert [r["row_id"] for r in read_rows(out)] == ["mix.heun.nfe1", "mix.heun.nfe3"]
