@@ -67,6 +67,16 @@ PROFILES: dict[str, Profile] = {
             differences="KID over torch-fidelity's seeded subsets (clean-fid draws its own from the global RNG)",
         ),
         Profile(
+            name="clean-fid-clean",
+            protocol="clean-fid in mode clean (PIL bicubic resize outside the network, no requantisation)",
+            extractor="inception-tf+clean-resize",
+            metrics=("fid", "kid"),
+            metric_options=MetricOptions(fid_sqrt="sqrtm"),
+            quantisation="truncate",
+            reference_formats=(CLEAN_FID, CMBENCH),
+            differences="KID over torch-fidelity's seeded subsets (clean-fid draws its own from the global RNG)",
+        ),
+        Profile(
             name="torch-fidelity",
             protocol="torch-fidelity's defaults (FID, IS, KID)",
             extractor="inception-tf",

@@ -19,6 +19,7 @@ import sys
 import urllib.error
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -407,3 +408,35 @@ def test_cli_weights_fetch_offline_exits_2_saying_where_to_put_the_file(tmp_path
     err = capsys.readouterr().err
     assert NAME in err and str(tmp_path) in err
     assert not list(tmp_path.iterdir())
+
+
+# --- clean-fid's "clean" mode: PIL bicubic resize outside the network -------------------------
+
+
+def test_pil_bicubic_resize_equals_clean_fids_resizer():
+    from cmbench.features.resize import resize_pil_bicubic
+    from cmbench.reference_impls import import_reference
+
+    resizer = import_reference("cleanfid.resize").make_resizer("PIL", False, "bicubic", (299, 299))
+    for shape in [(2, 3, 32, 32), (1, 3, 17, 23), (1, 3, 299, 299)]:
+        images = uint8_images(shape[0], *shape[2:], seed=3)
+        ours = resize_pil_bicubic(images)
+        theirs = np.stack([resizer(image.permute(1, 2, 0).numpy()) for image in images]).transpose(0, 3, 1, 2)
+        assert ours.dtype == torch.float32 and ours.shape == (shape[0], 3, 299, 299)
+        np.testing.assert_array_equal(ours.numpy(), theirs)
+
+
+def test_clean_mode_extractor_feeds_the_network_the_clean_resize(weights_file):
+    from cmbench.features.resize import resize_pil_bicubic
+
+    clean = InceptionExtractor(weights_file, resize="pil_bicubic", expected_sha256=sha256_file(weights_file))
+    assert clean.name == "inception-tf+clean-resize" and clean.identity["extractor"] == "inception-tf+clean-resize"
+    images = uint8_images(2, 24, 24, seed=4)
+    ours = clean.extract(images, ["pool", "logits"])
+    with torch.no_grad():
+        direct = clean.net(resize_pil_bicubic(images))
+    assert torch.equal(ours["pool"], direct["pool"]) and torch.equal(ours["logits"], direct["logits"])
+    tf_resized = InceptionExtractor(weights_file, expected_sha256=sha256_file(weights_file)).extract(images, ["pool"])
+    assert not torch.equal(ours["pool"], tf_resized["pool"])  # the recipes differ, and so do the features
+    with pytest.raises(ValueError, match="unknown resize 'area'; accepted: tf1_bilinear, pil_bicubic"):
+        InceptionExtractor(weights_file, resize="area", expected_sha256=sha256_file(weights_file))

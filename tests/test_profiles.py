@@ -52,7 +52,7 @@ def test_a_profile_sets_metrics_options_quantisation_and_extractor():
     ({"profile": "toy", "metrics": ["fid"]}, "metrics", "profile toy sets metrics"),
     ({"profile": "toy", "quantisation": "truncate"}, "quantisation", "profile toy sets quantisation"),
     ({"profile": "adm", "features": {"extractor": "toy-classifier"}}, "features.extractor", "uses the 'inception-tf' extractor"),
-    ({"profile": "nope"}, "profile", "accepted: adm, edm, clean-fid, torch-fidelity, toy"),
+    ({"profile": "nope"}, "profile", "accepted: adm, edm, clean-fid, clean-fid-clean, torch-fidelity, toy"),
 ])
 def test_profile_conflicts_name_the_key(changes, where, message):
     with pytest.raises(ConfigError, match=message) as error:

@@ -22,7 +22,8 @@ from .base import LAYERS, FeatureExtractor
 from .inception import InceptionExtractor
 from .toy import ToyClassifierExtractor
 
-EXTRACTORS = ("pixels", "gmm-posterior", "toy-classifier", "inception-tf")
+EXTRACTORS = ("pixels", "gmm-posterior", "toy-classifier", "inception-tf", "inception-tf+clean-resize")
+INCEPTION_RESIZES = {"inception-tf": "tf1_bilinear", "inception-tf+clean-resize": "pil_bicubic"}
 
 __all__ = ["EXTRACTORS", "LAYERS", "FeatureExtractor", "build_extractor", "validate_spec"]
 
@@ -42,7 +43,7 @@ def validate_spec(c: Checker, spec: dict[str, Any], path: str, models: dict) -> 
             raise c.fail(f"{path}.checkpoint", "only the toy-classifier extractor takes a checkpoint")
         c.string(spec["checkpoint"], f"{path}.checkpoint")
     if "weights" in spec:
-        if name != "inception-tf":
+        if name not in INCEPTION_RESIZES:
             raise c.fail(f"{path}.weights", "only the inception-tf extractor takes weights (a path to its weights file)")
         c.string(spec["weights"], f"{path}.weights")
 
@@ -60,12 +61,13 @@ def build_extractor(
         return PixelExtractor()
     if name == "toy-classifier":
         return ToyClassifierExtractor(_classifier_checkpoint(spec, base_dir))
-    if name == "inception-tf":
+    if name in INCEPTION_RESIZES:
+        resize = INCEPTION_RESIZES[name]
         if "weights" not in spec:
-            return InceptionExtractor()
+            return InceptionExtractor(resize=resize)
         path = _relative_to(spec["weights"], base_dir)
         try:
-            return InceptionExtractor(path)
+            return InceptionExtractor(path, resize=resize)
         except FileNotFoundError as error:
             raise FileNotFoundError(f"features.weights {spec['weights']!r} (here {path}): {error}") from None
     return MixturePosteriorExtractor(models[spec["model"]].mixture)

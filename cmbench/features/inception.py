@@ -23,27 +23,37 @@ import torch
 from ..nets.inception_tf import NUM_LOGITS, POOL_DIM, SPATIAL_DIM, InceptionV3TF
 from ..weights import INCEPTION_WEIGHTS, file_sha256, find_inception_weights
 from .base import NetworkExtractor, check_images
+from .resize import RESIZES, resize_pil_bicubic
 
 BATCH_SIZE = 64
 LAYER_DIMS = {"pool": POOL_DIM, "logits": NUM_LOGITS, "spatial": SPATIAL_DIM}
 
 
+NAMES = {"tf1_bilinear": "inception-tf", "pil_bicubic": "inception-tf+clean-resize"}
+"""The extractor's name under each resize recipe: reference statistics record it, so statistics
+made with one recipe are refused under the other."""
+
+
 class InceptionExtractor(NetworkExtractor):
-    name = "inception-tf"
     layers = ("pool", "logits", "spatial")
 
     def __init__(
         self,
         weights: str | os.PathLike | None = None,
         *,
+        resize: str = "tf1_bilinear",
         expected_sha256: str | None = INCEPTION_WEIGHTS.sha256,
         batch_size: int = BATCH_SIZE,
     ):
         """``weights``: the file or a folder holding it (default: searched, see :mod:`cmbench.weights`).
 
+        ``resize``: the recipe that brings images to 299×299 (:mod:`cmbench.features.resize`).
         ``expected_sha256`` is what the file must hash to: the official file's digest, or another
         for a file written by a test (``None``: not checked).
         """
+        if resize not in RESIZES:
+            raise ValueError(f"unknown resize {resize!r}; accepted: {', '.join(RESIZES)}")
+        self.resize, self.name = resize, NAMES[resize]
         self.weights_path = find_inception_weights(weights, sha256=expected_sha256)
         self._sha256 = file_sha256(self.weights_path)
         self.net = InceptionV3TF()
@@ -62,6 +72,8 @@ class InceptionExtractor(NetworkExtractor):
             for chunk in images.split(self.batch_size) if len(images) else ():
                 if chunk.shape[1] == 1:
                     chunk = chunk.expand(-1, 3, -1, -1)
+                if self.resize == "pil_bicubic":
+                    chunk = resize_pil_bicubic(chunk)
                 out = self.net(chunk.to(self._device))
                 for layer in layers:
                     found[layer].append(out[layer].float().cpu())

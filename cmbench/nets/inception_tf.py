@@ -280,9 +280,12 @@ class InceptionV3TF(nn.Module):
         self.fc = nn.Linear(POOL_DIM, NUM_LOGITS)
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        """``{"pool": [N, 2048], "logits": [N, 1008], "spatial": [N, 2023]}`` of uint8 RGB NCHW images."""
-        if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"InceptionV3TF takes uint8 RGB images [N, 3, H, W], got {images.dtype} with shape {tuple(images.shape)}")
+        """``{"pool": [N, 2048], "logits": [N, 1008], "spatial": [N, 2023]}`` of RGB NCHW images:
+        uint8, or float32 in [0, 255] already resized by another recipe (the resize to 299 is
+        then the identity)."""
+        if images.dtype not in (torch.uint8, torch.float32) or images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"InceptionV3TF takes uint8 (or float32 in [0, 255]) RGB images [N, 3, H, W], "
+                             f"got {images.dtype} with shape {tuple(images.shape)}")
         x = resize_bilinear_tf1(images.to(torch.float32), (INPUT_SIZE, INPUT_SIZE))
         x = (x - 128) / 128
         x = _run(x, self.Conv2d_1a_3x3, self.Conv2d_2a_3x3, self.Conv2d_2b_3x3)
