@@ -98,9 +98,15 @@ PROFILES: dict[str, Profile] = {
     )
 }
 
-PROFILE_KEYS = ("metrics", "metric_options", "quantisation")
-"""Suite keys a profile sets; a suite with a profile leaves them out (``features`` may add a
-weights path or checkpoint for the profile's extractor)."""
+PROFILE_KEYS = ("metric_options", "quantisation")
+"""Suite keys a profile sets; a suite with a profile leaves them out. ``metrics`` there adds
+metrics to the profile's own (e.g. ``kid``, ``density_coverage``), and ``features`` may add a
+weights path or checkpoint for the profile's extractor."""
+
+
+def with_extra_metrics(profile: Profile, extra: tuple[str, ...]) -> tuple[str, ...]:
+    """The profile's metrics, then any others a suite asks for."""
+    return profile.metrics + tuple(m for m in extra if m not in profile.metrics)
 
 
 def describe_profiles() -> str:

@@ -22,7 +22,7 @@ from .images import QUANTISATIONS
 from .metrics import METRICS, MetricOptions
 from .metrics.bootstrap import DEFAULT_RESAMPLES
 from .models import FAMILIES, NoiseRange, family_maps, validate_model_spec
-from .profiles import PROFILE_KEYS, PROFILES, Profile
+from .profiles import PROFILE_KEYS, PROFILES, Profile, with_extra_metrics
 from .samplers import SAMPLERS
 from .suite_blocks import parse_likelihood, parse_metric_options, parse_reference, parse_regression, parse_uncertainty
 from .tuning.spec import SCHEDULE_OPTIONS, SCHEDULE_PREFIX, TuneJob, parse_tune_jobs, tunable_samplers
@@ -59,7 +59,8 @@ class Row:
     nfe: int
     options: dict[str, Any]
     schedule: str = ""
-    profile: str = ""  # set when the suite scores every row under several profiles
+    profile: str = ""  # set when the suite scores rows under several profiles
+    profiles: tuple[str, ...] = ()  # the suite's profiles this run asks for (empty: all)
 
 
 @dataclass(frozen=True)
@@ -177,12 +178,13 @@ def parse_suite(raw: Any, source: str, base_dir: Path) -> Suite:
         metrics, metric_options, quantisation = first["metrics"], first["metric_options"], first["quantisation"]
         extractor_spec, reference = first["features"], first["reference"]
     elif profile is None:
-        metrics = tuple(c.choice(m, f"metrics[{i}]", METRICS) for i, m in enumerate(c.sequence(raw.get("metrics", ["fid"]), "metrics")))
+        metrics = _parse_metric_names(c, raw.get("metrics", ["fid"]))
         extractor_spec = dict(c.mapping(raw.get("features", {"extractor": "pixels"}), "features"))
         metric_options = parse_metric_options(c, raw.get("metric_options", {}))
         quantisation = c.choice(raw.get("quantisation", "round"), "quantisation", QUANTISATIONS)
     else:
-        metrics, metric_options, quantisation = profile.metrics, profile.metric_options, profile.quantisation
+        metrics = with_extra_metrics(profile, _parse_metric_names(c, raw.get("metrics", []), nonempty=False))
+        metric_options, quantisation = profile.metric_options, profile.quantisation
         extractor_spec = {"extractor": profile.extractor, **c.mapping(raw.get("features", {}), "features")}
         if extractor_spec["extractor"] != profile.extractor:
             raise c.fail("features.extractor", f"profile {profile.name} uses the {profile.extractor!r} extractor; "
@@ -200,7 +202,7 @@ def parse_suite(raw: Any, source: str, base_dir: Path) -> Suite:
         base_dir=base_dir,
         num_samples=num_samples,
         models=models,
-        rows=_expand_profiles(_parse_runs(c, raw["runs"], models, tune, base_dir), tuple(scorings)),
+        rows=_expand_profiles(_parse_runs(c, raw["runs"], models, tune, base_dir, tuple(scorings)), tuple(scorings)),
         description=str(raw.get("description", "")),
         seed_start=seed_start,
         batch_size=c.integer(raw.get("batch_size", 256), "batch_size", minimum=1),
@@ -241,6 +243,7 @@ def _parse_profiles(c: Checker, raw, models: dict[str, ModelSpec]) -> dict[str, 
     if "extractor" in shared:
         raise c.fail("features.extractor", "with profiles: each profile names its extractor; features may only add "
                                            "its weights or checkpoint")
+    extra = _parse_metric_names(c, raw.get("metrics", []), nonempty=False)
     scorings = {}
     for name, spec in given.items():
         path = f"profiles.{name}"
@@ -250,7 +253,7 @@ def _parse_profiles(c: Checker, raw, models: dict[str, ModelSpec]) -> dict[str, 
         features = {"extractor": profile.extractor, **shared}
         features_registry.validate_spec(c, features, "features", models)
         scorings[profile.name] = {
-            "features": features, "metrics": profile.metrics, "metric_options": profile.metric_options,
+            "features": features, "metrics": with_extra_metrics(profile, extra), "metric_options": profile.metric_options,
             "quantisation": profile.quantisation,
             "reference": parse_reference(c, spec.get("reference", raw.get("reference")), models, profile.metrics),
         }
@@ -258,10 +261,27 @@ def _parse_profiles(c: Checker, raw, models: dict[str, ModelSpec]) -> dict[str, 
 
 
 def _expand_profiles(rows: list[Row], profiles: tuple[str, ...]) -> list[Row]:
-    """One row per profile (``<row_id>@<profile>``), adjacent, when the suite names several."""
+    """One row per profile (``<row_id>@<profile>``), adjacent, when the suite names several: every
+    profile, or those the run's ``profiles:`` picks."""
     if not profiles:
         return rows
-    return [replace(row, row_id=f"{row.row_id}@{name}", profile=name) for row in rows for name in profiles]
+    return [replace(row, row_id=f"{row.row_id}@{name}", profile=name, profiles=())
+            for row in rows for name in profiles if not row.profiles or name in row.profiles]
+
+
+def _run_profiles(c: Checker, run, path: str, profiles: tuple[str, ...]) -> tuple[str, ...]:
+    """A run's ``profiles: [a, b]``: which of the suite's profiles score it (default: all)."""
+    if "profiles" not in run:
+        return ()
+    if not profiles:
+        raise c.fail(f"{path}.profiles", "the suite names no profiles: (a top-level profiles: mapping); "
+                                         "a run can only pick among those")
+    return tuple(c.choice(name, f"{path}.profiles[{j}]", profiles)
+                 for j, name in enumerate(c.sequence(run["profiles"], f"{path}.profiles")))
+
+
+def _parse_metric_names(c: Checker, raw: Any, nonempty: bool = True) -> tuple[str, ...]:
+    return tuple(c.choice(m, f"metrics[{i}]", METRICS) for i, m in enumerate(c.sequence(raw, "metrics", nonempty)))
 
 
 def _parse_profile(c: Checker, raw) -> Profile | None:
@@ -312,13 +332,15 @@ def _parse_models(c: Checker, raw: Any) -> dict[str, ModelSpec]:
     return models
 
 
-def _parse_runs(c: Checker, raw: Any, models: dict[str, ModelSpec], tune: dict[str, TuneJob], base_dir: Path) -> list[Row]:
+def _parse_runs(c: Checker, raw: Any, models: dict[str, ModelSpec], tune: dict[str, TuneJob], base_dir: Path,
+                profiles: tuple[str, ...] = ()) -> list[Row]:
     rows: list[Row] = []
     seen: dict[str, str] = {}
     for i, run in enumerate(c.sequence(raw, "runs")):
         path = f"runs[{i}]"
         run = c.mapping(run, path)
-        c.keys(run, path, ("model", "sampler", "nfe"), ("name", "options", "schedule"))
+        c.keys(run, path, ("model", "sampler", "nfe"), ("name", "options", "schedule", "profiles"))
+        chosen = _run_profiles(c, run, path, profiles)
         model = c.choice(run["model"], f"{path}.model", models)
         sampler = SAMPLERS.get(run["sampler"]) if isinstance(run["sampler"], str) else None
         if sampler is None:
@@ -354,7 +376,7 @@ def _parse_runs(c: Checker, raw: Any, models: dict[str, ModelSpec], tune: dict[s
             if row_id in seen:
                 raise c.fail(f"{path}.nfe[{j}]", f"row {row_id} is already defined by {seen[row_id]}; give one run a distinct 'name'")
             seen[row_id] = path
-            rows.append(Row(row_id, model, sampler.name, label, nfe, options, schedule))
+            rows.append(Row(row_id, model, sampler.name, label, nfe, options, schedule, profiles=chosen))
     return rows
 
 

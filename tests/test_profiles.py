@@ -49,7 +49,6 @@ def test_a_profile_sets_metrics_options_quantisation_and_extractor():
 
 
 @pytest.mark.parametrize("changes, where, message", [
-    ({"profile": "toy", "metrics": ["fid"]}, "metrics", "profile toy sets metrics"),
     ({"profile": "toy", "quantisation": "truncate"}, "quantisation", "profile toy sets quantisation"),
     ({"profile": "adm", "features": {"extractor": "toy-classifier"}}, "features.extractor", "uses the 'inception-tf' extractor"),
     ({"profile": "nope"}, "profile", "accepted: adm, edm, clean-fid, clean-fid-clean, torch-fidelity, toy"),
@@ -139,7 +138,7 @@ def test_several_profiles_sample_once_and_score_each_like_a_single_profile_run(t
 
 
 @pytest.mark.parametrize("changes, where, message", [
-    ({"metrics": ["fid"]}, "metrics", "profiles: sets it per profile"),
+    ({"metric_options": {"pr_k": 5}}, "metric_options", "profiles: sets it per profile"),
     ({"profile": "toy"}, "profile", "profiles: sets it per profile"),
     ({"features": {"extractor": "toy-classifier"}}, "features.extractor", "each profile names its extractor"),
 ])
@@ -153,3 +152,21 @@ def test_several_profiles_unknown_name(tmp_path):
     with pytest.raises(ConfigError, match="'nope' is not accepted; accepted: adm") as error:
         several(tmp_path, ["toy", "nope"])
     assert error.value.path == "profiles.nope"
+
+
+def test_a_suite_with_a_profile_may_add_metrics():
+    s = suite(profile="toy", metrics=["kid", "fid", "density_coverage"], num_samples=1000)
+    assert s.metrics == ("fid", "inception_score", "precision_recall", "kid", "density_coverage")
+
+
+def test_a_run_picks_among_the_suites_profiles(tmp_path, two_toy_profiles):
+    runs = [{"model": "cd", "sampler": "cm_multistep", "nfe": [1], "profiles": ["toy-truncate"]},
+            {"model": "cd", "sampler": "cm_multistep", "name": "both", "nfe": [1]}]
+    s = several(tmp_path, two_toy_profiles, runs=runs)
+    assert [r.row_id for r in s.rows] == ["cd.cm_multistep.nfe1@toy-truncate", "cd.both.nfe1@toy", "cd.both.nfe1@toy-truncate"]
+    with pytest.raises(ConfigError, match="'edm' is not accepted; accepted: toy, toy-truncate") as error:
+        several(tmp_path, two_toy_profiles, runs=[{**runs[0], "profiles": ["edm"]}])
+    assert error.value.path == "runs[0].profiles[0]"
+    with pytest.raises(ConfigError, match="the suite names no profiles") as error:
+        suite(profile="toy", runs=[runs[0]])
+    assert error.value.path == "runs[0].profiles"
