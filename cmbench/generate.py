@@ -180,7 +180,7 @@ def sample_and_score_many(
     )
     results = []
     for scoring, feats in zip(scorings, features):
-        values = compute_metrics(scoring.metrics, feats, scoring.reference, scoring.metric_options)
+        values = compute_metrics(scoring.metrics, feats, scoring.reference, scoring.metric_options, device=device)
         if bootstrap:
             values.update(bootstrap_standard_errors(scoring.metrics, feats, scoring.reference, scoring.metric_options,
                                                     resamples=bootstrap, seed=bootstrap_seed))

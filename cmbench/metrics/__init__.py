@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 # Submodules are bound by module name (cmbench.metrics.precision_recall stays the module, not
 # the function of the same name).
@@ -60,7 +61,8 @@ class Metric:
     layers: tuple[str, ...]
     columns: tuple[str, ...]
     needs_reference: bool
-    compute: Callable[[dict[str, np.ndarray], ReferenceStats | None, MetricOptions], dict[str, float]]
+    compute: Callable[..., dict[str, float]]  # (features, reference, options[, device]) -> columns
+    uses_device: bool = False  # computes on the run's device (the k-NN metrics, KID)
 
 
 def _fid(features: dict[str, np.ndarray], reference: ReferenceStats, options: MetricOptions) -> dict[str, float]:
@@ -107,35 +109,38 @@ def _real_pool_features(reference: ReferenceStats, metric: str) -> np.ndarray:
 
 
 def _precision_recall(
-    features: dict[str, np.ndarray], reference: ReferenceStats, options: MetricOptions
+    features: dict[str, np.ndarray], reference: ReferenceStats, options: MetricOptions, device=None
 ) -> dict[str, float]:
     precision, recall = precision_recall.precision_recall(
         _real_pool_features(reference, "precision/recall"),
         features["pool"],
         k=options.pr_k,
         batch_size=options.pr_batch_size,
+        device=device,
     )
     return {"precision": precision, "recall": recall}
 
 
-def _kid(features: dict[str, np.ndarray], reference: ReferenceStats, options: MetricOptions) -> dict[str, float]:
+def _kid(features: dict[str, np.ndarray], reference: ReferenceStats, options: MetricOptions, device=None) -> dict[str, float]:
     mean, std = kid.kernel_inception_distance(
         _real_pool_features(reference, "KID"),
         features["pool"],
         subsets=options.kid_subsets,
         subset_size=options.kid_subset_size,
+        device=device,
     )
     return {"kid": mean, "kid_std": std}
 
 
 def _density_coverage(
-    features: dict[str, np.ndarray], reference: ReferenceStats, options: MetricOptions
+    features: dict[str, np.ndarray], reference: ReferenceStats, options: MetricOptions, device=None
 ) -> dict[str, float]:
     density, coverage = prdc.density_coverage(
         _real_pool_features(reference, "density/coverage"),
         features["pool"],
         k=options.dc_k,
         batch_size=options.pr_batch_size,
+        device=device,
     )
     return {"density": density, "coverage": coverage}
 
@@ -146,9 +151,9 @@ METRICS: dict[str, Metric] = {
         Metric("fid", ("pool",), ("fid",), True, _fid),
         Metric("sfid", ("spatial",), ("sfid",), True, _sfid),
         Metric("inception_score", ("logits",), ("is_mean", "is_std"), False, _inception_score),
-        Metric("precision_recall", ("pool",), ("precision", "recall"), True, _precision_recall),
-        Metric("kid", ("pool",), ("kid", "kid_std"), True, _kid),
-        Metric("density_coverage", ("pool",), ("density", "coverage"), True, _density_coverage),
+        Metric("precision_recall", ("pool",), ("precision", "recall"), True, _precision_recall, uses_device=True),
+        Metric("kid", ("pool",), ("kid", "kid_std"), True, _kid, uses_device=True),
+        Metric("density_coverage", ("pool",), ("density", "coverage"), True, _density_coverage, uses_device=True),
     )
 }
 
@@ -191,8 +196,11 @@ def compute_metrics(
     features: dict[str, np.ndarray],
     reference: ReferenceStats | None,
     options: MetricOptions,
+    device: torch.device | str | None = None,
 ) -> dict[str, float]:
-    """Run the named metrics on ``features`` (layer → ``[N, ...]``); returns column → value."""
+    """Run the named metrics on ``features`` (layer → ``[N, ...]``); returns column → value.
+
+    The k-NN metrics and KID compute on ``device`` (CPU when None), in bounded batches."""
     metrics = _lookup(names)
     results: dict[str, float] = {}
     for metric in metrics:
@@ -204,7 +212,7 @@ def compute_metrics(
             )
         if metric.needs_reference and reference is None:
             raise ValueError(f"metric {metric.name!r} needs reference statistics; none were given")
-        results.update(metric.compute(features, reference, options))
+        results.update(metric.compute(features, reference, options, **({"device": device} if metric.uses_device else {})))
     return results
 
 

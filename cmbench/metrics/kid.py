@@ -46,10 +46,11 @@ def polynomial_kernel(
     return (x @ y.T * gamma + coef0) ** degree
 
 
-def unbiased_mmd2(k_xx: np.ndarray, k_xy: np.ndarray, k_yy: np.ndarray) -> float:
-    """torch-fidelity's ``mmd2(..., mmd_est="unbiased")`` for m × m kernel matrices, m ≥ 2."""
+def unbiased_mmd2(k_xx, k_xy, k_yy) -> float:
+    """torch-fidelity's ``mmd2(..., mmd_est="unbiased")`` for m × m kernel matrices, m ≥ 2
+    (numpy arrays or torch tensors)."""
     m = k_xx.shape[0]
-    within = (k_xx.sum() - np.trace(k_xx) + k_yy.sum() - np.trace(k_yy)) / (m * (m - 1))
+    within = (k_xx.sum() - k_xx.diagonal().sum() + k_yy.sum() - k_yy.diagonal().sum()) / (m * (m - 1))
     return float(within - 2.0 * k_xy.sum() / (m * m))
 
 
@@ -71,10 +72,12 @@ def kernel_inception_distance(
     coef0: float = 1.0,
     gamma: float | None = None,
     seed: int = TORCH_FIDELITY_SEED,
+    device: torch.device | str | None = None,
 ) -> tuple[float, float]:
     """(mean, std) of the unbiased polynomial-kernel MMD² over random subsets, as torch-fidelity.
 
     ``real`` and ``fake`` are feature rows ``[N, D]``; both need at least ``subset_size`` rows.
+    The kernels are computed in float64 on ``device`` (CPU when None), one subset at a time.
     """
     _check_options(subsets, subset_size, degree, gamma)
     x_real, x_fake = _as_rows(real, "real"), _as_rows(fake, "fake")
@@ -89,11 +92,13 @@ def kernel_inception_distance(
             f"{n_real} real and {n_fake} fake feature rows; accepted: 2 ≤ subset_size ≤ "
             f"{min(n_real, n_fake)} (lower it or use more samples / reference features)"
         )
+    dev = torch.device(device or "cpu")
+    real_t, fake_t = torch.from_numpy(x_real).to(dev), torch.from_numpy(x_fake).to(dev)
     rng = np.random.RandomState(seed)
     mmds = np.zeros(subsets)
     for i in range(subsets):
-        f1 = x_fake[rng.choice(n_fake, subset_size, replace=False)]
-        f2 = x_real[rng.choice(n_real, subset_size, replace=False)]
+        f1 = fake_t[torch.from_numpy(rng.choice(n_fake, subset_size, replace=False)).to(dev)]
+        f2 = real_t[torch.from_numpy(rng.choice(n_real, subset_size, replace=False)).to(dev)]
         mmds[i] = unbiased_mmd2(
             polynomial_kernel(f1, f1, degree, gamma, coef0),
             polynomial_kernel(f1, f2, degree, gamma, coef0),
