@@ -61,7 +61,7 @@ PROFILES: dict[str, Profile] = {
             protocol="clean-fid in mode legacy_tensorflow (the CM paper's CIFAR-10 FID)",
             extractor="inception-tf",
             metrics=("fid", "kid"),
-            metric_options=MetricOptions(fid_sqrt="sqrtm"),
+            metric_options=MetricOptions(fid_sqrt="sqrtm", kid_capped=True),
             quantisation="truncate",
             reference_formats=(CLEAN_FID, CMBENCH),
             differences="KID over torch-fidelity's seeded subsets (clean-fid draws its own from the global RNG)",
@@ -71,7 +71,7 @@ PROFILES: dict[str, Profile] = {
             protocol="clean-fid in mode clean (PIL bicubic resize outside the network, no requantisation)",
             extractor="inception-tf+clean-resize",
             metrics=("fid", "kid"),
-            metric_options=MetricOptions(fid_sqrt="sqrtm"),
+            metric_options=MetricOptions(fid_sqrt="sqrtm", kid_capped=True),
             quantisation="truncate",
             reference_formats=(CLEAN_FID, CMBENCH),
             differences="KID over torch-fidelity's seeded subsets (clean-fid draws its own from the global RNG)",
@@ -121,7 +121,7 @@ def describe_profiles() -> str:
             f"{p.name}: {p.protocol}",
             f"  extractor {p.extractor}; quantisation {p.quantisation}; metrics {', '.join(p.metrics)}",
             f"  FID square root {o.fid_sqrt}; IS {is_split}; precision/recall k = {o.pr_k}; "
-            f"KID {o.kid_subsets} × {o.kid_subset_size}; reference formats {', '.join(p.reference_formats)}",
+            f"KID {o.kid_subsets} × {o.kid_subset_size}{' (capped at the set sizes)' if o.kid_capped else ''}; reference formats {', '.join(p.reference_formats)}",
         ]
         if p.differences:
             lines.append(f"  not reproduced: {p.differences}")

@@ -306,7 +306,7 @@ def _check_metric_sizes(c: Checker, suite: Suite) -> None:
         for key, size in sizes.items():
             if size is not None and size <= options.pr_k:
                 raise c.fail("metric_options.pr_k", f"k = {options.pr_k} needs more than k points per set; {key} is {size}")
-    if "kid" in suite.metrics:
+    if "kid" in suite.metrics and not options.kid_capped:
         for key, size in sizes.items():
             if size is not None and size < options.kid_subset_size:
                 raise c.fail("metric_options.kid_subset_size", f"KID subsets of {options.kid_subset_size} rows need at least as many points per set; {key} is {size}")

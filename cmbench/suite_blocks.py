@@ -19,7 +19,7 @@ LIKELIHOOD_KEYS = ("data", "passes", "divergence", "limit", "seed", "rtol", "ato
 def parse_metric_options(c: Checker, raw: Any) -> MetricOptions:
     raw = c.mapping(raw, "metric_options")
     c.keys(raw, "metric_options", (), ("is_splits", "is_split_size", "is_shuffle_seed", "pr_k", "pr_batch_size", "fid_sqrt",
-                                       "kid_subsets", "kid_subset_size", "dc_k"))
+                                       "kid_subsets", "kid_subset_size", "kid_capped", "dc_k"))
     default = MetricOptions()
     return MetricOptions(
         is_splits=c.integer(raw.get("is_splits", default.is_splits), "metric_options.is_splits", minimum=1),
@@ -29,6 +29,7 @@ def parse_metric_options(c: Checker, raw: Any) -> MetricOptions:
         kid_subsets=c.integer(raw.get("kid_subsets", default.kid_subsets), "metric_options.kid_subsets", minimum=1),
         kid_subset_size=c.integer(raw.get("kid_subset_size", default.kid_subset_size), "metric_options.kid_subset_size", minimum=2),
         dc_k=c.integer(raw.get("dc_k", default.dc_k), "metric_options.dc_k", minimum=1),
+        kid_capped=c.boolean(raw.get("kid_capped", default.kid_capped), "metric_options.kid_capped"),
         is_split_size=_optional_integer(c, raw, "is_split_size", minimum=1),
         is_shuffle_seed=_optional_integer(c, raw, "is_shuffle_seed", minimum=0),
     )

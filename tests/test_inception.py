@@ -440,3 +440,64 @@ def test_clean_mode_extractor_feeds_the_network_the_clean_resize(weights_file):
     assert not torch.equal(ours["pool"], tf_resized["pool"])  # the recipes differ, and so do the features
     with pytest.raises(ValueError, match="unknown resize 'area'; accepted: tf1_bilinear, pil_bicubic"):
         InceptionExtractor(weights_file, resize="area", expected_sha256=sha256_file(weights_file))
+
+
+# --- profiles end to end on the Inception path (random weights in the official format) --------
+
+
+@pytest.fixture
+def random_weights_are_official(weights_file, monkeypatch):
+    """Let suites use the random test file as if it were the official one (its hash is pinned)."""
+    monkeypatch.setitem(InceptionExtractor.__init__.__kwdefaults__, "expected_sha256", sha256_file(weights_file))
+    return weights_file
+
+
+def _gmm_suite(weights: Path, **changes) -> dict:
+    return {"name": "inception-e2e", "num_samples": 12, "batch_size": 12, "grid_images": 0,
+            "features": {"weights": str(weights)}, "uncertainty": {"bootstrap": 0},
+            "models": {"mix": {"family": "gmm", "image_shape": [3, 8, 8],
+                               "random": {"count": 4, "seed": 0, "mean_scale": 0.7, "std": 0.15}}},
+            "runs": [{"model": "mix", "sampler": "heun", "nfe": [3]}], **changes}
+
+
+@pytest.mark.filterwarnings("ignore::scipy.linalg.LinAlgWarning")  # 12 samples in 2048-d: singular covariances
+def test_profile_adm_with_an_adm_reference_batch_gives_fid_sfid_is_precision_recall(tmp_path, random_weights_are_official):
+    from cmbench.metrics.fid import feature_statistics
+    from cmbench.results import read_rows
+    from cmbench.runner import run_suite
+
+    extractor = InceptionExtractor(random_weights_are_official)
+    images = np.random.default_rng(0).integers(0, 256, size=(16, 8, 8, 3), dtype=np.uint8)
+    features = extractor.extract(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), ["pool", "spatial"])
+    (mu, sigma), (mu_s, sigma_s) = (feature_statistics(features[k].numpy()) for k in ("pool", "spatial"))
+    batch = tmp_path / "VIRTUAL_test8.npz"
+    np.savez(batch, arr_0=images, mu=mu, sigma=sigma, mu_s=mu_s, sigma_s=sigma_s)
+    raw = _gmm_suite(random_weights_are_official, profile="adm", reference={"path": str(batch)})
+    run_suite(parse_suite(raw, "adm.yaml", tmp_path), tmp_path / "out", device="cpu", progress=False)
+    (row,) = read_rows(tmp_path / "out" / "results.jsonl")
+    for column in ("fid", "sfid", "is_mean", "precision", "recall"):
+        assert isinstance(row[column], float) and np.isfinite(row[column]), column
+    assert row["profile"] == "adm" and row["quantisation"] == "truncate" and row["extractor"] == "inception-tf"
+
+
+@pytest.mark.filterwarnings("ignore::scipy.linalg.LinAlgWarning")
+def test_the_same_samples_under_edm_and_clean_fid_side_by_side(tmp_path, random_weights_are_official):
+    from cmbench.metrics.reference import ReferenceStats, save_reference
+    from cmbench.results import read_rows
+    from cmbench.runner import run_suite
+
+    extractor = InceptionExtractor(random_weights_are_official)
+    images = torch.from_numpy(np.random.default_rng(1).integers(0, 256, size=(16, 3, 8, 8), dtype=np.uint8))
+    meta = {**extractor.identity, "num_images": 16, "resolution": [8, 8], "source": "test images"}
+    reference = tmp_path / "ref.npz"
+    pool = extractor.extract(images, ["pool"])["pool"].numpy()
+    save_reference(reference, ReferenceStats.from_features({"pool": pool}, meta, keep_features={"pool": 16}))
+    raw = _gmm_suite(random_weights_are_official, reference={"path": str(reference)},
+                     profiles={"edm": {}, "clean-fid": {}})
+    report = run_suite(parse_suite(raw, "two.yaml", tmp_path), tmp_path / "out", device="cpu", progress=False)
+    rows = {r["row_id"]: r for r in read_rows(tmp_path / "out" / "results.jsonl")}
+    edm, clean = rows["mix.heun.nfe3@edm"], rows["mix.heun.nfe3@clean-fid"]
+    assert (edm["quantisation"], clean["quantisation"]) == ("round", "truncate")
+    assert edm["fid"] != clean["fid"] and np.isfinite(clean["kid"])  # round vs truncate, registered by FID
+    html = report.read_text()
+    assert "heun @edm" in html and "heun @clean-fid" in html

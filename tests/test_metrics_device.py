@@ -31,3 +31,15 @@ def test_cuda_matches_cpu():
     assert gpu.keys() == cpu.keys()
     for key in cpu:
         assert gpu[key] == pytest.approx(cpu[key], rel=1e-6, abs=1e-9), key
+
+
+def test_capped_kid_uses_subsets_of_the_smaller_set_size_as_clean_fid():
+    from cmbench.metrics.kid import kernel_inception_distance
+
+    features, reference, _ = _setup()
+    capped = MetricOptions(kid_subsets=5, kid_subset_size=1000, kid_capped=True)
+    got = compute_metrics(["kid"], features, reference, capped)
+    mean, std = kernel_inception_distance(reference.features["pool"], features["pool"], subsets=5, subset_size=300)
+    assert (got["kid"], got["kid_std"]) == (mean, std)
+    with pytest.raises(ValueError, match="kid_subset_size"):
+        compute_metrics(["kid"], features, reference, MetricOptions(kid_subsets=5, kid_subset_size=1000))

@@ -32,6 +32,7 @@ class MetricOptions:
     kid_subsets: int = 100
     kid_subset_size: int = 1000
     dc_k: int = 5
+    kid_capped: bool = False  # clean-fid: subsets of min(kid_subset_size, N_real, N_fake) rows
     is_split_size: int | None = None  # fixed-size IS splits (ADM: 5000) instead of is_splits parts
     is_shuffle_seed: int | None = None  # permute rows before splitting (torch-fidelity: 2020)
 
@@ -40,6 +41,8 @@ class MetricOptions:
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"metric option {name} must be a positive integer; got {value!r}")
+        if not isinstance(self.kid_capped, bool):
+            raise ValueError(f"metric option kid_capped must be true or false; got {self.kid_capped!r}")
         for name in ("is_split_size", "is_shuffle_seed"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 0):
@@ -122,11 +125,13 @@ def _precision_recall(
 
 
 def _kid(features: dict[str, np.ndarray], reference: ReferenceStats, options: MetricOptions, device=None) -> dict[str, float]:
+    real = _real_pool_features(reference, "KID")
+    size = min(options.kid_subset_size, len(real), len(features["pool"])) if options.kid_capped else options.kid_subset_size
     mean, std = kid.kernel_inception_distance(
-        _real_pool_features(reference, "KID"),
+        real,
         features["pool"],
         subsets=options.kid_subsets,
-        subset_size=options.kid_subset_size,
+        subset_size=size,
         device=device,
     )
     return {"kid": mean, "kid_std": std}
