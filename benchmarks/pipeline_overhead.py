@@ -20,7 +20,7 @@ from cmbench.features.analytic import MixturePosteriorExtractor
 from cmbench.metrics import compute_metrics, layers_for
 from cmbench.models import GaussianMixture, GaussianMixtureModel
 from cmbench.generate import generate_features
-from cmbench.runner import analytic_reference
+from cmbench.references import analytic_reference
 from cmbench.samplers import get_sampler
 from cmbench.seeds import seed_range
 from cmbench.suite import parse_suite

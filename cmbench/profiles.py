@@ -16,7 +16,7 @@ the table (``cmbench profiles`` prints it).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .metrics import MetricOptions
 from .metrics.reference_formats import ADM, CLEAN_FID, CMBENCH, EDM
@@ -34,69 +34,69 @@ class Profile:
     differences: str = ""
 
 
-PROFILES: dict[str, Profile] = {
-    p.name: p
-    for p in (
-        Profile(
-            name="adm",
-            protocol="openai guided-diffusion's evaluator (the ADM, CD and CT papers' ImageNet / LSUN tables)",
-            extractor="inception-tf",
-            metrics=("fid", "sfid", "inception_score", "precision_recall"),
-            metric_options=MetricOptions(fid_sqrt="sqrtm", is_split_size=5000, pr_k=3, pr_batch_size=10000),
-            quantisation="truncate",
-            reference_formats=(ADM,),
-            differences="precision/recall distances in float32 (ADM: float16, float32 only where float16 overflows)",
-        ),
-        Profile(
-            name="edm",
-            protocol="EDM's fid.py (FID of 50k images against EDM's reference statistics)",
-            extractor="inception-tf",
-            metrics=("fid",),
-            metric_options=MetricOptions(fid_sqrt="sqrtm"),
-            quantisation="round",
-            reference_formats=(EDM, CMBENCH),
-        ),
-        Profile(
-            name="clean-fid",
-            protocol="clean-fid in mode legacy_tensorflow (the CM paper's CIFAR-10 FID)",
-            extractor="inception-tf",
-            metrics=("fid", "kid"),
-            metric_options=MetricOptions(fid_sqrt="sqrtm", kid_capped=True),
-            quantisation="truncate",
-            reference_formats=(CLEAN_FID, CMBENCH),
-            differences="KID over torch-fidelity's seeded subsets (clean-fid draws its own from the global RNG)",
-        ),
-        Profile(
-            name="clean-fid-clean",
-            protocol="clean-fid in mode clean (PIL bicubic resize outside the network, no requantisation)",
-            extractor="inception-tf+clean-resize",
-            metrics=("fid", "kid"),
-            metric_options=MetricOptions(fid_sqrt="sqrtm", kid_capped=True),
-            quantisation="truncate",
-            reference_formats=(CLEAN_FID, CMBENCH),
-            differences="KID over torch-fidelity's seeded subsets (clean-fid draws its own from the global RNG)",
-        ),
-        Profile(
-            name="torch-fidelity",
-            protocol="torch-fidelity's defaults (FID, IS, KID)",
-            extractor="inception-tf",
-            metrics=("fid", "inception_score", "kid"),
-            metric_options=MetricOptions(fid_sqrt="eigh", is_splits=10, is_shuffle_seed=2020,
-                                         kid_subsets=100, kid_subset_size=1000),
-            quantisation="round",
-            reference_formats=(CMBENCH,),
-        ),
-        Profile(
-            name="toy",
-            protocol="the toy world: the toy classifier's features of the 8×8 digits",
-            extractor="toy-classifier",
-            metrics=("fid", "inception_score", "precision_recall"),
-            metric_options=MetricOptions(is_splits=10, pr_k=3),
-            quantisation="round",
-            reference_formats=(CMBENCH,),
-        ),
-    )
-}
+_PROFILES: tuple[Profile, ...] = (
+    Profile(
+        name="adm",
+        protocol="openai guided-diffusion's evaluator (the ADM, CD and CT papers' ImageNet / LSUN tables)",
+        extractor="inception-tf",
+        metrics=("fid", "sfid", "inception_score", "precision_recall"),
+        metric_options=MetricOptions(fid_sqrt="sqrtm", is_split_size=5000, pr_k=3, pr_batch_size=10000),
+        quantisation="truncate",
+        reference_formats=(ADM,),
+        differences="precision/recall distances in float32 (ADM: float16, float32 only where float16 overflows)",
+    ),
+    Profile(
+        name="edm",
+        protocol="EDM's fid.py (FID of 50k images against EDM's reference statistics)",
+        extractor="inception-tf",
+        metrics=("fid",),
+        metric_options=MetricOptions(fid_sqrt="sqrtm"),
+        quantisation="round",
+        reference_formats=(EDM, CMBENCH),
+    ),
+    Profile(
+        name="clean-fid",
+        protocol="clean-fid in mode legacy_tensorflow (the CM paper's CIFAR-10 FID)",
+        extractor="inception-tf",
+        metrics=("fid", "kid"),
+        metric_options=MetricOptions(fid_sqrt="sqrtm", kid_capped=True),
+        quantisation="truncate",
+        reference_formats=(CLEAN_FID, CMBENCH),
+        differences="KID over torch-fidelity's seeded subsets (clean-fid draws its own from the global RNG)",
+    ),
+    Profile(
+        name="torch-fidelity",
+        protocol="torch-fidelity's defaults (FID, IS, KID)",
+        extractor="inception-tf",
+        metrics=("fid", "inception_score", "kid"),
+        metric_options=MetricOptions(fid_sqrt="eigh", is_splits=10, is_shuffle_seed=2020,
+                                     kid_subsets=100, kid_subset_size=1000),
+        quantisation="round",
+        reference_formats=(CMBENCH,),
+    ),
+    Profile(
+        name="toy",
+        protocol="the toy world: the toy classifier's features of the 8×8 digits",
+        extractor="toy-classifier",
+        metrics=("fid", "inception_score", "precision_recall"),
+        metric_options=MetricOptions(is_splits=10, pr_k=3),
+        quantisation="round",
+        reference_formats=(CMBENCH,),
+    ),
+)
+
+
+
+def _with_clean_mode(profiles: tuple[Profile, ...]):
+    """clean-fid's clean mode is its legacy_tensorflow profile with the resize outside the network."""
+    for p in profiles:
+        yield p
+        if p.name == "clean-fid":
+            yield replace(p, name="clean-fid-clean", extractor="inception-tf+clean-resize",
+                          protocol="clean-fid in mode clean (PIL bicubic resize outside the network, no requantisation)")
+
+
+PROFILES: dict[str, Profile] = {p.name: p for p in _with_clean_mode(_PROFILES)}
 
 PROFILE_KEYS = ("metric_options", "quantisation")
 """Suite keys a profile sets; a suite with a profile leaves them out. ``metrics`` there adds

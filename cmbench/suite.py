@@ -19,12 +19,13 @@ import yaml
 
 from . import features as features_registry
 from .images import QUANTISATIONS
-from .metrics import METRICS, MetricOptions
+from .metrics import MetricOptions
 from .metrics.bootstrap import DEFAULT_RESAMPLES
 from .models import FAMILIES, NoiseRange, family_maps, validate_model_spec
-from .profiles import PROFILE_KEYS, PROFILES, Profile, with_extra_metrics
+from .profiles import with_extra_metrics
 from .samplers import SAMPLERS
-from .suite_blocks import parse_likelihood, parse_metric_options, parse_reference, parse_regression, parse_uncertainty
+from .suite_blocks import (parse_likelihood, parse_metric_names, parse_metric_options, parse_profile, parse_profiles,
+                           parse_reference, parse_regression, parse_uncertainty)
 from .tuning.spec import SCHEDULE_OPTIONS, SCHEDULE_PREFIX, TuneJob, parse_tune_jobs, tunable_samplers
 from .validate import Checker, ConfigError
 
@@ -171,19 +172,19 @@ def parse_suite(raw: Any, source: str, base_dir: Path) -> Suite:
     raw = c.mapping(raw, "")
     c.keys(raw, "", TOP_REQUIRED, TOP_OPTIONAL)
     models = _parse_models(c, raw["models"])
-    profile = _parse_profile(c, raw)
-    scorings = _parse_profiles(c, raw, models)
+    profile = parse_profile(c, raw)
+    scorings = parse_profiles(c, raw, models)
     if scorings:
         first = next(iter(scorings.values()))
         metrics, metric_options, quantisation = first["metrics"], first["metric_options"], first["quantisation"]
         extractor_spec, reference = first["features"], first["reference"]
     elif profile is None:
-        metrics = _parse_metric_names(c, raw.get("metrics", ["fid"]))
+        metrics = parse_metric_names(c, raw.get("metrics", ["fid"]))
         extractor_spec = dict(c.mapping(raw.get("features", {"extractor": "pixels"}), "features"))
         metric_options = parse_metric_options(c, raw.get("metric_options", {}))
         quantisation = c.choice(raw.get("quantisation", "round"), "quantisation", QUANTISATIONS)
     else:
-        metrics = with_extra_metrics(profile, _parse_metric_names(c, raw.get("metrics", []), nonempty=False))
+        metrics = with_extra_metrics(profile, parse_metric_names(c, raw.get("metrics", []), nonempty=False))
         metric_options, quantisation = profile.metric_options, profile.quantisation
         extractor_spec = {"extractor": profile.extractor, **c.mapping(raw.get("features", {}), "features")}
         if extractor_spec["extractor"] != profile.extractor:
@@ -227,38 +228,6 @@ def parse_suite(raw: Any, source: str, base_dir: Path) -> Suite:
     return suite
 
 
-def _parse_profiles(c: Checker, raw, models: dict[str, ModelSpec]) -> dict[str, dict[str, Any]]:
-    """``profiles: {NAME: {reference: ...}, ...}``: score every row under each profile, from the
-    same samples. Each profile brings its extractor, metrics, conventions and quantisation; its
-    ``reference`` (else the top-level one) must suit it. Top-level ``features`` may add weights."""
-    if "profiles" not in raw:
-        return {}
-    given = c.mapping(raw["profiles"], "profiles")
-    if not given:
-        raise c.fail("profiles", f"name at least one profile; accepted: {', '.join(PROFILES)}")
-    for key in ("profile", *PROFILE_KEYS):
-        if key in raw:
-            raise c.fail(key, "profiles: sets it per profile; leave it out")
-    shared = dict(c.mapping(raw.get("features", {}), "features"))
-    if "extractor" in shared:
-        raise c.fail("features.extractor", "with profiles: each profile names its extractor; features may only add "
-                                           "its weights or checkpoint")
-    extra = _parse_metric_names(c, raw.get("metrics", []), nonempty=False)
-    scorings = {}
-    for name, spec in given.items():
-        path = f"profiles.{name}"
-        profile = PROFILES[c.choice(name, path, PROFILES)]
-        spec = c.mapping(spec or {}, path)
-        c.keys(spec, path, (), ("reference",))
-        features = {"extractor": profile.extractor, **shared}
-        features_registry.validate_spec(c, features, "features", models)
-        scorings[profile.name] = {
-            "features": features, "metrics": with_extra_metrics(profile, extra), "metric_options": profile.metric_options,
-            "quantisation": profile.quantisation,
-            "reference": parse_reference(c, spec.get("reference", raw.get("reference")), models, profile.metrics),
-        }
-    return scorings
-
 
 def _expand_profiles(rows: list[Row], profiles: tuple[str, ...]) -> list[Row]:
     """One row per profile (``<row_id>@<profile>``), adjacent, when the suite names several: every
@@ -279,21 +248,6 @@ def _run_profiles(c: Checker, run, path: str, profiles: tuple[str, ...]) -> tupl
     return tuple(c.choice(name, f"{path}.profiles[{j}]", profiles)
                  for j, name in enumerate(c.sequence(run["profiles"], f"{path}.profiles")))
 
-
-def _parse_metric_names(c: Checker, raw: Any, nonempty: bool = True) -> tuple[str, ...]:
-    return tuple(c.choice(m, f"metrics[{i}]", METRICS) for i, m in enumerate(c.sequence(raw, "metrics", nonempty)))
-
-
-def _parse_profile(c: Checker, raw) -> Profile | None:
-    """``profile: NAME`` (an evaluator profile, :mod:`cmbench.profiles`), which then sets the
-    metrics, their options and the quantisation: giving those too is an error."""
-    if "profile" not in raw:
-        return None
-    profile = PROFILES[c.choice(raw["profile"], "profile", PROFILES)]
-    for key in PROFILE_KEYS:
-        if key in raw:
-            raise c.fail(key, f"profile {profile.name} sets {key}; leave it out, or drop the profile to set it yourself")
-    return profile
 
 
 def _check_metric_sizes(c: Checker, suite: Suite) -> None:

@@ -1,5 +1,5 @@
-"""Parsers of a suite's optional blocks: metric options, reference, likelihood, uncertainty and
-regression. Each takes the raw value and a :class:`~cmbench.validate.Checker`, so every error
+"""Parsers of a suite's optional blocks: metrics and evaluator profiles, metric options, reference,
+likelihood, uncertainty and regression. Each takes the raw value and a :class:`~cmbench.validate.Checker`, so every error
 names the file and key path, and returns plain validated data for :class:`cmbench.suite.Suite`.
 """
 
@@ -7,10 +7,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import features as features_registry
 from .compare import parse_regression_spec
 from .metrics import DIRECTIONS, METRICS, MetricOptions
 from .metrics.bootstrap import DEFAULT_RESAMPLES
 from .metrics.fid import FID_SQRT_METHODS
+from .profiles import PROFILE_KEYS, PROFILES, Profile, with_extra_metrics
 from .validate import Checker
 
 LIKELIHOOD_KEYS = ("data", "passes", "divergence", "limit", "seed", "rtol", "atol", "batch_size")
@@ -116,3 +118,52 @@ def parse_reference(c: Checker, raw: Any, models: dict, metrics: tuple[str, ...]
         "num_images": c.integer(raw.get("num_images", 10000), "reference.num_images", minimum=2),
         "seed": c.integer(raw.get("seed", 1_000_000_000), "reference.seed", minimum=0),
     }
+
+
+def parse_metric_names(c: Checker, raw: Any, nonempty: bool = True) -> tuple[str, ...]:
+    return tuple(c.choice(m, f"metrics[{i}]", METRICS) for i, m in enumerate(c.sequence(raw, "metrics", nonempty)))
+
+
+def parse_profile(c: Checker, raw) -> Profile | None:
+    """``profile: NAME`` (an evaluator profile, :mod:`cmbench.profiles`), which then sets the
+    metrics, their options and the quantisation: giving those too is an error."""
+    if "profile" not in raw:
+        return None
+    profile = PROFILES[c.choice(raw["profile"], "profile", PROFILES)]
+    for key in PROFILE_KEYS:
+        if key in raw:
+            raise c.fail(key, f"profile {profile.name} sets {key}; leave it out, or drop the profile to set it yourself")
+    return profile
+
+
+def parse_profiles(c: Checker, raw, models: dict) -> dict[str, dict[str, Any]]:
+    """``profiles: {NAME: {reference: ...}, ...}``: score every row under each profile, from the
+    same samples. Each profile brings its extractor, metrics, conventions and quantisation; its
+    ``reference`` (else the top-level one) must suit it. Top-level ``features`` may add weights."""
+    if "profiles" not in raw:
+        return {}
+    given = c.mapping(raw["profiles"], "profiles")
+    if not given:
+        raise c.fail("profiles", f"name at least one profile; accepted: {', '.join(PROFILES)}")
+    for key in ("profile", *PROFILE_KEYS):
+        if key in raw:
+            raise c.fail(key, "profiles: sets it per profile; leave it out")
+    shared = dict(c.mapping(raw.get("features", {}), "features"))
+    if "extractor" in shared:
+        raise c.fail("features.extractor", "with profiles: each profile names its extractor; features may only add "
+                                           "its weights or checkpoint")
+    extra = parse_metric_names(c, raw.get("metrics", []), nonempty=False)
+    scorings = {}
+    for name, spec in given.items():
+        path = f"profiles.{name}"
+        profile = PROFILES[c.choice(name, path, PROFILES)]
+        spec = c.mapping(spec or {}, path)
+        c.keys(spec, path, (), ("reference",))
+        features = {"extractor": profile.extractor, **shared}
+        features_registry.validate_spec(c, features, "features", models)
+        scorings[profile.name] = {
+            "features": features, "metrics": with_extra_metrics(profile, extra), "metric_options": profile.metric_options,
+            "quantisation": profile.quantisation,
+            "reference": parse_reference(c, spec.get("reference", raw.get("reference")), models, profile.metrics),
+        }
+    return scorings

@@ -11,7 +11,7 @@ from cmbench.cli import main, resolve_suite
 from cmbench.metrics import METRICS, MetricOptions
 from cmbench.metrics.reference import load_reference
 from cmbench.profiles import PROFILES, describe_profiles
-from cmbench.runner import _check_profile_reference
+from cmbench.references import check_profile_reference
 from cmbench.suite import load_suite, parse_suite
 from cmbench.validate import ConfigError
 
@@ -65,9 +65,9 @@ def test_a_profile_refuses_reference_files_of_another_protocol(tmp_path):
     np.savez(path, mu=rng.normal(size=8), sigma=np.eye(8))
     stats = load_reference(path)
     assert stats.format == "edm"
-    _check_profile_reference(suite(profile="edm"), stats, path)
+    check_profile_reference(suite(profile="edm"), stats, path)
     with pytest.raises(ValueError, match="profile adm compares against adm files"):
-        _check_profile_reference(suite(profile="adm"), stats, path)
+        check_profile_reference(suite(profile="adm"), stats, path)
 
 
 def test_the_toy_suite_uses_the_toy_profile_and_rows_and_report_say_so(tmp_path):

@@ -30,7 +30,8 @@ from cmbench.metrics.reference import save_reference
 from cmbench.models import build_model
 from cmbench.nets import build_network
 from cmbench.results import COLUMNS
-from cmbench.runner import analytic_reference, run_suite
+from cmbench.references import analytic_reference
+from cmbench.runner import run_suite
 from cmbench.samplers import get_sampler
 from cmbench.seeds import SampleNoise, seed_range
 from cmbench.suite import load_suite

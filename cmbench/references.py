@@ -1,0 +1,107 @@
+"""The reference statistics a suite names: loaded from a file (any official format) or drawn
+exactly from an analytic model, checked against the run's extractor, profile and metrics."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+
+from .checkpoints import sha256_file
+from .features import FeatureExtractor
+from .images import to_uint8
+from .metrics import METRICS, ReferenceStats
+from .metrics.reference import load_reference
+from .profiles import PROFILES
+from .seeds import seed_range
+from .stats import attach_image_features
+from .suite import Suite
+
+
+def analytic_reference(suite: Suite, model, extractor: FeatureExtractor, layers: tuple[str, ...]) -> ReferenceStats:
+    """Reference statistics from exact draws of an analytic mixture (seed ``seed + i`` per image)."""
+    spec = suite.reference
+    mixture = model.mixture
+    pool: dict[str, list[torch.Tensor]] = {layer: [] for layer in layers}
+    seeds = seed_range(spec["seed"], spec["num_images"])
+    for i in range(0, len(seeds), suite.batch_size):
+        gens = [torch.Generator().manual_seed(s % (1 << 32)) for s in seeds[i : i + suite.batch_size]]
+        comps = torch.stack([torch.multinomial(mixture.weights.cpu(), 1, generator=g)[0] for g in gens])
+        normals = torch.stack([torch.randn(mixture.dim, generator=g, dtype=torch.float64) for g in gens])
+        x = mixture.sample(comps.to(mixture.means.device), normals.to(mixture.means.device))
+        images = to_uint8(x.reshape(-1, *model.image_shape), suite.quantisation)
+        feats = extractor.extract(images, layers)
+        for layer in layers:
+            pool[layer].append(feats[layer].float().cpu())
+    features = {layer: torch.cat(parts).numpy() for layer, parts in pool.items()}
+    meta = {
+        **extractor.identity, "num_images": spec["num_images"], "resolution": list(model.image_shape[1:]),
+        "source": f"exact draws of analytic model {spec['model']!r} (seeds {seeds[0]}..{seeds[-1]})",
+        "quantisation": suite.quantisation,
+    }
+    keep = {"pool": min(spec["num_images"], 10000)} if "pool" in features else None
+    return ReferenceStats.from_features(features, meta, keep_features=keep)
+
+
+def load_suite_reference(suite: Suite, models: dict, extractor: FeatureExtractor):
+    """The reference statistics a suite names, checked against the run's extractor, and a description."""
+    if not suite.reference:
+        return None, {}
+    if "path" in suite.reference:
+        path = suite.resolve(suite.reference["path"])
+        stats = load_reference(path)
+        stats.check_compatible(extractor.identity, str(path))
+        check_profile_reference(suite, stats, path)
+        if stats.images is not None and "pool" not in stats.features and _needs_real_features(suite):
+            attach_image_features(stats, extractor)  # an ADM batch: the real set is its images
+        _check_reference_covers(stats, suite, path)
+        return stats, {"path": str(path), "sha256": sha256_file(path), **stats.meta}
+    stats = analytic_reference(suite, models[suite.reference["model"]], extractor, _reference_layers(suite))
+    return stats, {**suite.reference, **stats.meta, "sha256": reference_sha256(suite, extractor)}
+
+
+def reference_sha256(suite: Suite, extractor: FeatureExtractor) -> str | None:
+    """What identifies the suite's reference statistics in result rows: the file's sha256, or for
+    exact draws of an analytic model a sha256 of everything that determines them (the draws'
+    spec, the model's definition, the extractor and the quantisation); None without a reference."""
+    if not suite.reference:
+        return None
+    if "path" in suite.reference:
+        return sha256_file(suite.resolve(suite.reference["path"]))
+    model = suite.models[suite.reference["model"]]
+    spec = {"analytic": suite.reference, "family": model.family, "options": model.options,
+            "extractor": extractor.identity, "quantisation": suite.quantisation}
+    return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _needs_real_features(suite: Suite) -> bool:
+    """Whether a metric compares against real feature rows, not just their statistics."""
+    return bool({"precision_recall", "kid", "density_coverage"} & set(suite.metrics))
+
+
+def _reference_layers(suite: Suite) -> tuple[str, ...]:
+    """The feature layers whose real-data statistics the suite's metrics compare against."""
+    return tuple(sorted({layer for m in suite.metrics if METRICS[m].needs_reference for layer in METRICS[m].layers}))
+
+
+def _check_reference_covers(stats: ReferenceStats, suite: Suite, path: Path) -> None:
+    """Fail before sampling when a reference file cannot serve the suite's metrics."""
+    missing = sorted(set(_reference_layers(suite)) - set(stats.mu))
+    if missing:
+        raise ValueError(f"reference statistics {path} have no layer(s) {', '.join(missing)}; they have {', '.join(sorted(stats.mu))}")
+    if "precision_recall" in suite.metrics:
+        real = stats.features.get("pool")
+        if real is None or len(real) <= suite.metric_options.pr_k:
+            count = 0 if real is None else len(real)
+            raise ValueError(f"reference statistics {path} keep {count} real feature rows; precision/recall "
+                             f"with k = {suite.metric_options.pr_k} needs more (recompute them keeping features)")
+
+
+def check_profile_reference(suite: Suite, stats: ReferenceStats, path: Path) -> None:
+    """A profile's numbers are against its protocol's reference files; others are refused."""
+    if suite.profile and stats.format not in PROFILES[suite.profile].reference_formats:
+        accepted = ", ".join(PROFILES[suite.profile].reference_formats)
+        raise ValueError(f"reference statistics {path} are in format {stats.format!r}; profile {suite.profile} "
+                         f"compares against {accepted} files")
