@@ -120,7 +120,7 @@ def find_inception_weights(path: str | os.PathLike | None = None, *, sha256: str
 
 def verify_weights(path: str | os.PathLike, sha256: str = INCEPTION_WEIGHTS.sha256) -> str:
     """The file's sha256, after checking it is ``sha256``; :class:`WeightsHashError` if not."""
-    digest = file_sha256(path)
+    digest = sha256_file(path)
     if digest != sha256:
         raise WeightsHashError(
             f"{path}: sha256 {digest} is not the expected {sha256} (a damaged or partial download, or "
@@ -128,18 +128,6 @@ def verify_weights(path: str | os.PathLike, sha256: str = INCEPTION_WEIGHTS.sha2
             f"{INCEPTION_WEIGHTS.url} there"
         )
     return digest
-
-
-_DIGESTS: dict[tuple[str, int, int], str] = {}
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file, remembered per (path, size, modification time) so a file is read once."""
-    stat = os.stat(path)
-    key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
-    if key not in _DIGESTS:
-        _DIGESTS[key] = sha256_file(path)
-    return _DIGESTS[key]
 
 
 def fetch_inception_weights(

@@ -21,7 +21,8 @@ from contextlib import contextmanager
 import torch
 
 from ..nets.inception_tf import NUM_LOGITS, POOL_DIM, SPATIAL_DIM, InceptionV3TF
-from ..weights import INCEPTION_WEIGHTS, file_sha256, find_inception_weights
+from ..checkpoints import sha256_file
+from ..weights import INCEPTION_WEIGHTS, find_inception_weights
 from .base import NetworkExtractor, check_images
 from .resize import RESIZES, resize_pil_bicubic
 
@@ -55,7 +56,7 @@ class InceptionExtractor(NetworkExtractor):
             raise ValueError(f"unknown resize {resize!r}; accepted: {', '.join(RESIZES)}")
         self.resize, self.name = resize, NAMES[resize]
         self.weights_path = find_inception_weights(weights, sha256=expected_sha256)
-        self._sha256 = file_sha256(self.weights_path)
+        self._sha256 = sha256_file(self.weights_path)
         self.net = InceptionV3TF()
         state = torch.load(self.weights_path, map_location="cpu", weights_only=True)
         self.net.load_state_dict(state)
