@@ -128,7 +128,7 @@ def _nll(args: argparse.Namespace) -> int:
         raise ValueError(f"suite {suite.name!r} has no model {args.model!r}; it has: {', '.join(suite.models)}")
     spec = suite.models[args.model]
     device = resolve_device(args.device or suite.device)
-    model = build_model(spec.family, spec.options, suite.base_dir, str(device))
+    model = build_model(spec.family, spec.options, suite.checkpoint_dir, str(device))
     if not model.has("denoise"):
         raise model.missing_map("denoise")
     images = load_images(args.data, args.continuous)

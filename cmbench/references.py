@@ -45,12 +45,25 @@ def analytic_reference(suite: Suite, model, extractor: FeatureExtractor, layers:
     return ReferenceStats.from_features(features, meta, keep_features=keep)
 
 
+def reference_path(suite: Suite) -> Path:
+    """The suite's reference file, which must exist. A registry entry's folder is relative to the
+    current directory (where ``cmbench stats fetch`` puts files); a ``path`` to the suite's folder."""
+    given = suite.reference["path"]
+    path = Path(given).expanduser() if "registry" in suite.reference else suite.resolve(given)
+    if not path.is_file():
+        how = (f"run `cmbench stats fetch {suite.reference['registry']} --dest {path.parent}`, or set "
+               f"reference.dir to the folder holding {path.name}" if "registry" in suite.reference
+               else "give reference.path an existing .npz (relative paths start at the suite's folder)")
+        raise FileNotFoundError(f"{suite.source}: reference statistics {path} do not exist: {how}")
+    return path
+
+
 def load_suite_reference(suite: Suite, models: dict, extractor: FeatureExtractor):
     """The reference statistics a suite names, checked against the run's extractor, and a description."""
     if not suite.reference:
         return None, {}
     if "path" in suite.reference:
-        path = suite.resolve(suite.reference["path"])
+        path = reference_path(suite)
         stats = load_reference(path)
         stats.check_compatible(extractor.identity, str(path))
         check_profile_reference(suite, stats, path)
@@ -69,7 +82,7 @@ def reference_sha256(suite: Suite, extractor: FeatureExtractor) -> str | None:
     if not suite.reference:
         return None
     if "path" in suite.reference:
-        return sha256_file(suite.resolve(suite.reference["path"]))
+        return sha256_file(reference_path(suite))
     model = suite.models[suite.reference["model"]]
     spec = {"analytic": suite.reference, "family": model.family, "options": model.options,
             "extractor": extractor.identity, "quantisation": suite.quantisation}

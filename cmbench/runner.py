@@ -29,7 +29,7 @@ from .nll import TOY_PREFIX, evaluate_nll, load_images
 from .report import image_grid_png, render_report
 from .results import ResultStore
 from .profiles import PROFILES
-from .references import load_suite_reference, reference_sha256
+from .references import load_suite_reference, reference_path, reference_sha256
 from .samplers import get_sampler
 from .seeds import seed_range
 from .suite import Row, Suite
@@ -82,7 +82,7 @@ class RunContext:
     def model(self, name: str) -> ModelAdapter:
         if name not in self.models:
             spec = self.suite.models[name]
-            self.models[name] = build_model(spec.family, spec.options, self.suite.base_dir, str(self.device))
+            self.models[name] = build_model(spec.family, spec.options, self.suite.checkpoint_dir, str(self.device))
         return self.models[name]
 
     def reference(self) -> ReferenceStats | None:
@@ -265,12 +265,23 @@ def suite_likelihood(suite: Suite, model: ModelAdapter, images: torch.Tensor, de
     return {"bpd": result["bpd"], "bpd_stderr": result["stderr"], "bpd_nfe": result["nfe_mean"]}
 
 
+def checkpoint_path(suite: Suite, model: str) -> Path:
+    """The checkpoint file of ``model``, which must exist."""
+    given = suite.models[model].options["checkpoint"]
+    path = resolve_checkpoint(given, suite.checkpoint_dir)[0]
+    if not path.is_file():
+        where = (f"checkpoints_dir is {suite.checkpoints_dir!r}; change it with --set checkpoints_dir=DIR"
+                 if suite.checkpoints_dir else "relative paths start at the suite's folder; or set checkpoints_dir")
+        raise FileNotFoundError(f"{suite.source}: models.{model}.checkpoint: {path} does not exist ({where})")
+    return path
+
+
 def suite_file_hashes(suite: Suite) -> dict[str, str]:
     """sha256 of every checkpoint (by model name) and of the reference and likelihood data files."""
-    hashes = {name: sha256_file(resolve_checkpoint(spec.options["checkpoint"], suite.base_dir)[0])
+    hashes = {name: sha256_file(checkpoint_path(suite, name))
               for name, spec in suite.models.items() if "checkpoint" in spec.options}
     if "path" in suite.reference:
-        hashes["reference"] = sha256_file(suite.resolve(suite.reference["path"]))
+        hashes["reference"] = sha256_file(reference_path(suite))
     data = suite.likelihood.get("data", TOY_PREFIX)
     if not data.startswith(TOY_PREFIX):
         hashes["likelihood"] = sha256_file(suite.resolve(data))
@@ -313,6 +324,7 @@ def _write_run_metadata(out: Path, suite: Suite, device: torch.device, extractor
         "quantisation": suite.quantisation, "extractor": extractor.identity, "reference": reference_info,
         "metrics": list(suite.metrics), "metric_options": asdict(suite.metric_options),
         "uncertainty": suite.uncertainty, "regression": suite.regression or None, "started_at": _now(),
+        "paper": {"source": suite.paper_source, "rows": {row.row_id: row.paper for row in suite.rows if row.paper}},
     }
     atomic_write_text(out / "run.json", json.dumps(meta, indent=2, default=str) + "\n")
 

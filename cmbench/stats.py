@@ -304,7 +304,7 @@ def extractor_from_suite(suite, device: torch.device | str = "cpu") -> FeatureEx
     name = suite.features.get("model")
     if name is not None:
         spec = suite.models[name]
-        models[name] = build_model(spec.family, spec.options, suite.base_dir, str(device))
+        models[name] = build_model(spec.family, spec.options, suite.checkpoint_dir, str(device))
     return build_extractor(suite.features, models, base_dir=suite.base_dir).to(device)
 
 

@@ -24,8 +24,8 @@ from .metrics.bootstrap import DEFAULT_RESAMPLES
 from .models import FAMILIES, NoiseRange, family_maps, validate_model_spec
 from .profiles import with_extra_metrics
 from .samplers import SAMPLERS
-from .suite_blocks import (parse_likelihood, parse_metric_names, parse_metric_options, parse_profile, parse_profiles,
-                           parse_reference, parse_regression, parse_uncertainty)
+from .suite_blocks import (parse_likelihood, parse_metric_names, parse_metric_options, parse_paper_numbers,
+                           parse_profile, parse_profiles, parse_reference, parse_regression, parse_uncertainty)
 from .tuning.spec import SCHEDULE_OPTIONS, SCHEDULE_PREFIX, TuneJob, parse_tune_jobs, tunable_samplers
 from .validate import Checker, ConfigError
 
@@ -34,8 +34,9 @@ TOP_REQUIRED = ("name", "num_samples", "models", "runs")
 TOP_OPTIONAL = (
     "description", "seed_start", "batch_size", "device", "quantisation", "output_dir",
     "features", "metrics", "metric_options", "reference", "grid_images", "likelihood", "tune", "profile", "profiles",
-    "uncertainty", "regression",
+    "uncertainty", "regression", "checkpoints_dir", "precision", "compile", "paper",
 )
+NETWORK_DEFAULTS = ("precision", "compile")  # top-level keys that set every network model's default
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,7 @@ class Row:
     schedule: str = ""
     profile: str = ""  # set when the suite scores rows under several profiles
     profiles: tuple[str, ...] = ()  # the suite's profiles this run asks for (empty: all)
+    paper: dict[str, Any] = field(default_factory=dict)  # published numbers for this row: column → value, source
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,14 @@ class Suite:
     """With ``profiles:``, every row is scored under each of these (same samples); the suite-level
     scoring fields then hold the first profile's, and :meth:`under` gives each profile's view."""
     scorings: dict[str, dict[str, Any]] = field(default_factory=dict)
+    checkpoints_dir: str = ""
+    paper_source: str = ""
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        """Where relative checkpoint paths start: ``checkpoints_dir`` (relative to the current
+        directory, like ``--set checkpoints_dir=...`` on a command line) or the suite's folder."""
+        return Path(self.checkpoints_dir).expanduser() if self.checkpoints_dir else self.base_dir
 
     def under(self, profile: str) -> "Suite":
         """This suite as if it named only ``profile``: its extractor, metrics, conventions,
@@ -171,7 +181,7 @@ def parse_suite(raw: Any, source: str, base_dir: Path) -> Suite:
     c = Checker(source)
     raw = c.mapping(raw, "")
     c.keys(raw, "", TOP_REQUIRED, TOP_OPTIONAL)
-    models = _parse_models(c, raw["models"])
+    models = _parse_models(c, raw["models"], {k: raw[k] for k in NETWORK_DEFAULTS if k in raw})
     profile = parse_profile(c, raw)
     scorings = parse_profiles(c, raw, models)
     if scorings:
@@ -192,7 +202,7 @@ def parse_suite(raw: Any, source: str, base_dir: Path) -> Suite:
                                                f"give features only to add its weights or checkpoint")
     if not scorings:
         features_registry.validate_spec(c, extractor_spec, "features", models)
-        reference = parse_reference(c, raw.get("reference"), models, metrics)
+        reference = parse_reference(c, raw.get("reference"), models, metrics, profile.name if profile else "")
     num_samples = c.integer(raw["num_samples"], "num_samples", minimum=2)
     seed_start = c.integer(raw.get("seed_start", 0), "seed_start", minimum=0)
     tune = parse_tune_jobs(c, raw.get("tune"), models, metrics, num_samples, seed_start)
@@ -203,7 +213,7 @@ def parse_suite(raw: Any, source: str, base_dir: Path) -> Suite:
         base_dir=base_dir,
         num_samples=num_samples,
         models=models,
-        rows=_expand_profiles(_parse_runs(c, raw["runs"], models, tune, base_dir, tuple(scorings)), tuple(scorings)),
+        rows=_expand_profiles(_parse_runs(c, raw["runs"], models, tune, base_dir, tuple(scorings), metrics), tuple(scorings)),
         description=str(raw.get("description", "")),
         seed_start=seed_start,
         batch_size=c.integer(raw.get("batch_size", 256), "batch_size", minimum=1),
@@ -222,6 +232,8 @@ def parse_suite(raw: Any, source: str, base_dir: Path) -> Suite:
         tune=tune,
         uncertainty=parse_uncertainty(c, raw.get("uncertainty")),
         regression=parse_regression(c, raw.get("regression"), metrics, likelihood),
+        checkpoints_dir=c.string(raw["checkpoints_dir"], "checkpoints_dir") if "checkpoints_dir" in raw else "",
+        paper_source=c.string(raw["paper"], "paper") if "paper" in raw else "",
     )
     for name in suite.profiles or ("",):
         _check_metric_sizes(c, suite.under(name) if name else suite)
@@ -270,7 +282,9 @@ def _check_metric_sizes(c: Checker, suite: Suite) -> None:
             raise c.fail("metric_options.dc_k", f"k = {options.dc_k} needs more than k real points; reference.num_images is {size}")
 
 
-def _parse_models(c: Checker, raw: Any) -> dict[str, ModelSpec]:
+def _parse_models(c: Checker, raw: Any, network_defaults: dict[str, Any]) -> dict[str, ModelSpec]:
+    """The models; ``network_defaults`` (top-level ``precision`` / ``compile``) fill in what a
+    network model does not set itself."""
     raw = c.mapping(raw, "models")
     if not raw:
         raise c.fail("models", "at least one model is required")
@@ -281,19 +295,21 @@ def _parse_models(c: Checker, raw: Any) -> dict[str, ModelSpec]:
         if "family" not in spec:
             raise c.fail(f"{path}.family", f"missing; accepted families: {', '.join(FAMILIES)}")
         family = c.choice(spec.pop("family"), f"{path}.family", FAMILIES)
+        if family != "gmm":
+            spec = {**network_defaults, **spec}
         validate_model_spec(c, family, spec, path)
         models[str(name)] = ModelSpec(str(name), family, spec)
     return models
 
 
 def _parse_runs(c: Checker, raw: Any, models: dict[str, ModelSpec], tune: dict[str, TuneJob], base_dir: Path,
-                profiles: tuple[str, ...] = ()) -> list[Row]:
+                profiles: tuple[str, ...] = (), metrics: tuple[str, ...] = ()) -> list[Row]:
     rows: list[Row] = []
     seen: dict[str, str] = {}
     for i, run in enumerate(c.sequence(raw, "runs")):
         path = f"runs[{i}]"
         run = c.mapping(run, path)
-        c.keys(run, path, ("model", "sampler", "nfe"), ("name", "options", "schedule", "profiles"))
+        c.keys(run, path, ("model", "sampler", "nfe"), ("name", "options", "schedule", "profiles", "paper"))
         chosen = _run_profiles(c, run, path, profiles)
         model = c.choice(run["model"], f"{path}.model", models)
         sampler = SAMPLERS.get(run["sampler"]) if isinstance(run["sampler"], str) else None
@@ -315,8 +331,9 @@ def _parse_runs(c: Checker, raw: Any, models: dict[str, ModelSpec], tune: dict[s
             raise c.fail(f"{path}.options", str(err)) from None
         label = str(run.get("name", sampler.name))
         schedule = _parse_schedule_ref(c, run, path, model, sampler.name, options, tune, base_dir)
-        for j, nfe in enumerate(c.sequence(run["nfe"], f"{path}.nfe")):
-            nfe = c.integer(nfe, f"{path}.nfe[{j}]", minimum=1)
+        nfes = [c.integer(n, f"{path}.nfe[{j}]", minimum=1) for j, n in enumerate(c.sequence(run["nfe"], f"{path}.nfe"))]
+        paper = parse_paper_numbers(c, run.get("paper"), f"{path}.paper", nfes, metrics)
+        for j, nfe in enumerate(nfes):
             if not sampler.nfe_ok(nfe):
                 raise c.fail(f"{path}.nfe[{j}]", f"NFE {nfe} is impossible for {sampler.name}: {sampler.nfe_rule}")
             job = tune.get(schedule[len(SCHEDULE_PREFIX):]) if schedule.startswith(SCHEDULE_PREFIX) else None
@@ -330,7 +347,8 @@ def _parse_runs(c: Checker, raw: Any, models: dict[str, ModelSpec], tune: dict[s
             if row_id in seen:
                 raise c.fail(f"{path}.nfe[{j}]", f"row {row_id} is already defined by {seen[row_id]}; give one run a distinct 'name'")
             seen[row_id] = path
-            rows.append(Row(row_id, model, sampler.name, label, nfe, options, schedule, profiles=chosen))
+            rows.append(Row(row_id, model, sampler.name, label, nfe, options, schedule, profiles=chosen,
+                            paper=paper.get(nfe, {})))
     return rows
 
 

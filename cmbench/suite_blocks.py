@@ -98,19 +98,24 @@ def parse_regression(c: Checker, raw: Any, metrics: tuple[str, ...], likelihood:
     return spec
 
 
-def parse_reference(c: Checker, raw: Any, models: dict, metrics: tuple[str, ...]) -> dict[str, Any]:
-    """Either ``{path: file.npz}`` or ``{model: <analytic model>, num_images, seed}``."""
+def parse_reference(c: Checker, raw: Any, models: dict, metrics: tuple[str, ...], profile: str = "") -> dict[str, Any]:
+    """``{path: file.npz}``, ``{registry: NAME, dir: FOLDER}`` (an official file from
+    reference_stats/registry.yaml, in FOLDER, default where ``cmbench stats fetch`` puts it) or
+    ``{model: <analytic model>, num_images, seed}``."""
     if raw is None:
         needing = [m for m in metrics if METRICS[m].needs_reference]
         if needing:
             raise c.fail("reference", f"metrics {', '.join(needing)} need reference statistics: give "
-                         "reference.path (an .npz from reference_stats/) or reference.model (an analytic model)")
+                         "reference.path (an .npz from reference_stats/), reference.registry (an official file, "
+                         "see cmbench stats list) or reference.model (an analytic model)")
         return {}
     raw = dict(c.mapping(raw, "reference"))
     if "path" in raw:
         c.keys(raw, "reference", ("path",))
         c.string(raw["path"], "reference.path")
         return raw
+    if "registry" in raw:
+        return _registry_reference(c, raw, profile)
     c.keys(raw, "reference", ("model",), ("num_images", "seed"))
     model = c.choice(raw["model"], "reference.model", [n for n, m in models.items() if m.family == "gmm"])
     return {
@@ -118,6 +123,46 @@ def parse_reference(c: Checker, raw: Any, models: dict, metrics: tuple[str, ...]
         "num_images": c.integer(raw.get("num_images", 10000), "reference.num_images", minimum=2),
         "seed": c.integer(raw.get("seed", 1_000_000_000), "reference.seed", minimum=0),
     }
+
+
+_REGISTRY_PROFILES = {"clean-fid-legacy-tensorflow": "clean-fid"}  # registry protocol → cmbench profile
+
+
+def _registry_reference(c: Checker, raw: dict, profile: str) -> dict[str, Any]:
+    from pathlib import Path
+
+    from .metrics.reference_registry import DEFAULT_DEST, load_registry
+
+    c.keys(raw, "reference", ("registry",), ("dir",))
+    registry = load_registry()
+    entry = registry[c.choice(raw["registry"], "reference.registry", registry)]
+    if profile and _REGISTRY_PROFILES.get(entry.profile, entry.profile) != profile:
+        raise c.fail("reference.registry", f"{entry.name} holds {entry.profile}-profile statistics; this scoring "
+                                           f"uses profile {profile}")
+    folder = Path(c.string(raw.get("dir", str(DEFAULT_DEST)), "reference.dir"))
+    return {"path": str(folder / entry.file), "registry": entry.name}
+
+
+def parse_paper_numbers(c: Checker, raw: Any, path: str, nfes: list[int], metrics: tuple[str, ...]) -> dict[int, dict]:
+    """A run's published numbers, ``{NFE: {column: value, source: "..."}}``: the report shows
+    them beside the measured row with the difference. Columns are scored result columns
+    (fid, is_mean, precision, recall, bpd, ...); ``source`` marks a figure from elsewhere than
+    the suite's ``paper``. Numbers for an NFE the run does not make (say after ``--set
+    runs.0.nfe=[1]``) are kept out of the rows."""
+    if raw is None:
+        return {}
+    out = {}
+    for nfe, numbers in c.mapping(raw, path).items():
+        where = f"{path}.{nfe}"
+        if isinstance(nfe, bool) or not isinstance(nfe, int) or nfe < 1:
+            raise c.fail(where, f"keys are NFEs (positive integers, e.g. this run's {', '.join(map(str, nfes))}), got {nfe!r}")
+        numbers = dict(c.mapping(numbers, where))
+        c.keys(numbers, where, (), (*DIRECTIONS, "source"))
+        numbers = {k: c.string(v, f"{where}.{k}") if k == "source" else c.number(v, f"{where}.{k}")
+                   for k, v in numbers.items()}
+        if nfe in nfes:
+            out[nfe] = numbers
+    return out
 
 
 def parse_metric_names(c: Checker, raw: Any, nonempty: bool = True) -> tuple[str, ...]:
@@ -164,6 +209,7 @@ def parse_profiles(c: Checker, raw, models: dict) -> dict[str, dict[str, Any]]:
         scorings[profile.name] = {
             "features": features, "metrics": with_extra_metrics(profile, extra), "metric_options": profile.metric_options,
             "quantisation": profile.quantisation,
-            "reference": parse_reference(c, spec.get("reference", raw.get("reference")), models, profile.metrics),
+            "reference": parse_reference(c, spec.get("reference", raw.get("reference")), models, profile.metrics,
+                                         profile.name),
         }
     return scorings

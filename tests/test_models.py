@@ -24,6 +24,7 @@ from cmbench.models import (
 from cmbench.models.base import MAPS
 from cmbench.models.networks import ConsistencyModel, CTMModel, EDMModel
 from cmbench.models.pd import ProgressiveDistillationModel
+from cmbench.models.preconditioning import TimeInput
 from cmbench.nets import build_network
 
 RES = 4
@@ -67,7 +68,7 @@ def edm_coefficients(sigma):
 @pytest.mark.parametrize("scale", [1.0, 1000.0])
 def test_edm_denoiser_matches_preconditioning_by_hand(scale):
     net = random_net()
-    model = EDMModel(net, SHAPE, noise_range=NoiseRange(), noise_label_scale=scale)
+    model = EDMModel(net, SHAPE, noise_range=NoiseRange(), time_input=TimeInput(scale=scale))
     x, sigma = inputs()
     c_skip, c_out, c_in = edm_coefficients(sigma)
     with torch.no_grad():
@@ -125,7 +126,7 @@ def test_consistency_boundary_condition_is_exact(family):
 @pytest.mark.parametrize("family", ["cd", "ct"])
 def test_consistency_matches_preconditioning_by_hand(family):
     net = random_net(seed=4)
-    model = ConsistencyModel(net, SHAPE, family=family, noise_label_scale=1000.0)
+    model = ConsistencyModel(net, SHAPE, family=family, time_input=TimeInput(scale=1000.0))
     x, sigma = inputs()
     s = col(sigma)
     c_skip = SIGMA_DATA**2 / ((s - SIGMA_MIN) ** 2 + SIGMA_DATA**2)

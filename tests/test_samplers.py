@@ -292,6 +292,7 @@ class CountingModel(ModelAdapter):
         ("cm_multistep", "consistency", [1, 2, 3, 5], {}),
         ("ctm_gamma", "jump", [1, 2, 3, 5], {"gamma": 0.3}),
         ("ddim", "ddim_x0", [1, 2, 4, 7], {}),
+        ("progdist", "ddim_x0", [1, 2, 4], {}),
     ],
 )
 def test_returned_nfe_equals_model_calls(name, map_name, nfes, options):
@@ -551,3 +552,21 @@ def test_cm_multistep_clip_denoised_clamps():
     free, _ = sample(model, "cm_multistep", 1, latents=latents, options={"clip_denoised": False})
     assert float(free.min()) > 2.0
     torch.testing.assert_close(clipped, free.clamp(-1, 1), rtol=0, atol=0)
+
+
+def test_progdist_is_euler_on_a_karras_grid_ending_at_sigma_min():
+    """openai's progdist: NFE + 1 Karras points from σ_max to σ_min, Euler, no final denoise."""
+    from cmbench.samplers.schedules import karras_sigmas
+
+    model = mixture_model()
+    nfe = 3
+    grid = get_sampler("progdist").schedule(model.noise_range, nfe, {})
+    torch.testing.assert_close(grid, karras_sigmas(nfe + 1, model.sigma_min, model.sigma_max), rtol=0, atol=0)
+    latents = torch.randn((N, *model.image_shape), generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    images, _ = sample(model, "progdist", nfe, latents=latents)
+    x = latents * grid[0]
+    for t, t_next in zip(grid[:-1].tolist(), grid[1:].tolist()):
+        x0 = model.denoise(x, torch.full((x.shape[0],), t, dtype=torch.float64))
+        x = x + (t_next - t) * (x - x0) / t
+    torch.testing.assert_close(images, x.clamp(-1, 1), rtol=1e-12, atol=1e-12)
+    assert float(grid[-1]) == model.sigma_min

@@ -1,6 +1,10 @@
 """Checkpoint loaders and content hashes.
 
-``native`` is cmbench's own format (plain data, loaded with ``weights_only=True``).
+- ``native``: cmbench's own format (plain data, loaded with ``weights_only=True``).
+- ``state_dict``: the official PyTorch state dicts of openai/consistency_models and sony/ctm,
+  loaded strictly into an architecture preset (``official``).
+- ``edm_pickle``: NVlabs/edm ``.pkl`` snapshots, rebuilt by a restricted unpickler that never runs
+  the code they embed.
 """
 
 from cmbench.checkpoints.hashing import sha256_file

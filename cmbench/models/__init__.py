@@ -11,11 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from ..validate import Checker
-from ..zoo import resolve_checkpoint
 from .base import MAPS, MissingMapError, ModelAdapter, NoiseRange
 from .gmm import GaussianMixture, GaussianMixtureModel, mixture_from_spec
-from .networks import ConsistencyModel, CTMModel, EDMModel
-from .pd import PREDICTIONS, ROLES, ProgressiveDistillationModel
+from .loading import build_network_model, validate_network_spec
 
 FAMILIES = ("edm", "cd", "ct", "ctm", "pd", "gmm")
 _STATIC_MAPS = {
@@ -25,8 +23,6 @@ _STATIC_MAPS = {
     "ctm": set(MAPS),
     "gmm": set(MAPS),
 }
-CHECKPOINT_FORMATS = ("native",)
-NETWORK_OPTIONAL = ("format", "sha256", "sigma_min", "sigma_max", "sigma_data", "noise_label_scale")
 GMM_OPTIONAL = ("components", "random", "class_conditional", "sigma_min", "sigma_max", "ode_steps")
 
 __all__ = [
@@ -44,37 +40,21 @@ def family_maps(family: str, options: dict[str, Any]) -> set[str]:
 
 def validate_model_spec(c: Checker, family: str, spec: dict[str, Any], path: str) -> None:
     """Check a suite's model entry (everything but ``family``) for its family."""
-    if family == "gmm":
-        c.keys(spec, path, ("image_shape",), GMM_OPTIONAL)
-        shape = c.sequence(spec["image_shape"], f"{path}.image_shape")
-        if len(shape) != 3:
-            raise c.fail(f"{path}.image_shape", f"expected [channels, height, width], got {shape}")
-        for i, d in enumerate(shape):
-            c.integer(d, f"{path}.image_shape[{i}]", minimum=1)
-        _validate_mixture(c, spec, path, math.prod(shape))
-        c.boolean(spec.get("class_conditional", False), f"{path}.class_conditional")
-        c.integer(spec.get("ode_steps", 256), f"{path}.ode_steps", minimum=1)
-    else:
-        extra = ("prediction", "role") if family == "pd" else ()
-        c.keys(spec, path, ("checkpoint",) + (("role",) if family == "pd" else ()), NETWORK_OPTIONAL + extra)
-        c.string(spec["checkpoint"], f"{path}.checkpoint")
-        if "sha256" in spec and not _is_sha256(spec["sha256"]):
-            raise c.fail(f"{path}.sha256", "expected the checkpoint's sha256 as 64 hexadecimal digits")
-        c.choice(spec.get("format", "native"), f"{path}.format", CHECKPOINT_FORMATS)
-        if family == "pd":
-            c.choice(spec["role"], f"{path}.role", ROLES)
-            c.choice(spec.get("prediction", "v"), f"{path}.prediction", PREDICTIONS)
-        if "sigma_data" in spec:
-            c.number(spec["sigma_data"], f"{path}.sigma_data", minimum=0, exclusive=True)
-        if "noise_label_scale" in spec:
-            c.number(spec["noise_label_scale"], f"{path}.noise_label_scale")
+    if family != "gmm":
+        validate_network_spec(c, family, spec, path)
+        return
+    c.keys(spec, path, ("image_shape",), GMM_OPTIONAL)
+    shape = c.sequence(spec["image_shape"], f"{path}.image_shape")
+    if len(shape) != 3:
+        raise c.fail(f"{path}.image_shape", f"expected [channels, height, width], got {shape}")
+    for i, d in enumerate(shape):
+        c.integer(d, f"{path}.image_shape[{i}]", minimum=1)
+    _validate_mixture(c, spec, path, math.prod(shape))
+    c.boolean(spec.get("class_conditional", False), f"{path}.class_conditional")
+    c.integer(spec.get("ode_steps", 256), f"{path}.ode_steps", minimum=1)
     for key in ("sigma_min", "sigma_max"):
         if key in spec:
             c.number(spec[key], f"{path}.{key}", minimum=0, exclusive=True)
-
-
-def _is_sha256(value: Any) -> bool:
-    return isinstance(value, str) and len(value) == 64 and all(ch in "0123456789abcdef" for ch in value.lower())
 
 
 def _validate_mixture(c: Checker, spec: dict[str, Any], path: str, dim: int) -> None:
@@ -104,8 +84,9 @@ def _validate_mixture(c: Checker, spec: dict[str, Any], path: str, dim: int) -> 
         c.number(comp.get("weight", 1.0), f"{p}.weight", minimum=0, exclusive=True)
 
 
-def build_model(family: str, spec: dict[str, Any], base_dir: Path, device: str = "cpu") -> ModelAdapter:
-    """Construct a validated model entry; checkpoints are loaded without executing code."""
+def build_model(family: str, spec: dict[str, Any], checkpoint_dir: Path, device: str = "cpu") -> ModelAdapter:
+    """Construct a validated model entry; relative checkpoint paths start at ``checkpoint_dir``.
+    Checkpoints are loaded without executing code (unless an EDM pickle's entry trusts it)."""
     if family == "gmm":
         shape = tuple(spec["image_shape"])
         mixture = mixture_from_spec(spec, math.prod(shape))
@@ -115,41 +96,4 @@ def build_model(family: str, spec: dict[str, Any], base_dir: Path, device: str =
             noise_range=noise_range, ode_steps=spec.get("ode_steps", 256),
         )
         return model.to(device)
-    return _build_network_model(family, spec, base_dir, device)
-
-
-def _build_network_model(family: str, spec: dict[str, Any], base_dir: Path, device: str) -> ModelAdapter:
-    from ..checkpoints import load_native  # imports the network registry only when a checkpoint is used
-
-    path, zoo_sha256 = resolve_checkpoint(spec["checkpoint"], base_dir)
-    expected = spec.get("sha256")
-    if expected and zoo_sha256 and expected.lower() != zoo_sha256:
-        raise ValueError(f"checkpoint {spec['checkpoint']}: the suite expects sha256 {expected}, the zoo manifest records {zoo_sha256}")
-    ckpt = load_native(path, device=device, expected_sha256=expected or zoo_sha256)
-    if ckpt.family != family:
-        raise ValueError(f"checkpoint {path} holds a {ckpt.family!r} model, but the suite says family {family!r}")
-    options = {**ckpt.model_options, **{k: v for k, v in spec.items() if k not in ("checkpoint", "format", "sha256")}}
-    missing = [k for k in ("image_shape",) if k not in options]
-    if missing:
-        raise ValueError(f"checkpoint {path}: model_options lacks {', '.join(missing)}")
-    common = dict(
-        image_shape=tuple(options["image_shape"]),
-        label_dim=int(options.get("label_dim", 0)),
-        noise_range=NoiseRange(
-            float(options.get("sigma_min", 0.002)), float(options.get("sigma_max", 80.0)),
-            float(options.get("sigma_data", 0.5)),
-        ),
-        checkpoint_sha256=ckpt.sha256,
-        noise_label_scale=float(options.get("noise_label_scale", 1.0)),
-    )
-    if family == "edm":
-        return EDMModel(ckpt.net, **common)
-    if family in ("cd", "ct"):
-        return ConsistencyModel(ckpt.net, family=family, **common)
-    if family == "ctm":
-        if getattr(ckpt.net, "s_embedding", True) is False:  # nets without the flag are trusted
-            raise ValueError(f"checkpoint {path}: a CTM network needs an s embedding (arch_kwargs s_embedding: true)")
-        return CTMModel(ckpt.net, **common)
-    return ProgressiveDistillationModel(
-        ckpt.net, prediction=options.get("prediction", "v"), role=options["role"], **common
-    )
+    return build_network_model(family, spec, checkpoint_dir, device)

@@ -1,9 +1,13 @@
 """Adapters that wrap a network into each family's maps.
 
 Every wrapped network has the call ``net(x, noise_labels, class_labels=None,
-s_noise_labels=None)``: ``x`` already scaled by c_in, ``noise_labels`` the time input of
-:func:`noise_label`, integer class labels, and for CTM the target time s. The adapter casts its
-inputs to the network's dtype and returns the caller's dtype.
+s_noise_labels=None)``: ``x`` already scaled by c_in, ``noise_labels`` the model's
+:class:`~cmbench.models.preconditioning.TimeInput` of σ, integer class labels, and for CTM the
+target time s. The adapter casts its inputs to the network's dtype and returns the caller's dtype.
+
+``precision`` runs the network under ``torch.autocast`` (fp16 or bf16; fp32, the default, runs
+it as stored); ``compile`` wraps it in ``torch.compile``. Preconditioning and samplers stay in
+the caller's dtype (float64 in cmbench's samplers) either way.
 """
 
 from __future__ import annotations
@@ -12,7 +16,9 @@ import torch
 from torch import nn
 
 from .base import ModelAdapter, NoiseRange, per_sample
-from .preconditioning import consistency_scalings, edm_scalings, noise_label
+from .preconditioning import SCALINGS, TimeInput, consistency_scalings, edm_scalings
+
+PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 class NetworkModel(ModelAdapter):
@@ -25,11 +31,17 @@ class NetworkModel(ModelAdapter):
         label_dim: int = 0,
         noise_range: NoiseRange = NoiseRange(),
         checkpoint_sha256: str | None = None,
-        noise_label_scale: float = 1.0,
+        time_input: TimeInput = TimeInput(),
+        precision: str = "fp32",
+        compile: bool = False,
     ):
         super().__init__(image_shape, label_dim, noise_range, checkpoint_sha256)
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
         self.net = net.eval().requires_grad_(False)
-        self.noise_label_scale = float(noise_label_scale)
+        self.time_input = time_input
+        self.precision = precision
+        self._forward = torch.compile(self.net) if compile else self.net
 
     def to(self, device):
         self.net.to(device)
@@ -41,20 +53,34 @@ class NetworkModel(ModelAdapter):
 
     def _call(self, x_in, sigma, labels, s=None) -> torch.Tensor:
         dtype = self.net_dtype
-        t_label = noise_label(sigma, self.noise_label_scale).to(dtype)
-        s_label = None if s is None else noise_label(s, self.noise_label_scale).to(dtype)
-        return self.net(x_in.to(dtype), t_label, labels, s_label).to(x_in.dtype)
+        t_label = self.time_input(sigma).to(dtype)
+        s_label = None if s is None else self.time_input(s).to(dtype)
+        autocast = PRECISIONS[self.precision]
+        with torch.autocast(x_in.device.type, dtype=autocast, enabled=autocast is not None):
+            out = self._forward(x_in.to(dtype), t_label, labels, s_label)
+        return out.to(x_in.dtype)
 
 
 class EDMModel(NetworkModel):
-    """EDM denoiser D(x; σ) = c_skip·x + c_out·F(c_in·x, ln σ / 4) (Karras et al. 2022)."""
+    """A diffusion denoiser D(x; σ) = c_skip·x + c_out·F(c_in·x, c_noise) (Karras et al. 2022).
+
+    ``preconditioning`` picks the coefficients of EDM's Table 1: ``edm`` (EDMPrecond, also
+    openai's EDM teachers), ``vp`` or ``ve`` (the VPPrecond / VEPrecond baselines, whose time
+    input is the matching :class:`TimeInput`).
+    """
 
     family = "edm"
     maps = frozenset({"denoise", "ddim_x0"})
 
+    def __init__(self, *args, preconditioning: str = "edm", **kwargs):
+        if preconditioning not in SCALINGS:
+            raise ValueError(f"preconditioning {preconditioning!r} is not one of {', '.join(SCALINGS)}")
+        super().__init__(*args, **kwargs)
+        self.preconditioning = preconditioning
+
     def denoise(self, x, sigma, labels=None):
         sig = per_sample(sigma, x)
-        c_skip, c_out, c_in = edm_scalings(sig, self.sigma_data)
+        c_skip, c_out, c_in = SCALINGS[self.preconditioning](sig, self.sigma_data)
         return c_skip * x + c_out * self._call(c_in * x, sig, labels)
 
 

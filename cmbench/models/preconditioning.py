@@ -1,17 +1,38 @@
-"""Preconditioning coefficients shared by the network families (shared/reference/facts.md §1).
+"""Preconditioning coefficients and network time inputs (shared/reference/facts.md §1).
 
-All take σ as a ``[B, 1, 1, 1]`` tensor and return tensors of the same shape.
+Scalings take σ as a ``[B, 1, 1, 1]`` tensor and return tensors of the same shape. A network's
+time input (c_noise) is a function of σ that differs between checkpoint families; a
+:class:`TimeInput` names it, so one adapter serves every checkpoint.
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import torch
+
+PRECONDITIONINGS = ("edm", "vp", "ve")
+TIME_INPUTS = ("log_sigma", "vp", "ve", "inv_cos", "sigmoid_logsnr")
 
 
 def edm_scalings(sigma: torch.Tensor, sigma_data: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """EDM (Karras et al. 2022, Table 1): c_skip, c_out, c_in."""
     total = sigma**2 + sigma_data**2
     return sigma_data**2 / total, sigma * sigma_data / total.sqrt(), 1.0 / total.sqrt()
+
+
+def vp_scalings(sigma: torch.Tensor, sigma_data: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """EDM's VPPrecond (Table 1, "VP"): c_skip = 1, c_out = −σ, c_in = 1/√(σ²+1); an ε-predictor."""
+    return torch.ones_like(sigma), -sigma, 1.0 / (sigma**2 + 1).sqrt()
+
+
+def ve_scalings(sigma: torch.Tensor, sigma_data: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """EDM's VEPrecond (Table 1, "VE"): c_skip = 1, c_out = σ, c_in = 1."""
+    return torch.ones_like(sigma), sigma, torch.ones_like(sigma)
+
+
+SCALINGS = {"edm": edm_scalings, "vp": vp_scalings, "ve": ve_scalings}
 
 
 def consistency_scalings(
@@ -25,6 +46,41 @@ def consistency_scalings(
     return c_skip, c_out, c_in
 
 
-def noise_label(sigma: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
-    """The network's time input ``scale · ln(σ)/4``: 1 for EDM and cmbench nets, 1000 for openai's."""
-    return scale * 0.25 * torch.log(sigma.reshape(-1))
+@dataclass(frozen=True)
+class TimeInput:
+    """How a network receives σ (its c_noise), times ``scale``.
+
+    - ``log_sigma``: ln(σ)/4 (EDMPrecond, CTM, cmbench nets; openai's CM/CTM nets use scale 1000,
+      i.e. 250·ln σ).
+    - ``vp``: (M − 1)·t(σ) with t(σ) = (√(β_min² + 2β_d·ln(1+σ²)) − β_min)/β_d (EDM's VPPrecond).
+    - ``ve``: ln(σ/2) (EDM's VEPrecond).
+    - ``inv_cos``: arctan(e^{−logsnr/2})/(π/2) = arctan(σ)·2/π with logsnr clipped to ±20, the
+      t ∈ [0, 1] of progressive distillation's cosine nets (diffusion_distillation's "inv_cos";
+      its nets multiply by 1000 inside their embedding, so such a port uses scale 1000).
+    - ``sigmoid_logsnr``: sigmoid(logsnr) = 1/(1+σ²) (diffusion_distillation's "sigmoid").
+    """
+
+    kind: str = "log_sigma"
+    scale: float = 1.0
+    beta_d: float = 19.9
+    beta_min: float = 0.1
+    M: int = 1000
+
+    def __post_init__(self):
+        if self.kind not in TIME_INPUTS:
+            raise ValueError(f"time input {self.kind!r} is not one of {', '.join(TIME_INPUTS)}")
+
+    def __call__(self, sigma: torch.Tensor) -> torch.Tensor:
+        sigma = sigma.reshape(-1)
+        if self.kind == "log_sigma":
+            label = 0.25 * torch.log(sigma)
+        elif self.kind == "vp":
+            t = ((self.beta_min**2 + 2 * self.beta_d * torch.log1p(sigma**2)).sqrt() - self.beta_min) / self.beta_d
+            label = (self.M - 1) * t
+        elif self.kind == "ve":
+            label = torch.log(0.5 * sigma)
+        elif self.kind == "inv_cos":
+            label = torch.atan(sigma.clamp(math.exp(-10.0), math.exp(10.0))) / (0.5 * math.pi)
+        else:
+            label = 1.0 / (1.0 + sigma**2)
+        return self.scale * label

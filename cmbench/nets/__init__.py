@@ -12,12 +12,18 @@ from collections.abc import Mapping
 
 from torch import nn
 
+from cmbench.nets.adm_unet import ADMUNet
+from cmbench.nets.dhariwal_unet import DhariwalUNet
 from cmbench.nets.small_unet import SmallUNet
+from cmbench.nets.song_unet import SongUNet
 from cmbench.nets.toy_classifier import ToyClassifier
 from cmbench.nets.toy_mlp import ToyMLP
 
 ARCHITECTURES: dict[str, type[nn.Module]] = {
+    "adm_unet": ADMUNet,
+    "dhariwal_unet": DhariwalUNet,
     "small_unet": SmallUNet,
+    "song_unet": SongUNet,
     "toy_classifier": ToyClassifier,
     "toy_mlp": ToyMLP,
 }

@@ -16,16 +16,20 @@ import torch
 from torch import nn
 
 
-def positional_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+def positional_embedding(
+    t: torch.Tensor, dim: int, max_period: float = 10000.0, freq_dtype: torch.dtype = torch.float64
+) -> torch.Tensor:
     """Sinusoidal embedding ``[cos(t·ω_i), sin(t·ω_i)]`` with ``ω_i = max_period^(-i/half)``.
 
     ``t`` has shape ``[B]``; the result has shape ``[B, dim]`` in ``t``'s dtype. An odd ``dim``
-    gets a trailing zero column.
+    gets a trailing zero column. ``freq_dtype`` is the precision the frequencies are computed in
+    before the cast to ``t``'s dtype: ADM computes them in float32, and at openai's time inputs
+    (|250·ln σ| up to 1550) the last-bit difference moves the arguments by up to 1e-4.
     """
     if t.ndim != 1:
         raise ValueError(f"positional_embedding expects noise labels of shape [B], got {tuple(t.shape)}")
     half = dim // 2
-    exponents = torch.arange(half, dtype=torch.float64, device=t.device) / half
+    exponents = torch.arange(half, dtype=freq_dtype, device=t.device) / half
     freqs = torch.exp(-math.log(max_period) * exponents).to(t.dtype)
     args = t[:, None] * freqs[None, :]
     emb = torch.cat([torch.cos(args), torch.sin(args)], dim=1)

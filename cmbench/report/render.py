@@ -24,6 +24,7 @@ import jinja2
 from cmbench.atomic import atomic_write_text
 from cmbench.compare import RUN_BASELINE, CompareError, compare, load_side, resolve_settings, table_cells
 from cmbench.results import RESULTS_JSONL, read_rows
+from cmbench.report.paper import paper_section
 from cmbench.report.plots import fid_vs_nfe_png, search_trace_png
 from cmbench.tuning.schedule_file import read_schedule
 
@@ -113,6 +114,7 @@ def render_report(run_dir: Path | str, *, title: str | None = None) -> Path:
         "details": [row_details(row) for row in rows],
         "schedules": schedules,
         "regression": regression_section(run_dir) if rows else None,
+        "paper": paper_section(metadata, rows),
     }
     html = _environment().get_template(TEMPLATE).render(context)
     report = run_dir / REPORT_FILE

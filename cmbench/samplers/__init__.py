@@ -19,6 +19,7 @@ from .consistency import sample_cm_multistep
 from .ctm import sample_ctm_gamma
 from .ddim import sample_ddim
 from .edm import sample_edm
+from .progdist import sample_progdist
 from .schedules import append_zero, cosine_ve_sigmas, karras_index_sigmas, karras_sigmas
 
 TIME_POINT_UNITS = ("sigma", "karras_index")
@@ -140,6 +141,10 @@ def _trajectory_grid(noise_range: NoiseRange, nfe: int, options: Mapping[str, An
     return grid
 
 
+def _progdist_grid(noise_range: NoiseRange, nfe: int, options: Mapping[str, Any]) -> torch.Tensor:
+    return karras_sigmas(nfe + 1, noise_range.sigma_min, noise_range.sigma_max, options["rho"])
+
+
 def _ddim_grid(noise_range: NoiseRange, nfe: int, options: Mapping[str, Any]) -> torch.Tensor:
     return cosine_ve_sigmas(nfe, options["logsnr_min"], options["logsnr_max"])
 
@@ -213,6 +218,17 @@ SAMPLERS: dict[str, Sampler] = {
             nfe_rule="one evaluation per DDIM step (NFE ≥ 1)",
             nfe_ok=lambda n: n >= 1,
             build_grid=_ddim_grid,
+        ),
+        Sampler(
+            name="progdist",
+            requires="ddim_x0",
+            summary="Euler on a Karras grid ending at σ_min (the CM paper's PD sampler)",
+            sample=sample_progdist,
+            sample_options=MappingProxyType({}),
+            schedule_options=MappingProxyType({"rho": 7.0}),
+            nfe_rule="one evaluation per Euler step (NFE ≥ 1)",
+            nfe_ok=lambda n: n >= 1,
+            build_grid=_progdist_grid,
         ),
     )
 }

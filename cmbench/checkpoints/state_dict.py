@@ -1,0 +1,83 @@
+"""Official PyTorch state dicts: openai/consistency_models (EDM teachers, CD, CT) and sony/ctm.
+
+Those releases are bare ``{parameter name: tensor}`` dicts saved with ``torch.save``; the file
+does not say which network it holds, so the suite names an architecture preset
+(:data:`cmbench.checkpoints.official.OFFICIAL_ARCHS`). The file is read once, hashed, opened
+with ``torch.load(weights_only=True)`` (no code runs) and loaded strictly: every key and every
+shape must match the preset's network. A preset may strip a key prefix (CTM's CIFAR-10 files
+hold the whole preconditioner, so the network's keys start with ``model.``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from cmbench.checkpoints.native import _check_state_dict, _reason
+from cmbench.checkpoints.official import OfficialArch, official_arch
+from cmbench.nets import build_network
+
+
+@dataclass
+class StateDictCheckpoint:
+    """A network rebuilt from a preset and an official state dict."""
+
+    net: nn.Module
+    preset: OfficialArch
+    sha256: str
+    path: Path
+
+
+def read_verified(path: Path, expected_sha256: str | None, what: str) -> tuple[bytes, str]:
+    """The bytes of ``path`` and their sha256, after checking existence and the expected hash."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} does not exist")
+    data = path.read_bytes()
+    sha256 = hashlib.sha256(data).hexdigest()
+    if expected_sha256 is not None and sha256 != expected_sha256.lower():
+        raise ValueError(f"{path}: sha256 mismatch: expected {expected_sha256}, file has {sha256}")
+    return data, sha256
+
+
+def load_state_dict_checkpoint(
+    path: str | os.PathLike,
+    arch: str,
+    *,
+    device: torch.device | str = "cpu",
+    expected_sha256: str | None = None,
+) -> StateDictCheckpoint:
+    """Load the state dict at ``path`` into a fresh network of preset ``arch``.
+
+    Raises FileNotFoundError for a missing file and ValueError (naming the file) for a hash
+    mismatch, a file torch refuses to open without unpickling objects, or a state dict that
+    does not fit the preset (listing missing / unexpected keys and shape mismatches).
+    """
+    path = Path(path)
+    preset = official_arch(arch)
+    data, sha256 = read_verified(path, expected_sha256, "checkpoint")
+    try:
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ValueError(
+            f"{path} is not a plain state dict: torch.load(weights_only=True) refused it: {_reason(err)}"
+        ) from err
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path}: expected a dict of parameter names to tensors (an official state dict), "
+                         f"got a {type(state).__name__}")
+    if preset.strip_prefix:
+        state = {k.removeprefix(preset.strip_prefix): v for k, v in state.items()}
+    with torch.device("meta"):  # no random init of weights about to be replaced (0.3–0.5 B parameters)
+        net = build_network(preset.arch, preset.kwargs)
+    _check_state_dict(net, state, path)
+    net.load_state_dict(state, strict=True, assign=True)
+    leftover = [name for name, t in [*net.named_parameters(), *net.named_buffers()] if t.is_meta]
+    if leftover:  # a non-persistent buffer: build the network for real instead
+        net = build_network(preset.arch, preset.kwargs)
+        net.load_state_dict(state, strict=True)
+    return StateDictCheckpoint(net.eval().to(device), preset, sha256, path)

@@ -1,0 +1,157 @@
+"""Network-backed models from a suite entry: validation, checkpoint loading and the adapter.
+
+A suite's network model names a ``checkpoint`` and its ``format``:
+
+- ``native``: cmbench's own files (the toy zoo); the file says its architecture and family.
+- ``state_dict``: an official PyTorch state dict (openai/consistency_models, sony/ctm); ``arch``
+  names the preset network and the model defaults (image shape, labels, time input).
+- ``edm_pickle``: an NVlabs/edm ``.pkl`` snapshot, read without running its embedded code
+  unless ``trust_pickle_code: true``; the preconditioner class sets σ range and coefficients.
+
+Suite options override what the file or preset says (σ range, σ_data, time input), and
+``precision`` / ``compile`` choose how the network runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..validate import Checker
+from ..zoo import resolve_checkpoint
+from .base import ModelAdapter, NoiseRange
+from .networks import PRECISIONS, ConsistencyModel, CTMModel, EDMModel
+from .pd import PREDICTIONS, ROLES, ProgressiveDistillationModel
+from .preconditioning import PRECONDITIONINGS, TIME_INPUTS, TimeInput
+
+CHECKPOINT_FORMATS = ("native", "state_dict", "edm_pickle")
+NETWORK_OPTIONAL = (
+    "format", "sha256", "arch", "trust_pickle_code", "sigma_min", "sigma_max", "sigma_data",
+    "time_input", "noise_label_scale", "preconditioning", "precision", "compile",
+)
+PD_OPTIONAL = ("prediction",)
+_SPEC_ONLY = ("checkpoint", "format", "sha256", "arch", "trust_pickle_code", "precision", "compile")
+
+
+def validate_network_spec(c: Checker, family: str, spec: dict[str, Any], path: str) -> None:
+    """Check a network model's suite entry (everything but ``family``)."""
+    required = ("checkpoint", "role") if family == "pd" else ("checkpoint",)
+    c.keys(spec, path, required, NETWORK_OPTIONAL + (PD_OPTIONAL if family == "pd" else ()))
+    c.string(spec["checkpoint"], f"{path}.checkpoint")
+    if "sha256" in spec and not _is_sha256(spec["sha256"]):
+        raise c.fail(f"{path}.sha256", "expected the checkpoint's sha256 as 64 hexadecimal digits")
+    fmt = c.choice(spec.get("format", "native"), f"{path}.format", CHECKPOINT_FORMATS)
+    if fmt == "state_dict":
+        from ..checkpoints.official import OFFICIAL_ARCHS
+
+        if "arch" not in spec:
+            raise c.fail(f"{path}.arch", f"a state_dict checkpoint needs its architecture preset; accepted: "
+                                         f"{', '.join(OFFICIAL_ARCHS)}")
+        c.choice(spec["arch"], f"{path}.arch", OFFICIAL_ARCHS)
+    elif "arch" in spec:
+        raise c.fail(f"{path}.arch", f"only state_dict checkpoints take an arch; a {fmt} file names its own")
+    if "trust_pickle_code" in spec:
+        c.boolean(spec["trust_pickle_code"], f"{path}.trust_pickle_code")
+        if fmt != "edm_pickle":
+            raise c.fail(f"{path}.trust_pickle_code", "only edm_pickle checkpoints are pickles with code")
+    if "preconditioning" in spec:
+        if family != "edm" or fmt == "edm_pickle":
+            raise c.fail(f"{path}.preconditioning", "only EDM models from native or state_dict files take it "
+                                                    "(an EDM pickle's preconditioner class sets it)")
+        c.choice(spec["preconditioning"], f"{path}.preconditioning", PRECONDITIONINGS)
+    if family == "pd":
+        c.choice(spec["role"], f"{path}.role", ROLES)
+        c.choice(spec.get("prediction", "v"), f"{path}.prediction", PREDICTIONS)
+    if "time_input" in spec:
+        c.choice(spec["time_input"], f"{path}.time_input", TIME_INPUTS)
+    c.choice(spec.get("precision", "fp32"), f"{path}.precision", PRECISIONS)
+    c.boolean(spec.get("compile", False), f"{path}.compile")
+    for key in ("sigma_data", "noise_label_scale"):
+        if key in spec:
+            c.number(spec[key], f"{path}.{key}", minimum=0, exclusive=key == "sigma_data")
+    for key in ("sigma_min", "sigma_max"):
+        if key in spec:
+            c.number(spec[key], f"{path}.{key}", minimum=0, exclusive=True)
+
+
+def _is_sha256(value: Any) -> bool:
+    return isinstance(value, str) and len(value) == 64 and all(ch in "0123456789abcdef" for ch in value.lower())
+
+
+def load_network(spec: dict[str, Any], family: str, checkpoint_dir: Path, device: str):
+    """(network, the file's model options, its sha256) for a validated suite entry."""
+    path, zoo_sha256 = resolve_checkpoint(spec["checkpoint"], checkpoint_dir)
+    expected = spec.get("sha256")
+    if expected and zoo_sha256 and expected.lower() != zoo_sha256:
+        raise ValueError(f"checkpoint {spec['checkpoint']}: the suite expects sha256 {expected}, the zoo manifest records {zoo_sha256}")
+    expected = expected or zoo_sha256
+    fmt = spec.get("format", "native")
+    if fmt == "state_dict":
+        from ..checkpoints.state_dict import load_state_dict_checkpoint
+
+        ckpt = load_state_dict_checkpoint(path, spec["arch"], device=device, expected_sha256=expected)
+        return ckpt.net, dict(ckpt.preset.model_options), ckpt.sha256
+    if fmt == "edm_pickle":
+        from ..checkpoints.edm_pickle import load_edm_pickle
+
+        ckpt = load_edm_pickle(path, device=device, expected_sha256=expected,
+                               trust_pickle_code=spec.get("trust_pickle_code", False))
+        return ckpt.net, edm_pickle_options(ckpt.preconditioning, ckpt.options), ckpt.sha256
+    from ..checkpoints import load_native
+
+    ckpt = load_native(path, device=device, expected_sha256=expected)
+    if ckpt.family != family:
+        raise ValueError(f"checkpoint {path} holds a {ckpt.family!r} model, but the suite says family {family!r}")
+    return ckpt.net, dict(ckpt.model_options), ckpt.sha256
+
+
+EDM_SAMPLER_RANGE = (0.002, 80.0)  # EDM's generate.py defaults, clamped to the network's own range
+
+
+def edm_pickle_options(preconditioning: str, options: dict[str, Any]) -> dict[str, Any]:
+    """Model options of an EDM snapshot: its preconditioner's coefficients and time input, and
+    the σ range EDM's ``generate.py`` samples over: [max(0.002, σ_min), min(80, σ_max)] (an
+    EDMPrecond records 0 and ∞; a VPPrecond its ε_t and t = 1 levels)."""
+    if preconditioning not in PRECONDITIONINGS:
+        raise ValueError(f"EDM snapshots with the {preconditioning!r} preconditioner (iDDPMPrecond) are read but "
+                         f"not evaluated yet: cmbench evaluates {', '.join(PRECONDITIONINGS)} snapshots")
+    keep = ("image_shape", "label_dim", "sigma_data", "beta_d", "beta_min", "M")
+    out = {k: options[k] for k in keep if k in options}
+    out["sigma_min"] = max(EDM_SAMPLER_RANGE[0], float(options.get("sigma_min", 0.0)))
+    out["sigma_max"] = min(EDM_SAMPLER_RANGE[1], float(options.get("sigma_max", float("inf"))))
+    out["preconditioning"] = preconditioning
+    if preconditioning != "edm":
+        out["time_input"] = preconditioning  # VPPrecond and VEPrecond each have their own c_noise
+    return out
+
+
+def build_network_model(family: str, spec: dict[str, Any], checkpoint_dir: Path, device: str) -> ModelAdapter:
+    """The family's adapter around the checkpoint a validated suite entry names."""
+    net, file_options, sha256 = load_network(spec, family, checkpoint_dir, device)
+    options = {**file_options, **{k: v for k, v in spec.items() if k not in _SPEC_ONLY}}
+    if "image_shape" not in options:
+        raise ValueError(f"checkpoint {spec['checkpoint']}: its model options lack image_shape")
+    common = dict(
+        image_shape=tuple(options["image_shape"]),
+        label_dim=int(options.get("label_dim", 0)),
+        noise_range=NoiseRange(
+            float(options.get("sigma_min", 0.002)), float(options.get("sigma_max", 80.0)),
+            float(options.get("sigma_data", 0.5)),
+        ),
+        checkpoint_sha256=sha256,
+        time_input=TimeInput(
+            options.get("time_input", "log_sigma"), float(options.get("noise_label_scale", 1.0)),
+            **{k: options[k] for k in ("beta_d", "beta_min", "M") if k in options},
+        ),
+        precision=spec.get("precision", "fp32"),
+        compile=spec.get("compile", False),
+    )
+    if family == "edm":
+        return EDMModel(net, preconditioning=options.get("preconditioning", "edm"), **common)
+    if family in ("cd", "ct"):
+        return ConsistencyModel(net, family=family, **common)
+    if family == "ctm":
+        if getattr(net, "s_embedding", True) is False:  # nets without the flag are trusted
+            raise ValueError(f"checkpoint {spec['checkpoint']}: a CTM network needs an s embedding (s_embedding: true)")
+        return CTMModel(net, **common)
+    return ProgressiveDistillationModel(net, prediction=options.get("prediction", "v"), role=options["role"], **common)

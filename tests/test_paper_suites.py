@@ -1,0 +1,149 @@
+"""The paper-reproduction suites: they validate, and each one's first row runs end to end on CPU.
+
+The first row runs at its official architecture with random weights written by the test in the
+official format (a state dict, or an EDM-style pickle), with random Inception weights in the
+official file format and reference statistics in the protocol's format, at 4 samples and the
+smallest NFE of its sampler. What this proves is the plumbing of the real recipe: preset,
+loader, sampler settings, evaluator profile, reference lookup, result row and report.
+"""
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cmbench.checkpoints.hashing import sha256_file
+from cmbench.checkpoints.official import official_arch
+from cmbench.features.inception import InceptionExtractor
+from cmbench.metrics.fid import feature_statistics
+from cmbench.metrics.reference_registry import load_registry
+from cmbench.nets import build_network
+from cmbench.nets.edm_presets import EDM_PRESETS
+from cmbench.results import read_rows
+from cmbench.runner import run_suite
+from cmbench.suite import load_suite
+from cmbench.weights import INCEPTION_WEIGHTS
+
+import edm_snapshots
+from test_inception import random_official_state_dict
+
+SUITES = Path(__file__).resolve().parent.parent / "suites"
+PAPER_SUITES = ("cm_imagenet64", "cm_lsun_bedroom256", "cm_lsun_cat256", "ctm_imagenet64", "edm_cifar10", "edm_imagenet64")
+EDM_PICKLE_PRESETS = {  # the released snapshot each EDM suite names, and its network preset
+    "edm-cifar10-32x32-cond-vp.pkl": "edm-cifar10-32x32-cond-vp",
+    "edm-imagenet-64x64-cond-adm.pkl": "edm-imagenet-64x64-cond-adm",
+}
+
+
+@pytest.mark.parametrize("name", PAPER_SUITES)
+def test_paper_suites_validate_with_official_settings_and_published_numbers(name):
+    suite = load_suite(SUITES / f"{name}.yaml")
+    assert suite.num_samples == 50_000 and suite.profile in ("adm", "edm") and suite.paper_source
+    assert "registry" in suite.reference and suite.checkpoints_dir
+    assert any(row.paper for row in suite.rows)
+    for spec in suite.models.values():
+        assert spec.options["format"] in ("state_dict", "edm_pickle")
+
+
+def test_cm_imagenet64_uses_the_official_time_points():
+    rows = {row.row_id: row for row in load_suite(SUITES / "cm_imagenet64.yaml").rows}
+    assert rows["cd_lpips.cm_multistep.nfe2"].options["time_points"][2] == [0, 22, 39]
+    assert rows["ct.cm_multistep.nfe2"].options["time_points"][2] == [0, 106, 200]
+    assert rows["ct.cm_multistep.nfe2"].options["karras_steps"] == 201
+    assert rows["edm.heun.nfe79"].paper == {"fid": 2.44, "precision": 0.71, "recall": 0.67}
+
+
+@pytest.fixture(scope="module")
+def inception_weights(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("inception") / INCEPTION_WEIGHTS.file_name
+    torch.save(random_official_state_dict(), path)
+    return path
+
+
+@pytest.fixture
+def official_inception(inception_weights, monkeypatch) -> Path:
+    """Let the suites use the random weights file as if it were the official one."""
+    monkeypatch.setitem(InceptionExtractor.__init__.__kwdefaults__, "expected_sha256", sha256_file(inception_weights))
+    monkeypatch.setenv("CMBENCH_INCEPTION_WEIGHTS", str(inception_weights))
+    return inception_weights
+
+
+def random_full_size(arch: str, kwargs: dict) -> torch.nn.Module:
+    """The official-size network with random weights, built without the constructor's slow init."""
+    with torch.device("meta"):
+        net = build_network(arch, kwargs)
+    net = net.to_empty(device="cpu")
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for tensor in net.state_dict().values():
+            if tensor.is_floating_point():
+                tensor.normal_(0.0, 0.02, generator=gen)
+    return net.eval()
+
+
+def write_checkpoint(spec_options: dict, folder: Path) -> None:
+    path = folder / spec_options["checkpoint"]
+    if spec_options["format"] == "state_dict":
+        preset = official_arch(spec_options["arch"])
+        torch.save(random_full_size(preset.arch, preset.kwargs).state_dict(), path)
+        return
+    class_name, kwargs = EDM_PRESETS[EDM_PICKLE_PRESETS[path.name]]
+    precond = torch.nn.Module()
+    precond.__dict__.update(img_resolution=kwargs["img_resolution"], img_channels=3, label_dim=kwargs["label_dim"],
+                            use_fp16=False, sigma_min=0, sigma_max=float("inf"), sigma_data=0.5)
+    precond.model = random_full_size({"SongUNet": "song_unet", "DhariwalUNet": "dhariwal_unet"}[class_name], kwargs)
+    edm_snapshots.write_snapshot(path, precond, class_name, kwargs, src="raise RuntimeError('never run')\n",
+                                 precond_name="EDMPrecond")
+
+
+def write_reference(suite, folder: Path, weights: Path) -> None:
+    """Reference statistics of random images in the format of the suite's registry entry."""
+    entry = load_registry()[suite.reference["registry"]]
+    height, width = entry.resolution
+    images = np.random.default_rng(0).integers(0, 256, size=(5, height, width, 3), dtype=np.uint8)
+    features = InceptionExtractor(weights).extract(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),
+                                                   ["pool", "spatial"])
+    (mu, sigma), (mu_s, sigma_s) = (feature_statistics(features[k].numpy()) for k in ("pool", "spatial"))
+    if entry.format == "adm":
+        np.savez(folder / entry.file, arr_0=images, mu=mu, sigma=sigma, mu_s=mu_s, sigma_s=sigma_s)
+    else:
+        np.savez(folder / entry.file, mu=mu, sigma=sigma)
+
+
+def test_lsun_cat_is_the_bedroom_recipe_with_its_own_files_and_numbers():
+    """So the Bedroom end-to-end run below covers Cat's first row (the same 526M-parameter net and
+    sampler; a second CPU run of it would add a minute to the tests and nothing else)."""
+    bedroom, cat = (load_suite(SUITES / f"cm_lsun_{name}256.yaml") for name in ("bedroom", "cat"))
+    assert [(r.model, r.sampler, r.nfe) for r in cat.rows] == [(r.model, r.sampler, r.nfe) for r in bedroom.rows]
+    for name, spec in cat.models.items():
+        other = bedroom.models[name].options
+        assert {**spec.options, "checkpoint": other["checkpoint"]} == other
+        assert spec.options["checkpoint"] == other["checkpoint"].replace("bedroom", "cat")
+    assert (cat.profile, cat.reference["registry"]) == (bedroom.profile, "adm-lsun-cat256")
+    assert cat.rows[0].paper == {"fid": 6.69, "precision": 0.70, "recall": 0.43}
+
+
+@pytest.mark.filterwarnings("ignore::scipy.linalg.LinAlgWarning")  # 4 samples in 2048-d
+@pytest.mark.parametrize("name", [name for name in PAPER_SUITES if name != "cm_lsun_cat256"])
+def test_first_row_runs_end_to_end_on_cpu_with_random_weights(name, tmp_path, official_inception):
+    first_nfe = 1
+    overrides = [f"checkpoints_dir={tmp_path}", f"reference.dir={tmp_path}", "num_samples=4", "batch_size=4",
+                 "grid_images=2", "precision=fp32", "uncertainty={bootstrap: 0}", f"runs.0.nfe=[{first_nfe}]",
+                 f"runs.0.paper={{{first_nfe}: {{fid: 9.5}}}}"]
+    suite = load_suite(SUITES / f"{name}.yaml", overrides)
+    row = suite.rows[0]
+    suite = replace(suite, rows=[row], models={row.model: suite.models[row.model]})
+    write_checkpoint(suite.models[row.model].options, tmp_path)
+    write_reference(suite, tmp_path, official_inception)
+    report = run_suite(suite, tmp_path / "out", device="cpu", progress=False)
+    (result,) = read_rows(tmp_path / "out" / "results.jsonl")
+    assert result["row_id"] == row.row_id and result["nfe"] == first_nfe
+    assert result["checkpoint_sha256"] == sha256_file(tmp_path / suite.models[row.model].options["checkpoint"])
+    assert np.isfinite(result["fid"])
+    run = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert run["paper"] == {"source": suite.paper_source, "rows": {row.row_id: {"fid": 9.5}}}
+    html = report.read_text()
+    assert "Measured vs published" in html and f"{result['fid'] - 9.5:+.2f}" in html
