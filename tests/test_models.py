@@ -7,6 +7,7 @@ off their initialisation), in float64 where outputs are compared with hand compu
 from __future__ import annotations
 
 import hashlib
+import math
 
 import pytest
 import torch
@@ -366,3 +367,33 @@ def test_gmm_model_from_spec():
     torch.testing.assert_close(got, torch.full_like(x, want), rtol=1e-12, atol=1e-12)
     with pytest.raises(ValueError, match="4 values"):
         GaussianMixtureModel(GaussianMixture.create(torch.zeros(1, 3), [1.0]), (1, 2, 2))
+
+
+# ----------------------------------------------------------------------------- time inputs
+
+
+def test_time_inputs_follow_their_definitions():
+    sigma = torch.tensor([0.002, 0.5, 80.0], dtype=torch.float64)
+    torch.testing.assert_close(TimeInput("log_sigma", 1000.0)(sigma), 250 * sigma.log())
+    torch.testing.assert_close(TimeInput("ve")(sigma), (0.5 * sigma).log())
+    t = ((0.1**2 + 2 * 19.9 * (1 + sigma**2).log()).sqrt() - 0.1) / 19.9  # EDM's VP σ⁻¹
+    torch.testing.assert_close(TimeInput("vp")(sigma), 999 * t)
+    logsnr = -2 * sigma.log()  # α = 1/√(1+σ²), σ_vp = σα: logsnr = −2 ln σ
+    torch.testing.assert_close(TimeInput("inv_cos")(sigma), torch.atan(torch.exp(-0.5 * logsnr)) / (0.5 * torch.pi))
+    torch.testing.assert_close(TimeInput("sigmoid_logsnr")(sigma), torch.sigmoid(logsnr))
+    huge = torch.tensor([1e6], dtype=torch.float64)  # logsnr clipped at −20, as the PD nets clip it
+    torch.testing.assert_close(TimeInput("inv_cos")(huge), torch.atan(torch.tensor([math.exp(10.0)], dtype=torch.float64)) / (0.5 * math.pi))
+    with pytest.raises(ValueError, match="time input 't' is not one of log_sigma, vp, ve, inv_cos, sigmoid_logsnr"):
+        TimeInput("t")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device; none is present")
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_autocast_on_cuda_stays_close_to_fp32(precision):
+    net = random_net(seed=5, double=False).cuda()
+    x, sigma = (t.cuda() for t in inputs())
+    exact = EDMModel(net, SHAPE).denoise(x, sigma)
+    fast = EDMModel(net, SHAPE, precision=precision).denoise(x, sigma)
+    assert fast.dtype == torch.float64
+    assert 0 < float((fast - exact).abs().max()) < 0.05 * float(exact.abs().max())
