@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from cmbench.nets.adm_unet import ADM_PRESETS, QKV_LAYOUTS, ADMUNet, GroupNorm32, adm_preset, qkv_attention
+from cmbench.nets.adm_blocks import GroupNorm32, qkv_attention
+from cmbench.nets.adm_unet import ADM_PRESETS, QKV_LAYOUTS, ADMUNet, adm_preset
 
 # (state-dict keys, parameters) of the released checkpoints' nets (reference/facts.md §3).
 OFFICIAL = {

@@ -31,12 +31,20 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
+from cmbench.nets.adm_blocks import (
+    QKV_LAYOUTS,
+    AttentionBlock,
+    Downsample,
+    EmbedSequential,
+    GroupNorm32,
+    ResBlock,
+    Upsample,
+    embedding_mlp,
+    zeroed,
+)
 from cmbench.nets.embeddings import positional_embedding
 
-QKV_LAYOUTS = ("three-heads-dim", "heads-three-dim")
-RESAMPLES = ("none", "up", "down")
 
 _IMAGENET64 = dict(
     image_size=64,
@@ -82,177 +90,6 @@ def adm_preset(name: str) -> dict:
         return dict(ADM_PRESETS[name])
     except KeyError:
         raise ValueError(f"unknown ADM preset {name!r}; accepted: {', '.join(ADM_PRESETS)}") from None
-
-
-class GroupNorm32(nn.GroupNorm):
-    """GroupNorm with 32 groups, evaluated in float32 and returned in the input's dtype."""
-
-    def __init__(self, channels: int):
-        super().__init__(32, channels)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x.float()).to(x.dtype)
-
-
-def qkv_attention(qkv: torch.Tensor, num_heads: int, layout: str = QKV_LAYOUTS[0]) -> torch.Tensor:
-    """Multi-head self-attention over the positions of a packed ``qkv`` map.
-
-    ``qkv`` has shape ``[B, 3C, H, W]`` with its channels ordered as ``layout`` says; the result
-    is ``[B, C, H, W]`` with channels ordered ``(heads, head_dim)``. softmax(q·kᵀ/√d)·v through
-    :func:`torch.nn.functional.scaled_dot_product_attention`.
-    """
-    batch, packed, height, width = qkv.shape
-    if packed % (3 * num_heads):
-        raise ValueError(f"qkv_attention: {packed} qkv channels do not split into 3 × {num_heads} heads")
-    head_dim = packed // (3 * num_heads)
-    tokens = qkv.reshape(batch, packed, height * width)
-    if layout == "three-heads-dim":
-        q, k, v = tokens.reshape(batch, 3, num_heads, head_dim, -1).unbind(1)
-    elif layout == "heads-three-dim":
-        q, k, v = tokens.reshape(batch, num_heads, 3, head_dim, -1).unbind(2)
-    else:
-        raise ValueError(f"qkv_attention: unknown qkv layout {layout!r}; accepted: {', '.join(QKV_LAYOUTS)}")
-    out = F.scaled_dot_product_attention(q.transpose(-1, -2), k.transpose(-1, -2), v.transpose(-1, -2))
-    return out.transpose(-1, -2).reshape(batch, num_heads * head_dim, height, width)
-
-
-def _zeroed(module: nn.Module) -> nn.Module:
-    for parameter in module.parameters():
-        nn.init.zeros_(parameter)
-    return module
-
-
-def _resample(x: torch.Tensor, direction: str) -> torch.Tensor:
-    """Nearest ×2 upsampling, 2×2 average pooling, or nothing (ADM's parameter-free resamplers)."""
-    if direction == "up":
-        return F.interpolate(x, scale_factor=2, mode="nearest")
-    if direction == "down":
-        return F.avg_pool2d(x, kernel_size=2, stride=2)
-    return x
-
-
-def _embedding_mlp(in_dim: int, emb_dim: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(in_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
-
-
-class ResBlock(nn.Module):
-    """ADM residual block: norm → SiLU → [resample] → conv, conditioned on the embedding, then
-    norm → SiLU → dropout → conv, plus a skip (1×1 conv where the channel count changes).
-
-    The conditioning is ``emb_layers(emb)`` (+ ``emb_layers_s(emb_s)`` for CTM); with
-    ``use_scale_shift_norm`` it is split into (scale, shift) applied as ``norm(h)·(1+scale)+shift``,
-    otherwise added to ``h`` before the norm. ``resample`` ("up"/"down") makes this an
-    up/downsampling block, resampling both the residual branch and the skip.
-    """
-
-    def __init__(
-        self,
-        channels: int,
-        emb_channels: int,
-        out_channels: int,
-        dropout: float,
-        use_scale_shift_norm: bool,
-        resample: str = "none",
-        s_embedding: bool = False,
-    ):
-        super().__init__()
-        if resample not in RESAMPLES:
-            raise ValueError(f"ResBlock: unknown resample {resample!r}; accepted: {', '.join(RESAMPLES)}")
-        self.resample = resample
-        self.use_scale_shift_norm = use_scale_shift_norm
-        cond_channels = 2 * out_channels if use_scale_shift_norm else out_channels
-        self.in_layers = nn.Sequential(
-            GroupNorm32(channels), nn.SiLU(), nn.Conv2d(channels, out_channels, 3, padding=1)
-        )
-        self.emb_layers = nn.Sequential(nn.SiLU(), nn.Linear(emb_channels, cond_channels))
-        if s_embedding:
-            self.emb_layers_s = nn.Sequential(nn.SiLU(), nn.Linear(emb_channels, cond_channels))
-        else:
-            self.emb_layers_s = None
-        self.out_layers = nn.Sequential(
-            GroupNorm32(out_channels),
-            nn.SiLU(),
-            nn.Dropout(dropout),
-            _zeroed(nn.Conv2d(out_channels, out_channels, 3, padding=1)),
-        )
-        if out_channels == channels:
-            self.skip_connection = nn.Identity()
-        else:
-            self.skip_connection = nn.Conv2d(channels, out_channels, 1)
-
-    def forward(self, x: torch.Tensor, emb: torch.Tensor, emb_s: torch.Tensor | None = None) -> torch.Tensor:
-        norm_in, act_in, conv_in = self.in_layers
-        h = conv_in(_resample(act_in(norm_in(x)), self.resample))
-        x = _resample(x, self.resample)
-        h = self._condition(h, self._conditioning(emb, emb_s).to(h.dtype)[:, :, None, None])
-        _, act_out, dropout, conv_out = self.out_layers
-        return self.skip_connection(x) + conv_out(dropout(act_out(h)))
-
-    def _conditioning(self, emb: torch.Tensor, emb_s: torch.Tensor | None) -> torch.Tensor:
-        cond = self.emb_layers(emb)
-        if self.emb_layers_s is not None:
-            if emb_s is None:
-                raise ValueError("ResBlock has an s projection (CTM) but no s embedding was given")
-            cond = cond + self.emb_layers_s(emb_s)
-        return cond
-
-    def _condition(self, h: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        """The normalised ``h`` under the conditioning (FiLM scale/shift or an additive bias)."""
-        norm_out = self.out_layers[0]
-        if self.use_scale_shift_norm:
-            scale, shift = cond.chunk(2, dim=1)
-            return norm_out(h) * (1 + scale) + shift
-        return norm_out(h + cond)
-
-
-class AttentionBlock(nn.Module):
-    """Residual self-attention: ``x + proj_out(attention(qkv(norm(x))))``."""
-
-    def __init__(self, channels: int, num_heads: int, qkv_layout: str):
-        super().__init__()
-        self.num_heads = num_heads
-        self.qkv_layout = qkv_layout
-        self.norm = GroupNorm32(channels)
-        self.qkv = nn.Conv2d(channels, 3 * channels, 1)
-        self.proj_out = _zeroed(nn.Conv2d(channels, channels, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = qkv_attention(self.qkv(self.norm(x)), self.num_heads, self.qkv_layout)
-        return x + self.proj_out(h)
-
-    def extra_repr(self) -> str:
-        return f"num_heads={self.num_heads}, qkv_layout={self.qkv_layout!r}"
-
-
-class Downsample(nn.Module):
-    """Stride-2 3×3 conv (ADM's downsampler when ``resblock_updown`` is off)."""
-
-    def __init__(self, channels: int):
-        super().__init__()
-        self.op = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.op(x)
-
-
-class Upsample(nn.Module):
-    """Nearest ×2 then 3×3 conv (ADM's upsampler when ``resblock_updown`` is off)."""
-
-    def __init__(self, channels: int):
-        super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(_resample(x, "up"))
-
-
-class EmbedSequential(nn.Sequential):
-    """Layers run in order; the ResBlocks among them also get the embeddings."""
-
-    def forward(self, x: torch.Tensor, emb: torch.Tensor, emb_s: torch.Tensor | None = None) -> torch.Tensor:
-        for layer in self:
-            x = layer(x, emb, emb_s) if isinstance(layer, ResBlock) else layer(x)
-        return x
 
 
 class _Blocks:
@@ -326,8 +163,8 @@ class ADMUNet(nn.Module):
             num_heads_upsample = num_heads
 
         emb_dim = 4 * model_channels
-        self.time_embed = _embedding_mlp(model_channels, emb_dim)
-        self.time_embed_s = _embedding_mlp(model_channels, emb_dim) if s_embedding else None
+        self.time_embed = embedding_mlp(model_channels, emb_dim)
+        self.time_embed_s = embedding_mlp(model_channels, emb_dim) if s_embedding else None
         self.label_emb = nn.Embedding(num_classes, emb_dim) if num_classes is not None else None
 
         blocks = _Blocks(emb_dim, dropout, use_scale_shift_norm, self.s_embedding, num_head_channels, qkv_layout)
@@ -367,7 +204,7 @@ class ADMUNet(nn.Module):
                 self.output_blocks.append(EmbedSequential(*layers))
 
         self.out = nn.Sequential(
-            GroupNorm32(ch), nn.SiLU(), _zeroed(nn.Conv2d(widths[0], out_channels, 3, padding=1))
+            GroupNorm32(ch), nn.SiLU(), zeroed(nn.Conv2d(widths[0], out_channels, 3, padding=1))
         )
 
     def forward(
@@ -495,4 +332,4 @@ def _check_settings(in_channels: int, model_channels: int, out_channels: int, nu
         raise ValueError(f"ADMUNet: unknown qkv_layout {qkv_layout!r}; accepted: {', '.join(QKV_LAYOUTS)}")
 
 
-__all__ = ["ADMUNet", "ADM_PRESETS", "QKV_LAYOUTS", "adm_preset", "qkv_attention"]
+__all__ = ["ADMUNet", "ADM_PRESETS", "QKV_LAYOUTS", "adm_preset"]
