@@ -213,7 +213,7 @@ def parse_suite(raw: Any, source: str, base_dir: Path) -> Suite:
         base_dir=base_dir,
         num_samples=num_samples,
         models=models,
-        rows=_expand_profiles(_parse_runs(c, raw["runs"], models, tune, base_dir, tuple(scorings), metrics), tuple(scorings)),
+        rows=_expand_profiles(_parse_runs(c, raw["runs"], models, tune, base_dir, tuple(scorings)), tuple(scorings)),
         description=str(raw.get("description", "")),
         seed_start=seed_start,
         batch_size=c.integer(raw.get("batch_size", 256), "batch_size", minimum=1),
@@ -303,7 +303,7 @@ def _parse_models(c: Checker, raw: Any, network_defaults: dict[str, Any]) -> dic
 
 
 def _parse_runs(c: Checker, raw: Any, models: dict[str, ModelSpec], tune: dict[str, TuneJob], base_dir: Path,
-                profiles: tuple[str, ...] = (), metrics: tuple[str, ...] = ()) -> list[Row]:
+                profiles: tuple[str, ...] = ()) -> list[Row]:
     rows: list[Row] = []
     seen: dict[str, str] = {}
     for i, run in enumerate(c.sequence(raw, "runs")):
@@ -332,7 +332,7 @@ def _parse_runs(c: Checker, raw: Any, models: dict[str, ModelSpec], tune: dict[s
         label = str(run.get("name", sampler.name))
         schedule = _parse_schedule_ref(c, run, path, model, sampler.name, options, tune, base_dir)
         nfes = [c.integer(n, f"{path}.nfe[{j}]", minimum=1) for j, n in enumerate(c.sequence(run["nfe"], f"{path}.nfe"))]
-        paper = parse_paper_numbers(c, run.get("paper"), f"{path}.paper", nfes, metrics)
+        paper = parse_paper_numbers(c, run.get("paper"), f"{path}.paper", nfes)
         for j, nfe in enumerate(nfes):
             if not sampler.nfe_ok(nfe):
                 raise c.fail(f"{path}.nfe[{j}]", f"NFE {nfe} is impossible for {sampler.name}: {sampler.nfe_rule}")

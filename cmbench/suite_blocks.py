@@ -143,7 +143,7 @@ def _registry_reference(c: Checker, raw: dict, profile: str) -> dict[str, Any]:
     return {"path": str(folder / entry.file), "registry": entry.name}
 
 
-def parse_paper_numbers(c: Checker, raw: Any, path: str, nfes: list[int], metrics: tuple[str, ...]) -> dict[int, dict]:
+def parse_paper_numbers(c: Checker, raw: Any, path: str, nfes: list[int]) -> dict[int, dict]:
     """A run's published numbers, ``{NFE: {column: value, source: "..."}}``: the report shows
     them beside the measured row with the difference. Columns are scored result columns
     (fid, is_mean, precision, recall, bpd, ...); ``source`` marks a figure from elsewhere than

@@ -147,3 +147,52 @@ def test_first_row_runs_end_to_end_on_cpu_with_random_weights(name, tmp_path, of
     assert run["paper"] == {"source": suite.paper_source, "rows": {row.row_id: {"fid": 9.5}}}
     html = report.read_text()
     assert "Measured vs published" in html and f"{result['fid'] - 9.5:+.2f}" in html
+
+
+def _small_suite(**changes) -> dict:
+    return {"name": "t", "num_samples": 4, "reference": {"path": "unused.npz"},
+            "models": {"m": {"family": "cd", "checkpoint": "m.pt"}},
+            "runs": [{"model": "m", "sampler": "cm_multistep", "nfe": [1, 2]}], **changes}
+
+
+@pytest.mark.parametrize("paper, where, message", [
+    ({1: {"fdi": 3.0}}, r"runs\[0\]\.paper\.1\.fdi", "unknown key; accepted keys here: fid"),
+    ({"one": {"fid": 3.0}}, r"runs\[0\]\.paper\.one", "keys are NFEs"),
+    ({1: {"fid": "low"}}, r"runs\[0\]\.paper\.1\.fid", "expected a number"),
+])
+def test_published_numbers_are_checked(tmp_path, paper, where, message):
+    from cmbench.suite import parse_suite
+    from cmbench.validate import ConfigError
+
+    raw = _small_suite()
+    raw["runs"][0]["paper"] = paper
+    with pytest.raises(ConfigError, match=rf"{where}: {message}"):
+        parse_suite(raw, "t.yaml", tmp_path)
+
+
+def test_published_numbers_go_to_their_nfes_rows(tmp_path):
+    from cmbench.suite import parse_suite
+
+    raw = _small_suite(paper="A paper, Table 1")
+    raw["runs"][0]["paper"] = {1: {"fid": 3.5}, 2: {"fid": 2.5, "source": "elsewhere"}, 4: {"fid": 1.0}}
+    suite = parse_suite(raw, "t.yaml", tmp_path)
+    assert suite.paper_source == "A paper, Table 1"
+    assert [row.paper for row in suite.rows] == [{"fid": 3.5}, {"fid": 2.5, "source": "elsewhere"}]
+
+
+def test_a_missing_registry_reference_says_how_to_fetch_it(tmp_path):
+    from cmbench.references import reference_path
+
+    suite = load_suite(SUITES / "cm_imagenet64.yaml", [f"reference.dir={tmp_path}"])
+    with pytest.raises(FileNotFoundError, match=r"VIRTUAL_imagenet64_labeled\.npz do not exist: run `cmbench stats "
+                                                r"fetch adm-imagenet64 --dest "):
+        reference_path(suite)
+
+
+def test_a_registry_reference_must_be_of_the_suites_profile(tmp_path):
+    from cmbench.suite import parse_suite
+    from cmbench.validate import ConfigError
+
+    with pytest.raises(ConfigError, match=r"reference\.registry: edm-cifar10-32 holds edm-profile statistics; this "
+                                          r"scoring uses profile adm"):
+        parse_suite(_small_suite(profile="adm", reference={"registry": "edm-cifar10-32"}), "t.yaml", tmp_path)
