@@ -23,25 +23,19 @@ from torch.utils.flop_counter import FlopCounterMode
 from cmbench.checkpoints.official import official_arch
 from cmbench.models.networks import PRECISIONS
 from cmbench.nets import build_network
-from cmbench.nets.edm_presets import EDM_PRESETS
 from cmbench.nets.inception_tf import InceptionV3TF
 from cmbench.suite import load_suite
 
 SUITES = Path(__file__).resolve().parent.parent / "suites"
 PAPER_SUITES = ("cm_imagenet64", "cm_lsun_bedroom256", "cm_lsun_cat256", "ctm_imagenet64", "edm_cifar10", "edm_imagenet64")
-EDM_FILES = {"edm-cifar10-32x32-cond-vp.pkl": "edm-cifar10-32x32-cond-vp",
-             "edm-cifar10-32x32-uncond-vp.pkl": "edm-cifar10-32x32-uncond-vp",
-             "edm-imagenet-64x64-cond-adm.pkl": "edm-imagenet-64x64-cond-adm"}
 
 
 def network_of(options: dict) -> tuple[str, dict, list[int], int]:
-    """(architecture, kwargs, image shape, label count) of a paper suite's model entry."""
-    if options["format"] == "state_dict":
-        preset = official_arch(options["arch"])
-        return preset.arch, preset.kwargs, preset.model_options["image_shape"], preset.model_options.get("label_dim", 0)
-    class_name, kwargs = EDM_PRESETS[EDM_FILES[options["checkpoint"]]]
-    arch = {"SongUNet": "song_unet", "DhariwalUNet": "dhariwal_unet"}[class_name]
-    return arch, kwargs, [kwargs["in_channels"], kwargs["img_resolution"], kwargs["img_resolution"]], kwargs["label_dim"]
+    """(architecture, kwargs, image shape, label count) of a paper suite's model entry; a released
+    EDM snapshot's preset has the file's name."""
+    name = options["arch"] if options["format"] == "state_dict" else Path(options["checkpoint"]).stem
+    preset = official_arch(name)
+    return preset.arch, preset.kwargs, preset.model_options["image_shape"], preset.model_options.get("label_dim", 0)
 
 
 def call_args(shape, labels: int, s_branch: bool, batch: int, device) -> tuple:

@@ -5,6 +5,7 @@ names the file and key path, and returns plain validated data for :class:`cmbenc
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from . import features as features_registry
@@ -12,6 +13,7 @@ from .compare import parse_regression_spec
 from .metrics import DIRECTIONS, METRICS, MetricOptions
 from .metrics.bootstrap import DEFAULT_RESAMPLES
 from .metrics.fid import FID_SQRT_METHODS
+from .metrics.reference_registry import DEFAULT_DEST, load_registry
 from .profiles import PROFILE_KEYS, PROFILES, Profile, with_extra_metrics
 from .validate import Checker
 
@@ -129,10 +131,6 @@ _REGISTRY_PROFILES = {"clean-fid-legacy-tensorflow": "clean-fid"}  # registry pr
 
 
 def _registry_reference(c: Checker, raw: dict, profile: str) -> dict[str, Any]:
-    from pathlib import Path
-
-    from .metrics.reference_registry import DEFAULT_DEST, load_registry
-
     c.keys(raw, "reference", ("registry",), ("dir",))
     registry = load_registry()
     entry = registry[c.choice(raw["registry"], "reference.registry", registry)]

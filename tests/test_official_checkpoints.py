@@ -80,6 +80,7 @@ def test_every_preset_builds_and_says_how_its_network_sees_sigma(name):
     with torch.device("meta"):
         net = build_network(preset.arch, preset.kwargs)
     keys, params = len(net.state_dict()), sum(p.numel() for p in net.parameters())
+    assert set(dict(net.named_buffers())) <= set(net.state_dict())  # all persistent: the loader assigns them
     if name in EXPECTED:
         assert (keys, params) == EXPECTED[name]
     channels, height, width = preset.model_options["image_shape"]

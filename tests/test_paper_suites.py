@@ -32,10 +32,6 @@ from test_inception import random_official_state_dict
 
 SUITES = Path(__file__).resolve().parent.parent / "suites"
 PAPER_SUITES = ("cm_imagenet64", "cm_lsun_bedroom256", "cm_lsun_cat256", "ctm_imagenet64", "edm_cifar10", "edm_imagenet64")
-EDM_PICKLE_PRESETS = {  # the released snapshot each EDM suite names, and its network preset
-    "edm-cifar10-32x32-cond-vp.pkl": "edm-cifar10-32x32-cond-vp",
-    "edm-imagenet-64x64-cond-adm.pkl": "edm-imagenet-64x64-cond-adm",
-}
 
 
 @pytest.mark.parametrize("name", PAPER_SUITES)
@@ -90,11 +86,12 @@ def write_checkpoint(spec_options: dict, folder: Path) -> None:
         preset = official_arch(spec_options["arch"])
         torch.save(random_full_size(preset.arch, preset.kwargs).state_dict(), path)
         return
-    class_name, kwargs = EDM_PRESETS[EDM_PICKLE_PRESETS[path.name]]
+    preset = official_arch(path.stem)  # a released snapshot's preset has its file's name
+    class_name, kwargs = EDM_PRESETS[path.stem]
     precond = torch.nn.Module()
     precond.__dict__.update(img_resolution=kwargs["img_resolution"], img_channels=3, label_dim=kwargs["label_dim"],
                             use_fp16=False, sigma_min=0, sigma_max=float("inf"), sigma_data=0.5)
-    precond.model = random_full_size({"SongUNet": "song_unet", "DhariwalUNet": "dhariwal_unet"}[class_name], kwargs)
+    precond.model = random_full_size(preset.arch, kwargs)
     edm_snapshots.write_snapshot(path, precond, class_name, kwargs, src="raise RuntimeError('never run')\n",
                                  precond_name="EDMPrecond")
 
@@ -146,7 +143,7 @@ def test_first_row_runs_end_to_end_on_cpu_with_random_weights(name, tmp_path, of
     run = json.loads((tmp_path / "out" / "run.json").read_text())
     assert run["paper"] == {"source": suite.paper_source, "rows": {row.row_id: {"fid": 9.5}}}
     html = report.read_text()
-    assert "Measured vs published" in html and f"{result['fid'] - 9.5:+.2f}" in html
+    assert "Measured vs published" in html and f"{result['fid'] - 9.5:+.3f}" in html
 
 
 def _small_suite(**changes) -> dict:

@@ -24,7 +24,6 @@ code and needs EDM's ``torch_utils`` and ``dnnlib`` importable.
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import os
 import pickle
@@ -42,6 +41,7 @@ from cmbench.checkpoints.edm_records import (
     RefusedGlobalError,
     read_edm_records,
 )
+from cmbench.checkpoints.hashing import read_verified
 from cmbench.checkpoints.native import _check_state_dict
 
 PRECONDITIONERS = {"EDMPrecond": "edm", "VPPrecond": "vp", "VEPrecond": "ve", "iDDPMPrecond": "iddpm"}
@@ -110,12 +110,7 @@ def load_edm_pickle(
     bytes.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"EDM snapshot {path} does not exist")
-    data = path.read_bytes()
-    sha256 = hashlib.sha256(data).hexdigest()
-    if expected_sha256 is not None and sha256 != expected_sha256.lower():
-        raise ValueError(f"{path}: sha256 mismatch: expected {expected_sha256}, file has {sha256}")
+    data, sha256 = read_verified(path, expected_sha256, "EDM snapshot")
     if trust_pickle_code:
         return _load_trusted(data, path, sha256, device)
     top = read_edm_records(data, path)

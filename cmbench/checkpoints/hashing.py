@@ -25,3 +25,19 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
                 digest.update(block)
         _DIGESTS[key] = digest.hexdigest()
     return _DIGESTS[key]
+
+
+def read_verified(path: Path, expected_sha256: str | None, what: str) -> tuple[bytes, str]:
+    """The bytes of the file at ``path`` and their sha256, read once, so a loader hashes exactly
+    what it loads. Raises FileNotFoundError (naming ``what``) for a missing file and ValueError
+    when ``expected_sha256`` is given and differs. The digest is remembered for :func:`sha256_file`.
+    """
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} does not exist")
+    stat = os.stat(path)
+    data = path.read_bytes()
+    sha256 = hashlib.sha256(data).hexdigest()
+    if expected_sha256 is not None and sha256 != expected_sha256.lower():
+        raise ValueError(f"{path}: sha256 mismatch: expected {expected_sha256}, file has {sha256}")
+    _DIGESTS[(str(path.resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns)] = sha256
+    return data, sha256

@@ -13,7 +13,6 @@ never runs code from the file. The network is rebuilt from ``arch`` and ``arch_k
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ import torch
 from torch import nn
 
 from cmbench.atomic import atomic_write
-from cmbench.checkpoints.hashing import sha256_file
+from cmbench.checkpoints.hashing import read_verified, sha256_file
 from cmbench.nets import build_network
 
 FORMAT = "cmbench-native-v1"
@@ -105,12 +104,7 @@ def load_native(
     from ``expected_sha256``. The file is read once, so the hash is that of the bytes loaded.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"native checkpoint {path} does not exist")
-    data = path.read_bytes()
-    sha256 = hashlib.sha256(data).hexdigest()
-    if expected_sha256 is not None and sha256 != expected_sha256.lower():
-        raise ValueError(f"{path}: sha256 mismatch: expected {expected_sha256}, file has {sha256}")
+    data, sha256 = read_verified(path, expected_sha256, "native checkpoint")
     try:
         payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as err:

@@ -10,7 +10,6 @@ hold the whole preconditioner, so the network's keys start with ``model.``).
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from cmbench.checkpoints.hashing import read_verified
 from cmbench.checkpoints.native import _check_state_dict, _reason
 from cmbench.checkpoints.official import OfficialArch, official_arch
 from cmbench.nets import build_network
@@ -32,17 +32,6 @@ class StateDictCheckpoint:
     preset: OfficialArch
     sha256: str
     path: Path
-
-
-def read_verified(path: Path, expected_sha256: str | None, what: str) -> tuple[bytes, str]:
-    """The bytes of ``path`` and their sha256, after checking existence and the expected hash."""
-    if not path.is_file():
-        raise FileNotFoundError(f"{what} {path} does not exist")
-    data = path.read_bytes()
-    sha256 = hashlib.sha256(data).hexdigest()
-    if expected_sha256 is not None and sha256 != expected_sha256.lower():
-        raise ValueError(f"{path}: sha256 mismatch: expected {expected_sha256}, file has {sha256}")
-    return data, sha256
 
 
 def load_state_dict_checkpoint(
@@ -70,14 +59,12 @@ def load_state_dict_checkpoint(
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"{path}: expected a dict of parameter names to tensors (an official state dict), "
                          f"got a {type(state).__name__}")
-    if preset.strip_prefix:
-        state = {k.removeprefix(preset.strip_prefix): v for k, v in state.items()}
-    with torch.device("meta"):  # no random init of weights about to be replaced (0.3–0.5 B parameters)
+    # float32 weights whatever the file stores (precision: is autocast's job), prefix stripped
+    state = {k.removeprefix(preset.strip_prefix): v.float() if v.is_floating_point() else v for k, v in state.items()}
+    # Built on the meta device: no random init of 0.3–0.5 B weights about to be replaced. The
+    # presets have no non-persistent buffers, so assigning the strict state dict fills every tensor.
+    with torch.device("meta"):
         net = build_network(preset.arch, preset.kwargs)
     _check_state_dict(net, state, path)
     net.load_state_dict(state, strict=True, assign=True)
-    leftover = [name for name, t in [*net.named_parameters(), *net.named_buffers()] if t.is_meta]
-    if leftover:  # a non-persistent buffer: build the network for real instead
-        net = build_network(preset.arch, preset.kwargs)
-        net.load_state_dict(state, strict=True)
     return StateDictCheckpoint(net.eval().to(device), preset, sha256, path)

@@ -11,14 +11,15 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-PAPER_SPECS = {"fid": ".2f", "sfid": ".2f", "is_mean": ".2f", "kid": ".4f", "precision": ".3f", "recall": ".3f",
-               "density": ".3f", "coverage": ".3f", "bpd": ".3f"}
-LABELS = {"fid": "FID", "sfid": "sFID", "is_mean": "IS", "kid": "KID", "precision": "Precision", "recall": "Recall",
-          "density": "Density", "coverage": "Coverage", "bpd": "NLL (bits/dim)"}
+from cmbench.metrics import se_column
 
 
-def paper_section(metadata: Mapping[str, Any] | None, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
-    """Rows of (result row, metric, published, measured, Δ, source); None when the suite gave no numbers."""
+def paper_section(metadata: Mapping[str, Any] | None, rows: Sequence[Mapping[str, Any]],
+                  columns: Sequence[Any]) -> dict[str, Any] | None:
+    """Rows of (result row, metric, published, measured, Δ, source); None when the suite gave no
+    numbers. ``columns`` are the report's metric columns (key, label, format spec); the suite
+    only accepts published numbers for scored columns, which all have one."""
+    by_key = {column.key: column for column in columns}
     paper = (metadata or {}).get("paper") or {}
     published = paper.get("rows") or {}
     if not published:
@@ -30,12 +31,12 @@ def paper_section(metadata: Mapping[str, Any] | None, rows: Sequence[Mapping[str
         for column, value in numbers.items():
             if column == "source":
                 continue
-            spec = PAPER_SPECS.get(column, ".4g")
+            spec = by_key[column].spec
             got = row.get(column)
             has = isinstance(got, (int, float)) and not isinstance(got, bool) and math.isfinite(got)
-            se = row.get(f"{column}_se")
+            se = row.get(se_column(column))
             cells.append({
-                "row_id": row_id, "metric": LABELS.get(column, column), "paper": format(value, spec),
+                "row_id": row_id, "metric": by_key[column].label, "paper": format(value, spec),
                 "measured": (format(got, spec) + (f" ± {format(se, spec)}" if isinstance(se, (int, float)) else ""))
                 if has else "not measured yet",
                 "diff": format(got - value, "+" + spec) if has else "—",

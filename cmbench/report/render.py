@@ -114,7 +114,7 @@ def render_report(run_dir: Path | str, *, title: str | None = None) -> Path:
         "details": [row_details(row) for row in rows],
         "schedules": schedules,
         "regression": regression_section(run_dir) if rows else None,
-        "paper": paper_section(metadata, rows),
+        "paper": paper_section(metadata, rows, METRIC_COLUMNS),
     }
     html = _environment().get_template(TEMPLATE).render(context)
     report = run_dir / REPORT_FILE
