@@ -15,7 +15,7 @@ from cmbench.models.networks import ConsistencyModel, CTMModel, EDMModel
 from cmbench.models.pd import ProgressiveDistillationModel
 from cmbench.nets import build_network
 from cmbench.zoo.toy import losses
-from cmbench.zoo.toy.train import PD_LOGSNR, ToyZooConfig, frozen_copy, train_toy_zoo, trainable
+from cmbench.zoo.toy.train import PD_LOGSNR, ToyZooConfig, frozen_copy, learning_rate, train_toy_zoo, trainable
 
 SHAPE = (1, 8, 8)
 TINY_NET = {"img_resolution": 8, "img_channels": 1, "hidden": 32, "depth": 1, "emb_dim": 16}
@@ -143,6 +143,15 @@ def test_heun_step_follows_the_exact_flow():
     exact = model.jump(x, t, s)
     assert torch.allclose(stepped, exact, atol=1e-4)
     assert not torch.allclose(x, exact, atol=1e-2)
+
+
+def test_learning_rate_is_constant_or_cosine_decayed_to_zero():
+    assert [learning_rate(1e-3, k, 100, "none") for k in (0, 50, 99)] == [1e-3] * 3
+    cosine = [learning_rate(1e-3, k, 100, "cosine") for k in range(100)]
+    assert cosine[0] == 1e-3 and cosine[50] == pytest.approx(5e-4) and 0 < cosine[-1] < 1e-6
+    assert all(a > b for a, b in zip(cosine, cosine[1:]))
+    with pytest.raises(ValueError, match="lr_decay 'linear'; accepted: none, cosine"):
+        learning_rate(1e-3, 0, 100, "linear")
 
 
 def test_train_toy_zoo_end_to_end_tiny(tmp_path):

@@ -51,6 +51,21 @@ def test_integer_searches_find_a_minimiser_of_plateaued_unimodal_functions(metho
                 assert values[search(lambda x: values[x], 0, size - 1)] == 0
 
 
+@pytest.mark.parametrize("method", ["ternary", "golden"])
+def test_integer_searches_return_their_best_probe_even_outside_the_final_bracket(method):
+    """Off unimodality the bracket can walk away from a probe it already paid for; the search
+    still returns the best value it saw (as the tuned schedule's recorded value promises)."""
+    search = INTEGER_SEARCHES[method]
+    base = [abs(x - 80) for x in range(100)]
+    first = Memo(lambda x: base[x])
+    assert search(first, 0, 99) == 80
+    dip = first.calls[0]  # the first probe is placed before any value is known
+    values = [-1 if x == dip else v for x, v in enumerate(base)]
+    probed = Memo(lambda x: values[x])
+    assert search(probed, 0, 99) == dip and abs(dip - 80) > 3
+    assert min(probed.values.values()) == -1
+
+
 def test_golden_search_makes_one_new_evaluation_per_step_and_ternary_about_two():
     values = unimodal(0, 999, 613, random.Random(1))
     golden, ternary = Memo(lambda x: values[x]), Memo(lambda x: values[x])

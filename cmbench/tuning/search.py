@@ -5,7 +5,8 @@ All of them minimise ``f`` over the candidates strictly inside a bracket, either
 ``(lo, hi)`` of a continuous coordinate (ln σ). Each returns the best candidate it evaluated.
 
 On integers both fast searches are exact for any unimodal ``f`` (non-increasing then
-non-decreasing) whatever the interval's size: ternary search shrinks the bracket until at most
+non-decreasing) whatever the interval's size, and on any other ``f`` they still return the best
+probe they paid for, which may lie outside the final bracket: ternary search shrinks the bracket until at most
 three candidates remain and then compares all of them (the official script's end-game compares
 stale probes instead); golden-section search on integers is Fibonacci search, whose bracket
 lengths are Fibonacci numbers so that one probe is always reused and each step costs one new
@@ -42,6 +43,17 @@ def _best(f: Callable[[Any], float], candidates) -> Any:
     return min(candidates, key=f)
 
 
+def _recorded(f: Callable[[Any], float]) -> tuple[Callable[[Any], float], list]:
+    """``f`` and the list of arguments it is called with, in order."""
+    tried: list = []
+
+    def probe(x):
+        tried.append(x)
+        return f(x)
+
+    return probe, tried
+
+
 def _check_integer_bracket(lo: int, hi: int) -> None:
     if not (isinstance(lo, int) and isinstance(hi, int)) or lo > hi:
         raise ValueError(f"an integer search needs integers lo ≤ hi, got {lo!r}, {hi!r}")
@@ -50,14 +62,15 @@ def _check_integer_bracket(lo: int, hi: int) -> None:
 def ternary_search_int(f: Callable[[int], float], lo: int, hi: int) -> int:
     """argmin of a unimodal ``f`` over ``lo..hi`` (inclusive): two probes a third apart per step."""
     _check_integer_bracket(lo, hi)
+    probe, tried = _recorded(f)
     while hi - lo > 2:
         third = (hi - lo) // 3
         left, right = lo + third, hi - third
-        if f(left) <= f(right):  # the minimum is left of ``right``
+        if probe(left) <= probe(right):  # the minimum is left of ``right``
             hi = right - 1
-        else:                    # the minimum is right of ``left``
+        else:                            # the minimum is right of ``left``
             lo = left + 1
-    return _best(f, range(lo, hi + 1))
+    return _best(f, [*range(lo, hi + 1), *tried])
 
 
 def _fibonacci_at_least(n: int) -> list[int]:
@@ -77,16 +90,17 @@ def golden_search_int(f: Callable[[int], float], lo: int, hi: int) -> int:
     _check_integer_bracket(lo, hi)
     fib = _fibonacci_at_least(hi - lo + 2)
     k, a = len(fib) - 1, lo - 1
+    probe, tried = _recorded(f)
 
     def value(x: int) -> float:
-        return f(x) if x <= hi else math.inf
+        return probe(x) if x <= hi else math.inf
 
     while fib[k] > 2:
         near, far = a + fib[k - 2], a + fib[k - 1]
         if value(near) > value(far):
             a = near
         k -= 1
-    return _best(f, [x for x in range(a + 1, a + fib[k]) if x <= hi])
+    return _best(f, [*(x for x in range(a + 1, a + fib[k]) if x <= hi), *tried])
 
 
 def grid_search_int(f: Callable[[int], float], lo: int, hi: int) -> int:
