@@ -5,12 +5,12 @@ All of them minimise ``f`` over the candidates strictly inside a bracket, either
 ``(lo, hi)`` of a continuous coordinate (ln σ). Each returns the best candidate it evaluated.
 
 On integers both fast searches are exact for any unimodal ``f`` (non-increasing then
-non-decreasing) whatever the interval's size, and on any other ``f`` they still return the best
-probe they paid for, which may lie outside the final bracket: ternary search shrinks the bracket until at most
+non-decreasing) whatever the interval's size: ternary search shrinks the bracket until at most
 three candidates remain and then compares all of them (the official script's end-game compares
 stale probes instead); golden-section search on integers is Fibonacci search, whose bracket
 lengths are Fibonacci numbers so that one probe is always reused and each step costs one new
-evaluation instead of two. Memoisation (:class:`Memo`) makes repeated probes free.
+evaluation instead of two. On any other ``f`` they still return the best probe they paid for,
+even one the bracket has since left behind. Memoisation (:class:`Memo`) makes repeated probes free.
 """
 
 from __future__ import annotations
