@@ -44,6 +44,7 @@ from cmbench.nets.adm_blocks import (
     zeroed,
 )
 from cmbench.nets.embeddings import positional_embedding
+from cmbench.nets.labels import batch_labels, class_indices
 
 
 _IMAGENET64 = dict(
@@ -243,11 +244,10 @@ class ADMUNet(nn.Module):
         s_noise_labels: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(t embedding + class embedding, s embedding or None), checking which inputs are due."""
-        emb = self._time_embedding(self.time_embed, _batch_labels(noise_labels, batch, "noise_labels"))
-        if self.label_emb is not None:
-            emb = emb + self.label_emb(_class_indices(class_labels, batch, self.num_classes))
-        elif class_labels is not None:
-            raise ValueError("ADMUNet is unconditional (num_classes=None) but class_labels were given")
+        emb = self._time_embedding(self.time_embed, batch_labels(noise_labels, batch, "noise_labels", "ADMUNet"))
+        classes = class_indices(class_labels, batch, self.num_classes or 0, "ADMUNet")
+        if classes is not None:
+            emb = emb + self.label_emb(classes)
         if self.time_embed_s is None:
             if s_noise_labels is not None:
                 raise ValueError(
@@ -257,38 +257,13 @@ class ADMUNet(nn.Module):
             return emb, None
         if s_noise_labels is None:
             raise ValueError("ADMUNet has an s embedding (s_embedding=True, CTM); s_noise_labels [B] are required")
-        emb_s = self._time_embedding(self.time_embed_s, _batch_labels(s_noise_labels, batch, "s_noise_labels"))
+        emb_s = self._time_embedding(self.time_embed_s, batch_labels(s_noise_labels, batch, "s_noise_labels", "ADMUNet"))
         return emb, emb_s
 
     def _time_embedding(self, mlp: nn.Sequential, labels: torch.Tensor) -> torch.Tensor:
         """MLP of the [cos, sin] embedding of ``labels``, the sinusoid taken in float32 as in ADM."""
         sinusoid = positional_embedding(labels.float(), self.model_channels, freq_dtype=torch.float32)
         return mlp(sinusoid.to(mlp[0].weight.dtype))
-
-
-def _batch_labels(labels: torch.Tensor, batch: int, name: str) -> torch.Tensor:
-    """``labels`` as shape ``[batch]``: a scalar is broadcast, anything else must already fit."""
-    labels = torch.as_tensor(labels)
-    if labels.ndim == 0:
-        return labels.expand(batch)
-    if labels.shape != (batch,):
-        raise ValueError(f"ADMUNet: {name} must have shape [{batch}] (or be a scalar), got {tuple(labels.shape)}")
-    return labels
-
-
-def _class_indices(class_labels: torch.Tensor | None, batch: int, num_classes: int) -> torch.Tensor:
-    """Integer class indices of shape [batch] within ``[0, num_classes)``."""
-    if class_labels is None:
-        raise ValueError(f"ADMUNet is class-conditional (num_classes={num_classes}); class_labels (int [B]) are required")
-    if class_labels.is_floating_point() or class_labels.is_complex() or class_labels.shape != (batch,):
-        raise ValueError(
-            f"ADMUNet: class_labels must be integer indices of shape [{batch}], got "
-            f"{class_labels.dtype} {tuple(class_labels.shape)}"
-        )
-    on_cpu = class_labels.device.type == "cpu"  # elsewhere the check would sync; CUDA's embedding asserts itself
-    if batch and on_cpu and (int(class_labels.min()) < 0 or int(class_labels.max()) >= num_classes):
-        raise ValueError(f"ADMUNet: class_labels must lie in [0, {num_classes}), got values outside it")
-    return class_labels.long()
 
 
 def _attention_rates(image_size: int, resolutions: Sequence[int], levels: int) -> frozenset[int]:

@@ -24,11 +24,11 @@ from cmbench.nets.edm_layers import (
     GroupNorm,
     Linear,
     UNetBlock,
-    batch_noise_labels,
     check_resolution,
     EDMPositionalEmbedding,
     one_hot_labels,
 )
+from cmbench.nets.labels import batch_labels
 
 
 class DhariwalUNet(nn.Module):
@@ -109,7 +109,7 @@ class DhariwalUNet(nn.Module):
             raise ValueError("DhariwalUNet has no CTM s embedding; s_noise_labels must be None")
         batch = x.shape[0]
         labels = one_hot_labels(class_labels, self.label_dim, batch, "DhariwalUNet")
-        noise_labels = batch_noise_labels(noise_labels, batch, "noise_labels", "DhariwalUNet")
+        noise_labels = batch_labels(noise_labels, batch, "noise_labels", "DhariwalUNet")
         emb = self._embed(noise_labels.to(torch.float32), labels, augment_labels)
         skips = []
         for block in self.enc.values():

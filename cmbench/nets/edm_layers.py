@@ -27,6 +27,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from cmbench.nets.labels import class_indices
+
 INIT_MODES = ("xavier_uniform", "xavier_normal", "kaiming_uniform", "kaiming_normal")
 
 
@@ -343,31 +345,10 @@ class EDMPositionalEmbedding(nn.Module):
 
 
 def one_hot_labels(class_labels: torch.Tensor | None, label_dim: int, batch: int, net: str) -> torch.Tensor | None:
-    """Integer class indices ``[B]`` as the one-hot float vectors EDM's nets take (or ``None``).
-
-    A class-conditional net (``label_dim > 0``) requires labels and an unconditional one refuses
-    them, so a mismatch between checkpoint and suite surfaces here rather than as silently
-    unconditional samples.
-    """
-    if label_dim == 0:
-        if class_labels is not None:
-            raise ValueError(f"{net} is unconditional (label_dim=0) but class_labels were given")
-        return None
-    if class_labels is None:
-        raise ValueError(f"{net} is class-conditional (label_dim={label_dim}); class_labels (integer [B]) are required")
-    if class_labels.is_floating_point() or class_labels.is_complex() or class_labels.shape != (batch,):
-        raise ValueError(
-            f"{net}: class_labels must be integer indices of shape [{batch}], got "
-            f"{class_labels.dtype} {tuple(class_labels.shape)}"
-        )
-    return F.one_hot(class_labels.long(), label_dim).to(torch.float32)
-
-
-def batch_noise_labels(labels: torch.Tensor, batch: int, name: str, net: str) -> torch.Tensor:
-    """``labels`` checked to be one float per image: shape ``[batch]``."""
-    if labels.shape != (batch,):
-        raise ValueError(f"{net}: {name} must have shape [{batch}] (one per image), got {tuple(labels.shape)}")
-    return labels
+    """Integer class indices ``[B]`` as the one-hot float vectors EDM's nets take (or ``None``),
+    checked by :func:`cmbench.nets.labels.class_indices`."""
+    classes = class_indices(class_labels, batch, label_dim, net)
+    return None if classes is None else F.one_hot(classes, label_dim).to(torch.float32)
 
 
 def check_resolution(img_resolution: int, levels: int, net: str) -> None:

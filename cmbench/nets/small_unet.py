@@ -20,6 +20,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from cmbench.nets.embeddings import EMBEDDINGS, TimeEmbedding
+from cmbench.nets.labels import batch_labels, class_indices
 
 
 def group_count(channels: int, max_groups: int = 32) -> int:
@@ -171,25 +172,14 @@ class SmallUNet(nn.Module):
         s_noise_labels: torch.Tensor | None,
         dtype: torch.dtype,
     ) -> torch.Tensor:
-        emb = self.time_embed(_batch_labels(noise_labels, batch, "noise_labels").to(dtype))
-        if self.label_embed is not None:
-            if class_labels is None:
-                raise ValueError(
-                    f"SmallUNet is class-conditional (label_dim={self.label_dim}); class_labels "
-                    "(int64 [B]) are required"
-                )
-            if class_labels.is_floating_point() or class_labels.shape != (batch,):
-                raise ValueError(
-                    f"SmallUNet: class_labels must be integer indices of shape [{batch}], got "
-                    f"{class_labels.dtype} {tuple(class_labels.shape)}"
-                )
-            emb = emb + self.label_embed(class_labels.long())
-        elif class_labels is not None:
-            raise ValueError("SmallUNet is unconditional (label_dim=0) but class_labels were given")
+        emb = self.time_embed(batch_labels(noise_labels, batch, "noise_labels", "SmallUNet").to(dtype))
+        classes = class_indices(class_labels, batch, self.label_dim, "SmallUNet")
+        if classes is not None:
+            emb = emb + self.label_embed(classes)
         if self.time_embed_s is not None:
             if s_noise_labels is None:
                 raise ValueError("SmallUNet has an s embedding (s_embedding=True); s_noise_labels are required")
-            emb = emb + self.time_embed_s(_batch_labels(s_noise_labels, batch, "s_noise_labels").to(dtype))
+            emb = emb + self.time_embed_s(batch_labels(s_noise_labels, batch, "s_noise_labels", "SmallUNet").to(dtype))
         elif s_noise_labels is not None:
             raise ValueError("SmallUNet has no s embedding (s_embedding=False) but s_noise_labels were given")
         return F.silu(emb)
@@ -223,13 +213,3 @@ class SmallUNet(nn.Module):
             if level < len(self.upsamples):
                 h = self.upsamples[level](h)
         return self.conv_out(F.silu(self.norm_out(h))).to(in_dtype)
-
-
-def _batch_labels(labels: torch.Tensor, batch: int, name: str) -> torch.Tensor:
-    """``labels`` as shape ``[batch]``: a scalar is broadcast, anything else must already fit."""
-    labels = torch.as_tensor(labels)
-    if labels.ndim == 0:
-        return labels.expand(batch)
-    if labels.shape != (batch,):
-        raise ValueError(f"SmallUNet: {name} must have shape [{batch}] (or be a scalar), got {tuple(labels.shape)}")
-    return labels

@@ -35,12 +35,12 @@ from cmbench.nets.edm_layers import (
     GroupNorm,
     Linear,
     UNetBlock,
-    batch_noise_labels,
     check_resolution,
     EDMPositionalEmbedding,
     one_hot_labels,
 )
 from cmbench.nets.embeddings import FourierEmbedding
+from cmbench.nets.labels import batch_labels
 
 EMBEDDING_TYPES = ("positional", "fourier")
 ENCODER_TYPES = ("standard", "skip", "residual")
@@ -156,7 +156,7 @@ class SongUNet(nn.Module):
         """
         batch = x.shape[0]
         labels = one_hot_labels(class_labels, self.label_dim, batch, "SongUNet")
-        emb = self._embed_t(batch_noise_labels(noise_labels, batch, "noise_labels", "SongUNet"), labels, augment_labels)
+        emb = self._embed_t(batch_labels(noise_labels, batch, "noise_labels", "SongUNet"), labels, augment_labels)
         emb_s = self._embed_s(s_noise_labels, labels, batch)
         skips = self._encode(x, emb, emb_s)
         return self._decode(skips, emb, emb_s)
@@ -187,7 +187,7 @@ class SongUNet(nn.Module):
             return None
         if s_noise_labels is None:
             raise ValueError("SongUNet has a CTM s embedding (s_embedding=True); s_noise_labels are required")
-        s_noise_labels = batch_noise_labels(s_noise_labels, batch, "s_noise_labels", "SongUNet")
+        s_noise_labels = batch_labels(s_noise_labels, batch, "s_noise_labels", "SongUNet")
         features = self._noise_features(s_noise_labels, class_onehot)
         return F.silu(self.map_layer1_s(F.silu(self.map_layer0_s(features))))
 
