@@ -73,7 +73,7 @@ def pf_ode_log_likelihood(
         sig = torch.full((batch,), sigma, dtype=torch.float64, device=device)
         with torch.enable_grad():
             drift = (xs - model.denoise(xs, sig, labels).to(torch.float64)) / sigma
-            div = _divergence(drift, xs, probe)
+            div = drift_divergence(drift, xs, probe)
         return np.concatenate([drift.detach().reshape(-1).cpu().numpy(), div.detach().cpu().numpy()])
 
     start = np.concatenate([x.detach().to(torch.float64).reshape(-1).cpu().numpy(), np.zeros(batch)])
@@ -87,8 +87,9 @@ def pf_ode_log_likelihood(
     return LogLikelihood(prior + integral, nfe)
 
 
-def _divergence(drift: torch.Tensor, x: torch.Tensor, probe: torch.Tensor | None) -> torch.Tensor:
-    """∇·drift per datum: exact (one gradient per dimension) or εᵀ ∂(εᵀ drift)/∂x."""
+def drift_divergence(drift: torch.Tensor, x: torch.Tensor, probe: torch.Tensor | None) -> torch.Tensor:
+    """∇·drift per datum: exact (one gradient per dimension, ``probe`` None) or the
+    Hutchinson–Skilling estimate εᵀ ∂(εᵀ drift)/∂x with the probe ε."""
     if probe is not None:
         (grad,) = torch.autograd.grad((drift * probe).sum(), x)
         return (grad * probe).flatten(1).sum(1)

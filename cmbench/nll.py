@@ -1,21 +1,30 @@
 """``cmbench nll``: bits/dim (or nats/dim) of a data set under a model's probability-flow ODE.
 
-Discrete data follow score_sde: every pass dequantises each uint8 image afresh
-((v + U)/256, scaled to [−1, 1]); an image's bits/dim is its mean over passes, and the result is
-the mean over images with its standard error. ``--continuous`` takes float images in [−1, 1] as
-they are and reports nats/dim.
+Two likelihood protocols (docs/likelihood.md):
+
+- ``exact`` (default): cmbench's PF-ODE bits/dim (:mod:`cmbench.likelihood`). Discrete data follow
+  score_sde: every pass dequantises each uint8 image afresh ((v + U)/256, scaled to [−1, 1]).
+  ``--continuous`` takes float images in [−1, 1] as they are and reports nats/dim.
+- ``ctm_eval_bpd``: sony/ctm's ``code/eval_bpd.py`` estimator as CTM runs it
+  (:mod:`cmbench.likelihood_ctm`), for comparing with CTM's published bits/dim; uint8 data only.
+
+An image's number is its mean over passes; the result is the mean over images with its standard
+error.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from .likelihood import dequantise, pf_ode_log_likelihood
+from .likelihood_ctm import CTMEvalBPD, ctm_eval_bpd_log_likelihood, ctm_scale
 from .models.base import ModelAdapter
 
 TOY_PREFIX = "toy:"
@@ -46,23 +55,67 @@ def load_images(spec: str, continuous: bool) -> torch.Tensor:
     return images
 
 
+@dataclass(frozen=True)
+class ExactProtocol:
+    """cmbench's own bits/dim: the PF-ODE log-likelihood of uniformly dequantised data (score_sde)."""
+
+    name: ClassVar[str] = "exact"
+    divergence: str = "hutchinson"
+    rtol: float = 1e-5
+    atol: float = 1e-5
+
+    def settings(self) -> dict:
+        return {"divergence": self.divergence, "rtol": self.rtol, "atol": self.atol}
+
+
+LikelihoodProtocol = ExactProtocol | CTMEvalBPD
+PROTOCOLS = (ExactProtocol.name, CTMEvalBPD.name)
+
+
+def make_protocol(name: str, *, divergence: str | None = None, rtol: float | None = None,
+                  atol: float | None = None) -> LikelihoodProtocol:
+    """The likelihood protocol called ``name``. ``divergence``, ``rtol`` and ``atol`` (None: the
+    default) tune ``exact``; ``ctm_eval_bpd`` runs with CTM's own and refuses them."""
+    if name == CTMEvalBPD.name:
+        given = [key for key, value in (("divergence", divergence), ("rtol", rtol), ("atol", atol)) if value is not None]
+        if given:
+            raise ValueError(f"protocol {name} fixes {', '.join(given)} (Hutchinson probes, RK45 rtol = atol = 1e-3, "
+                             f"as CTM's eval_bpd.py); leave {'them' if len(given) > 1 else 'it'} out, or use protocol exact")
+        return CTMEvalBPD()
+    if name != ExactProtocol.name:
+        raise ValueError(f"unknown likelihood protocol {name!r}; accepted: {', '.join(PROTOCOLS)}")
+    default = ExactProtocol()
+    return ExactProtocol(default.divergence if divergence is None else divergence,
+                         default.rtol if rtol is None else rtol, default.atol if atol is None else atol)
+
+
+def protocol_from_spec(spec: dict) -> LikelihoodProtocol:
+    """The protocol of a parsed suite ``likelihood:`` block; a block without ``protocol`` is ``exact``
+    (the parser leaves the default out, so suites written before protocols keep their fingerprints)."""
+    return make_protocol(spec.get("protocol", ExactProtocol.name), divergence=spec.get("divergence"),
+                         rtol=spec.get("rtol"), atol=spec.get("atol"))
+
+
 def evaluate_nll(
     model: ModelAdapter,
     images: torch.Tensor,
+    protocol: LikelihoodProtocol,
     *,
     continuous: bool,
     passes: int,
-    divergence: str,
     batch_size: int,
-    rtol: float,
-    atol: float,
     seed: int,
     device: torch.device,
     progress: bool = True,
 ) -> dict:
-    """Per-image bits/dim (nats/dim when continuous), averaged over passes; mean and its standard error."""
+    """Per-image bits/dim (nats/dim when continuous) under ``protocol``, averaged over passes; their
+    mean and its standard error. Pass p seeds the dequantisation with ``seed + p`` and the solver's
+    draws (Hutchinson probes; CTM's noise) with ``seed + 1_000_003 + p``."""
     if tuple(images.shape[1:]) != model.image_shape:
         raise ValueError(f"data images are {tuple(images.shape[1:])}, the model makes {model.image_shape}")
+    if continuous and isinstance(protocol, CTMEvalBPD):
+        raise ValueError("the ctm_eval_bpd protocol scores uint8 images (x = v/127.5 - 1, as CTM's eval_bpd.py); "
+                         "drop --continuous, or use protocol exact")
     dim = images[0].numel()
     passes = 1 if continuous else passes
     per_image = torch.zeros(len(images), dtype=torch.float64)
@@ -70,11 +123,11 @@ def evaluate_nll(
     bar = tqdm(total=passes * len(images), desc="nll", unit="img", disable=not progress)
     for p in range(passes):
         noise = torch.Generator().manual_seed(seed + p)
-        probes = torch.Generator().manual_seed(seed + 1_000_003 + p)
-        x_all = images.to(torch.float64) if continuous else dequantise(images, noise)
+        draws = torch.Generator().manual_seed(seed + 1_000_003 + p)
+        x_all = images.to(torch.float64) if continuous else _scaled(images, protocol, noise)
         for start in range(0, len(images), batch_size):
             x = x_all[start : start + batch_size].to(device)
-            result = pf_ode_log_likelihood(model, x, divergence=divergence, rtol=rtol, atol=atol, generator=probes)
+            result = _log_likelihood(model, x, protocol, draws)
             value = result.nats_per_dim(dim) if continuous else result.bits_per_dim(dim)
             per_image[start : start + len(x)] += value.cpu() / passes
             solves, nfe_total = solves + 1, nfe_total + result.nfe
@@ -85,6 +138,18 @@ def evaluate_nll(
         unit: float(per_image.mean()),
         "stderr": float(per_image.std() / math.sqrt(len(per_image))) if len(per_image) > 1 else None,
         "num_images": len(per_image), "passes": passes, "nfe_mean": nfe_total / solves,
-        "divergence": divergence, "rtol": rtol, "atol": atol, "seed": seed,
+        "protocol": protocol.name, **protocol.settings(), "seed": seed,
         "checkpoint_sha256": model.checkpoint_sha256, "family": model.family,
     }
+
+
+def _scaled(images: torch.Tensor, protocol: LikelihoodProtocol, noise: torch.Generator) -> torch.Tensor:
+    """uint8 images as the protocol feeds them to the ODE: dequantised (exact) or v/127.5 − 1 (CTM)."""
+    return ctm_scale(images) if isinstance(protocol, CTMEvalBPD) else dequantise(images, noise)
+
+
+def _log_likelihood(model: ModelAdapter, x: torch.Tensor, protocol: LikelihoodProtocol, draws: torch.Generator):
+    if isinstance(protocol, CTMEvalBPD):
+        return ctm_eval_bpd_log_likelihood(model, x, protocol, generator=draws)
+    return pf_ode_log_likelihood(model, x, divergence=protocol.divergence, rtol=protocol.rtol, atol=protocol.atol,
+                                 generator=draws)

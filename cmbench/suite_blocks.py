@@ -14,10 +14,11 @@ from .metrics import DIRECTIONS, METRICS, MetricOptions
 from .metrics.bootstrap import DEFAULT_RESAMPLES
 from .metrics.fid import FID_SQRT_METHODS
 from .metrics.reference_registry import DEFAULT_DEST, load_registry
+from .nll import PROTOCOLS, ExactProtocol
 from .profiles import PROFILE_KEYS, PROFILES, Profile, with_extra_metrics
 from .validate import Checker
 
-LIKELIHOOD_KEYS = ("data", "passes", "divergence", "limit", "seed", "rtol", "atol", "batch_size")
+LIKELIHOOD_KEYS = ("data", "protocol", "passes", "divergence", "limit", "seed", "rtol", "atol", "batch_size")
 
 
 def parse_metric_options(c: Checker, raw: Any) -> MetricOptions:
@@ -45,21 +46,35 @@ def _optional_integer(c: Checker, raw: Any, key: str, minimum: int) -> int | Non
 
 
 def parse_likelihood(c: Checker, raw: Any) -> dict[str, Any]:
-    """``likelihood: {data: toy:test | file.npz, passes, divergence, limit, seed, rtol, atol}``:
-    bits/dim of uint8 data under every score-access model (see ``cmbench nll``)."""
+    """``likelihood: {data: toy:test | file.npz, protocol, passes, divergence, limit, seed, rtol, atol,
+    batch_size}``: bits/dim of uint8 data under every score-access model (see ``cmbench nll``).
+
+    ``protocol: exact`` (the default) is cmbench's PF-ODE bits/dim and is left out of the result,
+    so suites written before protocols keep their row fingerprints; ``protocol: ctm_eval_bpd`` is
+    CTM's estimator, whose solver settings are CTM's own (giving divergence, rtol or atol is an error).
+    """
     if raw is None:
         return {}
     raw = c.mapping(raw, "likelihood")
     c.keys(raw, "likelihood", ("data",), LIKELIHOOD_KEYS[1:])
+    protocol = c.choice(raw.get("protocol", ExactProtocol.name), "likelihood.protocol", PROTOCOLS)
     spec = {
         "data": c.string(raw["data"], "likelihood.data"),
         "passes": c.integer(raw.get("passes", 1), "likelihood.passes", minimum=1),
-        "divergence": c.choice(raw.get("divergence", "hutchinson"), "likelihood.divergence", ("hutchinson", "exact")),
         "seed": c.integer(raw.get("seed", 0), "likelihood.seed", minimum=0),
-        "rtol": c.number(raw.get("rtol", 1e-5), "likelihood.rtol", minimum=0, exclusive=True),
-        "atol": c.number(raw.get("atol", 1e-5), "likelihood.atol", minimum=0, exclusive=True),
         "batch_size": c.integer(raw.get("batch_size", 256), "likelihood.batch_size", minimum=1),
     }
+    if protocol == ExactProtocol.name:
+        default = ExactProtocol()
+        spec["divergence"] = c.choice(raw.get("divergence", default.divergence), "likelihood.divergence", ("hutchinson", "exact"))
+        spec["rtol"] = c.number(raw.get("rtol", default.rtol), "likelihood.rtol", minimum=0, exclusive=True)
+        spec["atol"] = c.number(raw.get("atol", default.atol), "likelihood.atol", minimum=0, exclusive=True)
+    else:
+        for key in ("divergence", "rtol", "atol"):
+            if key in raw:
+                raise c.fail(f"likelihood.{key}", f"protocol {protocol} fixes {key} (Hutchinson probes, RK45 rtol = "
+                                                  f"atol = 1e-3, as CTM's eval_bpd.py); leave it out, or use protocol exact")
+        spec["protocol"] = protocol
     if "limit" in raw:
         spec["limit"] = c.integer(raw["limit"], "likelihood.limit", minimum=2)
     return spec

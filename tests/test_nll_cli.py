@@ -48,6 +48,7 @@ def test_continuous_nats_per_dim_match_the_exact_density(suite_path, tmp_path, c
     exact = mixture.log_prob(x, torch.full((len(x),), 0.01, dtype=torch.float64)) / 4
     assert result["nats_per_dim"] == pytest.approx(float(exact.mean()), abs=0.01)
     assert result["num_images"] == 12 and result["nfe_mean"] > 10 and result["stderr"] > 0
+    assert result["protocol"] == "exact" and result["divergence"] == "exact" and result["rtol"] == 1e-5
     assert json.loads(capsys.readouterr().out)["nats_per_dim"] == result["nats_per_dim"]
     assert main(["nll", str(suite_path), "--model", "mix", "--data", str(tmp_path / "x.npz"),
                  "--continuous", "--out", str(out), "--quiet"]) == 2  # no silent overwrite

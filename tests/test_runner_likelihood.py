@@ -13,7 +13,7 @@ from cmbench.checkpoints import save_native
 from cmbench.images import to_uint8
 from cmbench.models import GaussianMixture, GaussianMixtureModel, NoiseRange
 from cmbench.nets import build_network
-from cmbench.nll import evaluate_nll
+from cmbench.nll import ExactProtocol, evaluate_nll
 from cmbench.results import read_rows
 from cmbench.runner import run_suite
 from cmbench.suite import load_suite
@@ -51,15 +51,16 @@ def test_score_access_rows_get_bits_per_dim_and_others_none(tmp_path):
     gmm_rows = [rows["mix.euler.nfe1"], rows["mix.euler.nfe2"]]
     assert all(math.isfinite(r["bpd"]) and r["bpd_stderr"] > 0 and r["bpd_nfe"] > 10 for r in gmm_rows)
     assert gmm_rows[0]["bpd"] == gmm_rows[1]["bpd"]  # a property of the model, not the sampler
-    assert rows["cd.cm_multistep.nfe1"]["bpd"] is None
+    assert all(r["bpd_protocol"] == "exact" for r in gmm_rows)
+    assert rows["cd.cm_multistep.nfe1"]["bpd"] is None and rows["cd.cm_multistep.nfe1"]["bpd_protocol"] is None
     # Honest number: the same computation done directly.
     model = GaussianMixtureModel(GaussianMixture.create(torch.tensor([[-0.4] * 4, [0.5] * 4], dtype=torch.float64), [0.2, 0.3]),
                                  (1, 2, 2), noise_range=NoiseRange(0.01, 80.0))
     images = torch.from_numpy(np.load(tmp_path / "data.npz")["arr_0"].transpose(0, 3, 1, 2).copy())
-    direct = evaluate_nll(model, images, continuous=False, passes=2, divergence="exact", batch_size=256,
-                          rtol=1e-5, atol=1e-5, seed=3, device=torch.device("cpu"), progress=False)
+    direct = evaluate_nll(model, images, ExactProtocol(divergence="exact"), continuous=False, passes=2, batch_size=256,
+                          seed=3, device=torch.device("cpu"), progress=False)
     assert gmm_rows[0]["bpd"] == pytest.approx(direct["bpd"], rel=1e-12)
-    assert "NLL (bits/dim)" in (tmp_path / "out" / "report.html").read_text()
+    assert "NLL (bits/dim) [exact]" in (tmp_path / "out" / "report.html").read_text()
 
 
 def test_changing_the_likelihood_data_is_a_changed_configuration(tmp_path):
