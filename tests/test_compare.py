@@ -222,6 +222,119 @@ def test_renderers_are_pure_functions_of_the_comparison():
     assert to_json(result)["exit_code"] == 1 and result.exit_code() == 1 and result.exit_code(strict=True) == 1
 
 
+# --- failing closed: a metric the baseline measured and the new row did not ----------------------
+
+METRICS_OF_ROW = ("fid", "is_mean", "precision", "recall")
+
+
+def failed_row(row_id="edm.heun.nfe35", error="non-finite samples: 12 of 1000 images hold NaN") -> dict:
+    """A row as `cmbench run` records one it could not score: identity and error, metrics null."""
+    row = result_row(row_id, status="failed", error=error)
+    row.update({key: None for key in METRICS_OF_ROW + tuple(f"{m}_se" for m in METRICS_OF_ROW)})
+    return row
+
+
+def verdicts_of(document: dict, row_id: str = "edm.heun.nfe35") -> dict[str, dict]:
+    row = next(r for r in document["rows"] if r["row_id"] == row_id)
+    return {m["metric"]: m for m in row["metrics"]}
+
+
+@pytest.mark.parametrize("strict", [[], ["--strict"]])
+def test_a_nan_model_row_is_worse_and_exits_1_with_and_without_strict(tmp_path, capsys, strict):
+    base = write_rows(tmp_path / "base.jsonl", [result_row()])
+    # results.py writes NaN as null; a hand-made file may hold NaN itself or a string.
+    new = tmp_path / "new.jsonl"
+    new.write_text(json.dumps(result_row(fid=None, fid_se=None)).replace('"is_mean": 9.0', '"is_mean": NaN')
+                   .replace('"precision": 0.98', '"precision": "inf"') + "\n")
+    code = main(["compare", str(new), str(base), "--json", str(tmp_path / "c.json"), *strict])
+    assert code == 1
+    table = capsys.readouterr().out
+    assert "missing on the new side" in table and "non-finite: nan" in table and "non-finite: inf" in table
+    assert "3 worse, 1 same, 0 better (1 row); 3 of the worse not measured on the new side → exit status 1" in table
+    document = json.loads((tmp_path / "c.json").read_text())
+    assert document["exit_code"] == 1 and document["regressed"] and document["unmeasured"] == 3
+    fid, is_mean, precision, recall = (verdicts_of(document)[m] for m in METRICS_OF_ROW)
+    assert (fid["verdict"], fid["failure"], fid["reason"]) == ("worse", "missing", "missing on the new side")
+    assert (is_mean["verdict"], is_mean["failure"], is_mean["reason"]) == ("worse", "non-finite", "non-finite: nan")
+    assert (precision["failure"], precision["reason"]) == ("non-finite", "non-finite: inf")
+    assert fid["new"] is None and fid["diff"] is None and fid["baseline"] == 10.0
+    assert recall["verdict"] == "same" and recall["failure"] is None and recall["reason"] is None
+    assert not any("fid is measured on one side only" in note for note in document["notes"])
+
+
+def test_a_metric_column_missing_from_the_new_rows_is_worse(tmp_path, capsys):
+    base = write_rows(tmp_path / "base.jsonl", [result_row()])
+    row = result_row()
+    del row["recall"], row["recall_se"]
+    new = write_rows(tmp_path / "new.jsonl", [row])
+    assert main(["compare", str(new), str(base), "--format", "markdown"]) == 1
+    markdown = capsys.readouterr().out
+    assert markdown.startswith("### cmbench compare: ❌ 1 metric worse (1 not measured on the new side)")
+    assert "| `edm.heun.nfe35` | recall ↑ | 0.84 ± 0.02 | missing on the new side | — | — | — | **🔴 worse** |" in markdown
+    assert main(["compare", str(new), str(base), "--metric", "fid"]) == 0  # recall not asked for
+
+
+def test_a_failed_row_is_worse_on_every_baseline_metric_naming_its_error(tmp_path, capsys):
+    base = write_rows(tmp_path / "base.jsonl", [result_row(), result_row("cd.cm_multistep.nfe1")])
+    new = write_rows(tmp_path / "new.jsonl", [failed_row(), result_row("cd.cm_multistep.nfe1")])
+    assert main(["compare", str(new), str(base), "--format", "json"]) == 1
+    document = json.loads(capsys.readouterr().out)
+    verdicts = verdicts_of(document)
+    assert set(verdicts) == set(METRICS_OF_ROW)
+    reason = "row failed: non-finite samples: 12 of 1000 images hold NaN"
+    assert all(v["verdict"] == "worse" and v["failure"] == "row failed" and v["reason"] == reason for v in verdicts.values())
+    row = next(r for r in document["rows"] if r["row_id"] == "edm.heun.nfe35")
+    assert row["new_error"] == "non-finite samples: 12 of 1000 images hold NaN" and row["baseline_error"] is None
+    assert document["counts"] == {"worse": 4, "same": 4, "better": 0} and document["exit_code"] == 1
+    assert main(["compare", str(new), str(base)]) == 1
+    table = capsys.readouterr().out
+    assert table.count(reason) == 4 and table.count("WORSE") == 4
+    # A metric the baseline lacks is not judged, failed or not: fid only in the baseline → 1 verdict.
+    only_fid = write_rows(tmp_path / "fid.jsonl", [{k: v for k, v in result_row().items()
+                                                    if k not in ("is_mean", "precision", "recall")}])
+    assert compare(load_side(new), load_side(only_fid)).counts() == {"worse": 1, "same": 0, "better": 0}
+
+
+def test_a_row_failed_on_the_baseline_side_only_is_noted_not_a_failure(tmp_path, capsys):
+    base = write_rows(tmp_path / "base.jsonl", [failed_row(error="boom"), result_row("cd.cm_multistep.nfe1")])
+    new = write_rows(tmp_path / "new.jsonl", [result_row(), result_row("cd.cm_multistep.nfe1")])
+    assert main(["compare", str(new), str(base), "--strict", "--json", str(tmp_path / "c.json")]) == 0
+    out = capsys.readouterr().out
+    assert "note: edm.heun.nfe35 failed on the baseline side (boom); its metrics are not compared" in out
+    document = json.loads((tmp_path / "c.json").read_text())
+    assert verdicts_of(document) == {} and verdicts_of(document, "cd.cm_multistep.nfe1")
+    assert next(r for r in document["rows"] if r["row_id"] == "edm.heun.nfe35")["baseline_error"] == "boom"
+    # Failed on both sides: nothing to compare, said so; alone, there is nothing to compare at all.
+    both = compare(side([failed_row(error="again"), result_row("cd.cm_multistep.nfe1")]), load_side(base))
+    assert both.exit_code(strict=True) == 0
+    assert "edm.heun.nfe35 failed on both sides (new: again; baseline: boom); nothing to compare" in both.notes
+    with pytest.raises(CompareError, match=r"nothing to compare \(edm.heun.nfe35 failed on the baseline side\)"):
+        compare(side([result_row()]), side([failed_row()]))
+
+
+def test_a_baseline_value_that_is_not_finite_is_noted_not_compared():
+    result = compare(side([result_row(fid=50.0)]), side([result_row(fid=float("nan"), precision="inf")]))
+    assert {m.metric for m in result.rows[0].metrics} == {"is_mean", "recall"}
+    assert result.exit_code(strict=True) == 0
+    assert "the baseline's fid is non-finite: nan for edm.heun.nfe35; nothing to compare against, not compared" in result.notes
+    assert any("the baseline's precision is non-finite: inf" in note for note in result.notes)
+    # Both sides without a value: nothing to compare, nothing said (as before).
+    quiet = compare(side([result_row(fid=None)]), side([result_row(fid=None)]))
+    assert quiet.exit_code() == 0 and not any("fid" in note for note in quiet.notes)
+    # The baseline measured it and the new side did not: worse, whatever the new row's type.
+    for value, reason in [(None, "missing on the new side"), (float("-inf"), "non-finite: -inf"),
+                          ("nan", "non-finite: nan"), ("12.5", "not a number: '12.5'"), (True, "not a number: True")]:
+        fid = next(m for m in compare(side([result_row(fid=value)]), side([result_row()])).rows[0].metrics if m.metric == "fid")
+        assert (fid.verdict, fid.reason) == ("worse", reason)
+
+
+def test_a_baseline_file_keeps_a_failed_rows_status_and_error(tmp_path):
+    from cmbench.compare import baseline_document
+
+    document = baseline_document(side([failed_row(error="boom")], source="run"))
+    assert document["rows"][0]["status"] == "failed" and document["rows"][0]["error"] == "boom"
+
+
 # --- suites, bootstrap, baselines and the report ------------------------------------------------
 
 

@@ -21,6 +21,7 @@ def to_json(c: Comparison, strict: bool = False) -> dict[str, Any]:
         "exit_code": c.exit_code(strict),
         "regressed": c.regressed,
         "counts": c.counts(),
+        "unmeasured": c.unmeasured,
         "new": {"source": c.new.source, "kind": c.new.kind, "suite": c.new.suite},
         "baseline": {"source": c.baseline.source, "kind": c.baseline.kind, "suite": c.baseline.suite,
                      "created_at": c.baseline.created_at},
@@ -28,10 +29,11 @@ def to_json(c: Comparison, strict: bool = False) -> dict[str, Any]:
         "thresholds": {m: t.as_dict() for m, t in c.settings.thresholds.items()},
         "settings_source": c.settings.source,
         "rows": [{"row_id": r.row_id, "model": r.model, "sampler": r.sampler, "nfe": r.nfe,
+                  "new_error": r.new_error, "baseline_error": r.baseline_error,
                   "metrics": [{"metric": m.metric, "direction": m.direction, "baseline": m.baseline,
                                "baseline_se": m.baseline_se, "new": m.new, "new_se": m.new_se, "diff": m.diff,
                                "se": m.se, "z_score": m.z_score, "noise": m.noise, "threshold": m.threshold,
-                               "verdict": m.verdict} for m in r.metrics]}
+                               "verdict": m.verdict, "failure": m.failure, "reason": m.reason} for m in r.metrics]}
                  for r in c.rows],
         "only_in_new": c.only_new,
         "only_in_baseline": c.only_baseline,
@@ -40,11 +42,12 @@ def to_json(c: Comparison, strict: bool = False) -> dict[str, Any]:
 
 
 def table_cells(m: MetricVerdict) -> dict[str, str]:
-    """One verdict's values as text, shared by the terminal table, Markdown and the report."""
+    """One verdict's values as text, shared by the terminal table, Markdown and the report; where
+    the new side has no value, its cell says why ("missing on the new side", "row failed: ...")."""
     return {
         "metric": f"{m.metric} {ARROWS[m.direction]}",
         "baseline": _with_se(m.baseline, m.baseline_se),
-        "new": _with_se(m.new, m.new_se),
+        "new": m.reason if m.failure is not None else _with_se(m.new, m.new_se),
         "diff": _fmt(m.diff, sign=True),
         "noise": _fmt(m.noise),
         "threshold": _fmt(m.threshold),
@@ -74,6 +77,8 @@ def render_markdown(c: Comparison, strict: bool = False) -> str:
     """A Markdown table for a pull-request comment."""
     worse = c.counts()["worse"]
     title = f"❌ {worse} metric{'s' if worse != 1 else ''} worse" if worse else "✅ no regression"
+    if c.unmeasured:
+        title += f" ({c.unmeasured} not measured on the new side)"
     out = [f"### cmbench compare: {title}", "",
            f"New `{c.new.source}` vs baseline `{c.baseline.source}`"
            + (f" (suite `{c.baseline.suite}`)" if c.baseline.suite else "")

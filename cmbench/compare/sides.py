@@ -29,6 +29,8 @@ PROTOCOL_FIELDS = (
 )
 """Fields two matched rows must agree on; one recorded on one side only is noted, not checked."""
 IDENTITY_FIELDS = ("row_id", "model", "family", "sampler_label", "nfe", "seed_start", "checkpoint_sha256")
+OUTCOME_FIELDS = ("status", "error")
+"""A row ``cmbench run`` could not measure has ``"status": "failed"`` and its ``"error"``."""
 SPREAD_COLUMNS = ("is_std", "kid_std", "bpd_nfe")
 
 
@@ -115,8 +117,8 @@ def _baseline_side(document: dict[str, Any], path: Path) -> Side:
 
 
 def baseline_row(row: Mapping[str, Any]) -> dict[str, Any]:
-    """What a baseline keeps of a result row: identity, protocol, scored metrics and their errors."""
-    keys = IDENTITY_FIELDS + PROTOCOL_FIELDS + ("uncertainty",)
+    """What a baseline keeps of a result row: identity, protocol, outcome, scored metrics and their errors."""
+    keys = IDENTITY_FIELDS + PROTOCOL_FIELDS + OUTCOME_FIELDS + ("uncertainty",)
     keys += tuple(k for col in DIRECTIONS for k in (col, se_column(col))) + SPREAD_COLUMNS
     return {k: row[k] for k in dict.fromkeys(keys) if k in row}
 
