@@ -171,3 +171,30 @@ def test_sqrtm_imaginary_diagonal_tolerance(monkeypatch):
         else:
             with pytest.raises(ValueError, match="imaginary"):
                 frechet_distance(np.zeros(3), s, np.zeros(3), s, method="sqrtm")
+
+
+@pytest.mark.parametrize("method", FID_SQRT_METHODS)
+@pytest.mark.parametrize("name, value, text", [
+    ("mu1", np.nan, "holds 1 NaN value (of 4)"), ("sigma1", np.inf, "holds 1 infinite value (of 16)"),
+    ("mu2", -np.inf, "holds 1 infinite value (of 4)"), ("sigma2", np.nan, "holds 1 NaN value (of 16)"),
+])
+def test_non_finite_statistics_raise_naming_the_array(method, name, value, text):
+    rng = np.random.default_rng(0)
+    arrays = {"mu1": rng.normal(size=4), "sigma1": _random_cov(rng, 4), "mu2": rng.normal(size=4),
+              "sigma2": _random_cov(rng, 4)}
+    arrays[name] = arrays[name].copy()
+    arrays[name].flat[1] = value
+    with pytest.raises(ValueError) as err:
+        frechet_distance(**arrays, method=method)
+    message = str(err.value)
+    assert message.startswith(f"cannot compute a Fréchet distance: {name} (") and text in message
+    assert ("generated samples'" if name.endswith("1") else "reference statistics") in message
+
+
+def test_nan_features_never_become_a_number():
+    x = np.random.default_rng(0).normal(size=(50, 6))
+    mu, sigma = feature_statistics(x)
+    x[0] = np.nan
+    nan_mu, nan_sigma = feature_statistics(x)
+    with pytest.raises(ValueError, match=r"mu1 .* holds 6 NaN values \(of 6\)"):
+        frechet_distance(nan_mu, nan_sigma, mu, sigma)

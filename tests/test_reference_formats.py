@@ -6,6 +6,7 @@ nothing touches the network (fetch is tested with urlopen monkeypatched).
 
 import io
 import json
+import re
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -22,6 +23,7 @@ from cmbench.images import from_uint8
 from cmbench.metrics.fid import feature_statistics
 from cmbench.metrics.npz_array import NpzArray
 from cmbench.metrics.reference import load_reference
+from cmbench.metrics.reference_formats import COVARIANCE_RTOL_PER_DIM, psd_problem
 from cmbench.metrics.reference_registry import REQUIRED_KEYS, fetch_reference, find_entry, load_registry
 from cmbench.stats import attach_image_features, compute_reference_stats, open_images
 from cmbench.validate import ConfigError
@@ -183,6 +185,82 @@ def test_cmbench_files_still_load(tmp_path):
     stats = load_reference(REPO / "reference_stats" / "toy-digits-test.npz")
     assert stats.format == "cmbench" and not stats.is_official and stats.images is None
     assert stats.features["pool"].shape == (297, 64)
+
+
+# Corrupt statistics are refused by name at load time.
+
+
+def _not_psd(sigma: np.ndarray, ratio: float = 0.05) -> np.ndarray:
+    """``sigma`` with its smallest eigenvalue replaced by −ratio × its largest."""
+    w, v = np.linalg.eigh(sigma)
+    w[0] = -ratio * w[-1]
+    return (v * w) @ v.T
+
+
+def _with(array: np.ndarray, index, value) -> np.ndarray:
+    array = array.copy()
+    array[index] = value
+    return array
+
+
+CORRUPTIONS = {
+    "nan in sigma": (lambda mu, sigma: (mu, _with(sigma, (1, 2), np.nan)), "sigma", r"holds 1 NaN value \(of 64\)"),
+    "inf in mu": (lambda mu, sigma: (_with(mu, 3, np.inf), sigma), "mu", r"holds 1 infinite value \(of 8\)"),
+    "not psd": (lambda mu, sigma: (mu, _not_psd(sigma)), "sigma",
+                r"is not positive semi-definite: smallest eigenvalue -0\.\d+ vs largest \d\.\d+"),
+    "not symmetric": (lambda mu, sigma: (mu, _with(sigma, (0, 5), sigma[0, 5] + 1.0)), "sigma", "is not symmetric"),
+    "shorter mu": (lambda mu, sigma: (mu[:-1], sigma), "sigma", r"has shape \[8, 8\] but 'mu(_s)?' has 7 entries"),
+    "not square": (lambda mu, sigma: (mu, sigma[:, :-1]), "sigma", r"has shape \[8, 7\]; a covariance is a square"),
+    "mu a matrix": (lambda mu, sigma: (sigma, sigma), "mu", r"has shape \[8, 8\]; a mean is a non-empty vector"),
+    "strings": (lambda mu, sigma: (mu.astype(str), sigma), "mu", r"has dtype <U\d+; statistics are real numbers"),
+}
+
+
+def _official_file(folder: Path, fmt: str, layer_keys: tuple[str, str], corrupt) -> Path:
+    """A synthetic official file (D = 8 for the corrupted pair) with ``corrupt`` applied to one pair."""
+    pairs = {("mu", "sigma"): _gaussian_stats(8, 4), ("mu_s", "sigma_s"): _gaussian_stats(8, 5)}
+    pairs[layer_keys] = corrupt(*pairs[layer_keys])
+    arrays = {key: value for keys, pair in pairs.items() for key, value in zip(keys, pair)}
+    if fmt == "adm":
+        path = folder / "VIRTUAL_bad.npz"
+        arrays["arr_0"] = np.zeros((2, 4, 4, 3), np.uint8)
+    else:
+        path = folder / ("cifar10-32x32.npz" if fmt == "edm" else "cifar10_legacy_tensorflow_train_32.npz")
+        arrays = {"mu": arrays["mu"], "sigma": arrays["sigma"]}
+    np.savez(path, **arrays)
+    return path
+
+
+@pytest.mark.parametrize("fmt, layer_keys", [("adm", ("mu", "sigma")), ("adm", ("mu_s", "sigma_s")),
+                                             ("edm", ("mu", "sigma")), ("clean-fid", ("mu", "sigma"))])
+@pytest.mark.parametrize("corruption", list(CORRUPTIONS))
+def test_official_files_with_corrupt_statistics_are_refused_naming_file_and_key(tmp_path, fmt, layer_keys, corruption):
+    corrupt, which, problem = CORRUPTIONS[corruption]
+    path = _official_file(tmp_path, fmt, layer_keys, corrupt)
+    key = layer_keys[0] if which == "mu" else layer_keys[1]
+    with pytest.raises(ValueError) as err:
+        load_reference(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}: array {key!r} ")
+    assert re.search(problem, message), message
+    assert "accepted: finite float arrays, mu of shape [D] and sigma a symmetric positive semi-definite" in message
+
+
+def test_statistics_within_round_off_of_psd_load(tmp_path):
+    """Singular covariances (fewer images than dimensions), float32 storage and eigenvalues a little
+    below 0 are what real files hold; the tolerance D·2⁻²³ of the largest eigenvalue lets them through."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((5, 64))
+    mu, sigma = feature_statistics(x)  # rank 4 of 64
+    np.savez(tmp_path / "singular.npz", mu=mu.astype(np.float32), sigma=sigma.astype(np.float32))
+    loaded = load_reference(tmp_path / "singular.npz")
+    assert loaded.sigma["pool"].dtype == np.float64
+    np.testing.assert_array_equal(loaded.sigma["pool"], sigma.astype(np.float32))
+    tol = COVARIANCE_RTOL_PER_DIM * 8
+    base = _gaussian_stats(8, 4)[1]
+    assert psd_problem(_not_psd(base, 0.5 * tol), tol) is None
+    assert "smallest eigenvalue" in psd_problem(_not_psd(base, 2 * tol), tol)
+    assert psd_problem(np.zeros((3, 3)), tol) is None  # features that never vary
 
 
 # check_compatible for official files.

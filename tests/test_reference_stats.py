@@ -1,4 +1,5 @@
 import json
+import re
 
 import numpy as np
 import pytest
@@ -95,6 +96,54 @@ def test_file_with_incomplete_meta(tmp_path):
              meta=np.array(json.dumps({"extractor": "x", "source": "y"})))
     with pytest.raises(ValueError, match=r"partial\.npz.*extractor_sha256, num_images, resolution"):
         load_reference(path)
+
+
+def _corrupt_file(path, layer="pool", **arrays):
+    """A cmbench reference file whose ``layer`` arrays are replaced by ``arrays`` (kind: value)."""
+    stats, _ = _stats(keep={"pool": 50})
+    for kind, value in arrays.items():
+        getattr(stats, kind)[layer] = value
+    save_reference(path, stats)
+    return path
+
+
+@pytest.mark.parametrize("layer, arrays, key, problem", [
+    ("pool", {"sigma": "nan"}, "sigma.pool", r"holds 1 NaN value \(of 64\)"),
+    ("spatial", {"mu": "inf"}, "mu.spatial", r"holds 1 infinite value \(of 5\)"),
+    ("pool", {"sigma": "not psd"}, "sigma.pool", r"is not positive semi-definite: smallest eigenvalue -\d"),
+    ("pool", {"mu": "short"}, "sigma.pool", r"has shape \[8, 8\] but 'mu.pool' has 7 entries"),
+    ("pool", {"features": "nan"}, "features.pool", r"holds 1 NaN value \(of 400\)"),
+    ("pool", {"features": "narrow"}, "features.pool", r"has shape \[50, 5\]; kept features are rows \[N, 8\]"),
+])
+def test_cmbench_files_with_corrupt_statistics_are_refused_naming_file_and_key(tmp_path, layer, arrays, key, problem):
+    stats, _ = _stats(keep={"pool": 50})
+    mu, sigma, features = stats.mu[layer], stats.sigma[layer], stats.features["pool"]
+    w, v = np.linalg.eigh(sigma)
+    values = {
+        ("sigma", "nan"): _set(sigma, (2, 3), np.nan), ("mu", "inf"): _set(mu, 0, -np.inf),
+        ("sigma", "not psd"): (v * np.r_[-w[-1], w[1:]]) @ v.T, ("mu", "short"): mu[:-1],
+        ("features", "nan"): _set(features, (7, 1), np.nan), ("features", "narrow"): features[:, :5],
+    }
+    path = _corrupt_file(tmp_path / "bad.npz", layer, **{kind: values[kind, what] for kind, what in arrays.items()})
+    with pytest.raises(ValueError) as err:
+        load_reference(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}: array {key!r} ") and re.search(problem, message), message
+    assert "accepted: finite float arrays" in message
+
+
+def _set(array, index, value):
+    array = array.copy()
+    array[index] = value
+    return array
+
+
+def test_fid_against_a_nan_model_raises_naming_the_generated_side():
+    stats, features = _stats()
+    fake = {"pool": features["pool"].copy()}
+    fake["pool"][4, 2] = np.nan
+    with pytest.raises(ValueError, match=r"mu1 \(in cmbench's metrics the generated samples' statistics.*holds 1 NaN"):
+        compute_metrics(["fid"], fake, stats, MetricOptions())
 
 
 def test_check_compatible(tmp_path):

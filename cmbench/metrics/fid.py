@@ -13,6 +13,9 @@ the matrix square root is computed one of two ways:
 - ``"eigh"``: tr (Σ₁ Σ₂)^{1/2} = Σᵢ √λᵢ with λᵢ the eigenvalues of the symmetric PSD matrix
   Σ₁^{1/2} Σ₂ Σ₁^{1/2} (similar to Σ₁ Σ₂); Σ₁^{1/2} from ``eigh``, negative eigenvalues
   (round-off) clamped to 0. Deterministic, real, and robust to singular covariances.
+
+Non-finite statistics (features of a model that produced NaN or inf) are refused by name rather
+than turned into a number or into LAPACK's "Eigenvalues did not converge".
 """
 
 from __future__ import annotations
@@ -113,6 +116,26 @@ def _check_shapes(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: 
         )
 
 
+def nonfinite_text(array: np.ndarray) -> str | None:
+    """What is not finite in ``array`` ("holds 3 NaN values", "holds 1 NaN and 2 infinite values"), or None."""
+    if np.isfinite(array).all():
+        return None
+    nan = int(np.isnan(array).sum())
+    inf = int(np.isinf(array).sum())
+    parts = ([f"{nan} NaN"] if nan else []) + ([f"{inf} infinite"] if inf else [])
+    return f"holds {' and '.join(parts)} value{'s' if nan + inf > 1 else ''} (of {array.size})"
+
+
+def _check_finite(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> None:
+    sides = {"1": "in cmbench's metrics the generated samples' statistics, non-finite when the model produced "
+                  "NaN or inf samples", "2": "in cmbench's metrics the reference statistics"}
+    for name, array in (("mu1", mu1), ("sigma1", sigma1), ("mu2", mu2), ("sigma2", sigma2)):
+        problem = nonfinite_text(array)
+        if problem is not None:
+            raise ValueError(f"cannot compute a Fréchet distance: {name} ({sides[name[-1]]}) {problem}; "
+                             "it is defined for finite means and covariances only")
+
+
 def _trace_sqrt_eigh(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
     s1 = (sigma1 + sigma1.T) / 2
     s2 = (sigma2 + sigma2.T) / 2
@@ -147,7 +170,8 @@ def frechet_distance(
     sigma2: np.ndarray,
     method: str = "eigh",
 ) -> float:
-    """Fréchet distance between N(μ₁, Σ₁) and N(μ₂, Σ₂); ``method`` picks the trace square root."""
+    """Fréchet distance between N(μ₁, Σ₁) and N(μ₂, Σ₂); ``method`` picks the trace square root.
+    Raises ValueError when a statistic is not finite, naming it."""
     if method not in FID_SQRT_METHODS:
         raise ValueError(
             f"unknown FID square-root method {method!r}; accepted: {', '.join(FID_SQRT_METHODS)}"
@@ -155,6 +179,7 @@ def frechet_distance(
     mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
     sigma1, sigma2 = np.asarray(sigma1, np.float64), np.asarray(sigma2, np.float64)
     _check_shapes(mu1, sigma1, mu2, sigma2)
+    _check_finite(mu1, sigma1, mu2, sigma2)
     trace_sqrt = (_trace_sqrt_eigh if method == "eigh" else _trace_sqrt_sqrtm)(sigma1, sigma2)
     diff = mu1 - mu2
     return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * trace_sqrt)

@@ -15,6 +15,8 @@ A cmbench reference file is one ``.npz`` (written with ``np.savez``, read with
 statistics; :mod:`cmbench.metrics.reference_formats`), detected from the arrays a file holds.
 Those record no extractor hash: their ``meta`` names the format and the extractor convention the
 numbers assume, and :meth:`ReferenceStats.check_compatible` accepts them only for that extractor.
+Every format's arrays are checked when loaded: finite, and sigma a symmetric positive
+semi-definite covariance the size of mu (:func:`cmbench.metrics.reference_formats.check_statistics`).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from cmbench.atomic import atomic_write
 from cmbench.metrics.fid import feature_statistics
 from cmbench.metrics.npz_array import npz_keys
 from cmbench.metrics.reference_formats import (CMBENCH, FORMAT_LABELS, FORMATS, OFFICIAL_FORMATS, READERS,
-                                               ReferenceImages, detect_format)
+                                               ReferenceImages, check_features, check_statistics, detect_format)
 
 REQUIRED_META = ("extractor", "extractor_sha256", "num_images", "resolution", "source")
 ARRAY_KINDS = ("mu", "sigma", "features")
@@ -165,7 +167,9 @@ def load_reference(path: str | os.PathLike, format: str = "auto") -> ReferenceSt
     """Read reference statistics (no pickle): a file written by :func:`save_reference`, or an
     official one (``adm``, ``edm``, ``clean-fid``). ``format="auto"`` tells them apart by the
     arrays the file holds (and, for files with only ``mu`` and ``sigma``, clean-fid's file
-    naming); give the format to insist on one."""
+    naming); give the format to insist on one. Statistics that are not finite, or a sigma that is
+    not a symmetric positive semi-definite covariance of mu's size, raise a ValueError naming the
+    file and the array."""
     path = Path(path)
     if format != "auto" and format not in FORMATS:
         raise ValueError(f"unknown reference format {format!r}; accepted: auto, {', '.join(FORMATS)}")
@@ -203,6 +207,12 @@ def _load_cmbench(path: Path) -> ReferenceStats:
             raise ValueError(f"{path}: unexpected array {key!r}; {FILE_FORMAT}")
         parts[kind][layer] = value
     try:
-        return ReferenceStats(meta=meta, **parts)
+        stats = ReferenceStats(meta=meta, **parts)
     except ValueError as err:
         raise ValueError(f"{path}: {err}; {FILE_FORMAT}") from err
+    for layer in stats.mu:
+        check_statistics(path, f"mu.{layer}", stats.mu[layer], f"sigma.{layer}", stats.sigma[layer])
+    for layer, features in stats.features.items():
+        dim = stats.mu[layer].shape[0] if layer in stats.mu else None
+        check_features(path, f"features.{layer}", features, dim)
+    return stats
