@@ -372,12 +372,31 @@ def test_gmm_model_from_spec():
 # ----------------------------------------------------------------------------- time inputs
 
 
+def official_vp_label(sigma: torch.Tensor) -> torch.Tensor:
+    """NVlabs/edm VPPrecond's c_noise: σ cast to float32 in forward, then (M − 1)·sigma_inv(σ)
+    with ln(1 + σ²) (training/networks.py), β_d = 19.9, β_min = 0.1, M = 1000."""
+    s = sigma.to(torch.float32)
+    t = ((0.1**2 + 2 * 19.9 * (1 + s**2).log()).sqrt() - 0.1) / 19.9
+    return (999 * t).to(sigma.dtype)
+
+
+def test_vp_time_input_is_the_official_float32_label():
+    """At σ = 0.0064, float32's 1 + σ² keeps too few digits of σ²: the official label sits 1.1e-3
+    (relative) off the exact log1p one, and the network was trained on the official one."""
+    sigma = torch.tensor([0.0064, 0.002, 0.0045], dtype=torch.float64)
+    got = TimeInput("vp")(sigma)
+    exact = 999 * ((0.1**2 + 2 * 19.9 * torch.log1p(sigma**2)).sqrt() - 0.1) / 19.9
+    torch.testing.assert_close(got, official_vp_label(sigma), rtol=0, atol=0)
+    assert 1.0e-3 < float(got[0] / exact[0] - 1) < 1.2e-3
+    assert got.dtype == torch.float64
+    torch.testing.assert_close(TimeInput("vp")(sigma.float()), official_vp_label(sigma).float(), rtol=0, atol=0)
+
+
 def test_time_inputs_follow_their_definitions():
     sigma = torch.tensor([0.002, 0.5, 80.0], dtype=torch.float64)
     torch.testing.assert_close(TimeInput("log_sigma", 1000.0)(sigma), 250 * sigma.log())
     torch.testing.assert_close(TimeInput("ve")(sigma), (0.5 * sigma).log())
-    t = ((0.1**2 + 2 * 19.9 * (1 + sigma**2).log()).sqrt() - 0.1) / 19.9  # EDM's VP σ⁻¹
-    torch.testing.assert_close(TimeInput("vp")(sigma), 999 * t)
+    torch.testing.assert_close(TimeInput("vp")(sigma), official_vp_label(sigma), rtol=0, atol=0)
     logsnr = -2 * sigma.log()  # α = 1/√(1+σ²), σ_vp = σα: logsnr = −2 ln σ
     torch.testing.assert_close(TimeInput("inv_cos")(sigma), torch.atan(torch.exp(-0.5 * logsnr)) / (0.5 * torch.pi))
     torch.testing.assert_close(TimeInput("sigmoid_logsnr")(sigma), torch.sigmoid(logsnr))

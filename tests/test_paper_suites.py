@@ -144,6 +144,9 @@ def test_first_row_runs_end_to_end_on_cpu_with_random_weights(name, tmp_path, of
     assert run["paper"] == {"source": suite.paper_source, "rows": {row.row_id: {"fid": 9.5}}}
     html = report.read_text()
     assert "Measured vs published" in html and f"{result['fid'] - 9.5:+.3f}" in html
+    assert result["options"] == row.options
+    if "clip_denoised" in row.options:  # the EDM-teacher rows sampled as openai's karras_sample does
+        assert result["sampler_label"] == "heun clip_denoised=True" and "clip_denoised=True" in html
 
 
 def _small_suite(**changes) -> dict:

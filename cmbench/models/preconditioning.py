@@ -46,13 +46,28 @@ def consistency_scalings(
     return c_skip, c_out, c_in
 
 
+def vp_noise_label(sigma: torch.Tensor, beta_d: float, beta_min: float, M: int) -> torch.Tensor:
+    """EDM VPPrecond's c_noise = (M − 1)·σ⁻¹(σ), computed as NVlabs/edm computes it.
+
+    training/networks.py casts σ to float32 in ``VPPrecond.forward`` and evaluates ``sigma_inv``
+    with ``(1 + sigma ** 2).log()``, so for small σ the float32 sum 1 + σ² loses most of σ²
+    (at σ = 0.0064 the label is 1.1e-3 off the exact log1p value). The VP checkpoints were trained
+    and sampled with that label, so it is reproduced here step for step in float32; the result is
+    returned in σ's dtype.
+    """
+    s = sigma.to(torch.float32)
+    t = ((beta_min**2 + 2 * beta_d * (1 + s**2).log()).sqrt() - beta_min) / beta_d
+    return ((M - 1) * t).to(sigma.dtype)
+
+
 @dataclass(frozen=True)
 class TimeInput:
     """How a network receives σ (its c_noise), times ``scale``.
 
     - ``log_sigma``: ln(σ)/4 (EDMPrecond, CTM, cmbench nets; openai's CM/CTM nets use scale 1000,
       i.e. 250·ln σ).
-    - ``vp``: (M − 1)·t(σ) with t(σ) = (√(β_min² + 2β_d·ln(1+σ²)) − β_min)/β_d (EDM's VPPrecond).
+    - ``vp``: (M − 1)·t(σ) with t(σ) = (√(β_min² + 2β_d·ln(1+σ²)) − β_min)/β_d (EDM's VPPrecond),
+      evaluated as the official network evaluates it (:func:`vp_noise_label`).
     - ``ve``: ln(σ/2) (EDM's VEPrecond).
     - ``inv_cos``: arctan(e^{−logsnr/2})/(π/2) = arctan(σ)·2/π with logsnr clipped to ±20, the
       t ∈ [0, 1] of progressive distillation's cosine nets (diffusion_distillation's "inv_cos";
@@ -75,8 +90,7 @@ class TimeInput:
         if self.kind == "log_sigma":
             label = 0.25 * torch.log(sigma)
         elif self.kind == "vp":
-            t = ((self.beta_min**2 + 2 * self.beta_d * torch.log1p(sigma**2)).sqrt() - self.beta_min) / self.beta_d
-            label = (self.M - 1) * t
+            label = vp_noise_label(sigma, self.beta_d, self.beta_min, self.M)
         elif self.kind == "ve":
             label = torch.log(0.5 * sigma)
         elif self.kind == "inv_cos":

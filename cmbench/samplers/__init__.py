@@ -149,7 +149,8 @@ def _ddim_grid(noise_range: NoiseRange, nfe: int, options: Mapping[str, Any]) ->
     return cosine_ve_sigmas(nfe, options["logsnr_min"], options["logsnr_max"])
 
 
-_EDM_SAMPLE_OPTIONS = {"s_churn": 0.0, "s_min": 0.0, "s_max": float("inf"), "s_noise": 1.0}
+# clip_denoised: false is NVlabs/edm's edm_sampler; openai's karras_sample defaults to true.
+_EDM_SAMPLE_OPTIONS = {"s_churn": 0.0, "s_min": 0.0, "s_max": float("inf"), "s_noise": 1.0, "clip_denoised": False}
 _TRAJECTORY_SCHEDULE = {"rho": 7.0, "time_points": {}, "time_point_units": "sigma", "karras_steps": 40}
 
 
@@ -224,7 +225,7 @@ SAMPLERS: dict[str, Sampler] = {
             requires="ddim_x0",
             summary="Euler on a Karras grid ending at σ_min (the CM paper's PD sampler)",
             sample=sample_progdist,
-            sample_options=MappingProxyType({}),
+            sample_options=MappingProxyType({"clip_denoised": True}),  # openai's karras_sample default
             schedule_options=MappingProxyType({"rho": 7.0}),
             nfe_rule="one evaluation per Euler step (NFE ≥ 1)",
             nfe_ok=lambda n: n >= 1,

@@ -3,6 +3,13 @@
 The loop runs in float64 as the official ``edm_sampler`` does. With ``s_churn > 0`` one noise
 draw is made per step (as the official loop does), so a per-sample stream stays aligned with
 EDM's; with ``s_churn == 0`` no noise is drawn after the latent.
+
+``clip_denoised`` clamps D(x; σ) to [−1, 1] at every evaluation (both Heun stages) before the
+derivative (x − D)/σ is formed. NVlabs/edm's ``edm_sampler`` never clamps (the default here);
+openai/consistency_models' ``karras_sample(clip_denoised=True)`` clamps inside its denoiser
+callable for every sampler, and sony/ctm forces it for its EDM teacher, so suites reproducing
+their EDM-teacher rows turn it on. (karras_sample also clamps its final output, which
+quantisation does anyway.)
 """
 
 from __future__ import annotations
@@ -13,6 +20,13 @@ import torch
 
 from ..models.base import ModelAdapter
 from ..seeds import SampleNoise
+
+
+def denoised(model: ModelAdapter, x: torch.Tensor, t: float, labels, clip_denoised: bool) -> torch.Tensor:
+    """D(x; t) in float64 for a batch at one noise level, clamped to [−1, 1] when asked."""
+    sigma = torch.full((x.shape[0],), t, dtype=torch.float64, device=x.device)
+    out = model.denoise(x, sigma, labels).to(torch.float64)
+    return out.clamp(-1.0, 1.0) if clip_denoised else out
 
 
 def sample_edm(
@@ -27,6 +41,7 @@ def sample_edm(
     s_min: float = 0.0,
     s_max: float = math.inf,
     s_noise: float = 1.0,
+    clip_denoised: bool = False,
 ) -> tuple[torch.Tensor, int]:
     """Integrate the PF ODE along ``sigmas`` (t_0 > … > t_N = 0). NFE = 2N − 1 (Heun), N (Euler)."""
     num_steps = len(sigmas) - 1
@@ -36,8 +51,7 @@ def sample_edm(
     def derivative(x: torch.Tensor, t: float) -> torch.Tensor:
         nonlocal nfe
         nfe += 1
-        sigma = torch.full((x.shape[0],), t, dtype=torch.float64, device=x.device)
-        return (x - model.denoise(x, sigma, labels).to(torch.float64)) / t
+        return (x - denoised(model, x, t, labels, clip_denoised)) / t
 
     for i in range(num_steps):
         t_cur, t_next = float(sigmas[i]), float(sigmas[i + 1])
