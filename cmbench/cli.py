@@ -8,6 +8,7 @@ import sys
 from importlib import resources
 from pathlib import Path
 
+from .cli_args import integer_at_least, non_negative_integer, positive_integer, positive_number
 from .cli_stats import add_stats_parser
 
 DEFAULT_SUITE = "toy"
@@ -44,18 +45,31 @@ def _run(args: argparse.Namespace) -> int:
         raise FileExistsError(f"baseline file {args.save_baseline} exists; pass --overwrite-baseline to replace it")
     report = run_suite(
         suite, args.out, device=args.device, recompute_changed=args.recompute_changed, progress=not args.quiet,
-        baseline=baseline,
+        baseline=baseline, wait=args.wait,
     )
     print(f"results: {report.parent / 'results.jsonl'}\nreport:  {report}")
+    failed = failed_rows(report.parent, suite)
+    for row in failed:
+        print(f"cmbench: row {row['row_id']} failed: {row['error']}", file=sys.stderr)
     if baseline is not None:
         section = regression_section(report.parent) or {}
         print(f"regression vs {args.baseline}: " + (f"not compared: {section['note']}" if section.get("note")
                                                     else section.get("summary", "")))
-    if args.save_baseline:
+    if args.save_baseline and failed:
+        print(f"cmbench: no baseline written: {len(failed)} row(s) failed", file=sys.stderr)
+    elif args.save_baseline:
         document = baseline_document(load_side(report.parent))
         write_baseline(args.save_baseline, document, overwrite=args.overwrite_baseline)
         print(f"baseline: {args.save_baseline} ({len(document['rows'])} rows)")
-    return 0
+    return 1 if failed else 0
+
+
+def failed_rows(run_dir: Path, suite) -> list[dict]:
+    """The suite's rows stored as failed in ``run_dir`` (they hold no numbers)."""
+    from .results import FAILED, RESULTS_JSONL, read_rows
+
+    ids = {row.row_id for row in suite.rows}
+    return [row for row in read_rows(run_dir / RESULTS_JSONL) if row["row_id"] in ids and row.get("status") == FAILED]
 
 
 def _compare(args: argparse.Namespace) -> int:
@@ -100,7 +114,7 @@ def _tune(args: argparse.Namespace) -> int:
     if not (jobs or suite.tune):
         raise ValueError(f"suite {suite.name!r} has no tune jobs; add a tune: block or give --model, --sampler and --max-nfe")
     out, documents = tune_suite(suite, jobs or list(suite.tune), args.out, device=args.device,
-                                recompute_changed=args.recompute_changed, progress=not args.quiet)
+                                recompute_changed=args.recompute_changed, progress=not args.quiet, wait=args.wait)
     for name, document in documents.items():
         objective = document["objective"]
         print(f"{name}: {document['model']['name']} · {document['sampler']} · {document['search']['method']} search "
@@ -119,10 +133,11 @@ def _nll(args: argparse.Namespace) -> int:
 
     from .atomic import atomic_write_text
     from .models import build_model
-    from .nll import evaluate_nll, load_images
+    from .nll import evaluate_nll, load_images, make_protocol
     from .runner import resolve_device
     from .suite import load_suite
 
+    protocol = make_protocol(args.protocol, divergence=args.divergence, rtol=args.rtol, atol=args.atol)
     suite = load_suite(resolve_suite(args.suite))
     if args.model not in suite.models:
         raise ValueError(f"suite {suite.name!r} has no model {args.model!r}; it has: {', '.join(suite.models)}")
@@ -135,9 +150,8 @@ def _nll(args: argparse.Namespace) -> int:
     if args.limit:
         images = images[: args.limit]
     result = evaluate_nll(
-        model, images, continuous=args.continuous, passes=args.passes, divergence=args.divergence,
-        batch_size=args.batch_size, rtol=args.rtol, atol=args.atol, seed=args.seed, device=device,
-        progress=not args.quiet,
+        model, images, protocol, continuous=args.continuous, passes=args.passes, batch_size=args.batch_size,
+        seed=args.seed, device=device, progress=not args.quiet,
     )
     result = {"suite": suite.name, "model": args.model, "data": args.data, **result}
     text = json.dumps(result, indent=2)
@@ -177,6 +191,7 @@ def _zoo_list(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cmbench", description="Benchmark consistency-family generative models.")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error (for bug reports)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run a suite: sample, score, write results and the HTML report")
@@ -188,6 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--recompute-changed", action="store_true",
                      help="recompute rows whose stored configuration differs from the suite's (default: error)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument("--wait", action="store_true",
+                     help="if another cmbench process is writing to the output folder, wait for it (default: error at once)")
     run.add_argument("--save-baseline", type=Path, metavar="FILE",
                      help="after the run, write its rows as a baseline file (cmbench-baseline/1) to commit")
     run.add_argument("--overwrite-baseline", action="store_true", help="let --save-baseline replace an existing file")
@@ -196,7 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=_run)
 
     comp = sub.add_parser("compare", help="compare result rows with a baseline: noise-aware verdicts, exit 1 on a regression",
-                          description="Exit status: 0 nothing worse, 1 a metric got worse (or, with --strict, a row is "
+                          description="Exit status: 0 nothing worse, 1 a metric got worse or is missing, null or non-finite "
+                                      "on the new side, or its row failed (with --strict, also a row "
                                       "missing on one side), 2 unusable input (unreadable, no common rows, protocols or "
                                       "reference statistics differ).")
     comp.add_argument("new", help="run folder, results.jsonl or baseline file with the new rows")
@@ -204,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--threshold", action="append", default=[], metavar="METRIC=VALUE",
                       help="smallest change that counts, absolute (fid=0.5) or relative to the baseline (fid=2%%); "
                            "repeatable, one of each kind per metric (default: the suite's regression.thresholds, else 0)")
-    comp.add_argument("--z", type=float, help="standard errors a change must exceed (default: the suite's regression.z, else 3)")
+    comp.add_argument("--z", type=positive_number, help="standard errors a change must exceed (default: the suite's regression.z, else 3)")
     comp.add_argument("--metric", action="append", default=[], metavar="NAME",
                       help="compare only this scored column (fid, kid, is_mean, precision, recall, density, coverage, bpd); repeatable")
     comp.add_argument("--strict", action="store_true", help="a row present on one side only is a failure (exit 1)")
@@ -218,20 +236,21 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--job", action="append", default=[], metavar="NAME", help="run this tune job of the suite (repeatable; default: all)")
     tune.add_argument("--model", help="tune this model of the suite (an ad-hoc job; needs --sampler and --max-nfe)")
     tune.add_argument("--sampler", help="a sampler with free time points: cm_multistep or ctm_gamma")
-    tune.add_argument("--max-nfe", type=int, help="find time points for NFE 2..MAX_NFE")
+    tune.add_argument("--max-nfe", type=integer_at_least(2), help="find time points for NFE 2..MAX_NFE")
     tune.add_argument("--method", choices=("ternary", "golden", "grid"), help="line search (default ternary; grid is exhaustive)")
     tune.add_argument("--space", choices=("karras_index", "sigma"), help="Karras grid indices (default) or continuous σ")
-    tune.add_argument("--karras-steps", type=int, help="points of the Karras index grid (default 40)")
-    tune.add_argument("--tol", type=float, help="continuous space: stop at brackets this wide in ln σ (default 0.05)")
+    tune.add_argument("--karras-steps", type=integer_at_least(2), help="points of the Karras index grid (default 40)")
+    tune.add_argument("--tol", type=positive_number, help="continuous space: stop at brackets this wide in ln σ (default 0.05)")
     tune.add_argument("--metric", help="objective: a scored column of the suite's metrics (default fid; is_mean, recall, ... are maximised)")
-    tune.add_argument("--samples", type=int, help="proxy sample count (default: the suite's num_samples)")
-    tune.add_argument("--seed-start", type=int, help="first proxy seed (default: just past the suite's seeds)")
+    tune.add_argument("--samples", type=integer_at_least(2), help="proxy sample count (default: the suite's num_samples)")
+    tune.add_argument("--seed-start", type=non_negative_integer, help="first proxy seed (default: just past the suite's seeds)")
     tune.add_argument("--name", help="the ad-hoc job's name (default MODEL_SAMPLER)")
     tune.add_argument("--out", type=Path, help="output folder; schedules go to OUT/schedules/ (default as for run)")
     tune.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a suite value")
     tune.add_argument("--device", choices=("auto", "cpu", "cuda"))
     tune.add_argument("--recompute-changed", action="store_true", help="search again where the stored schedule's configuration differs")
     tune.add_argument("--quiet", action="store_true")
+    tune.add_argument("--wait", action="store_true", help="wait for another process writing to the output folder")
     tune.set_defaults(func=_tune)
 
     report = sub.add_parser("report", help="re-render DIR/report.html from DIR/results.jsonl")
@@ -243,13 +262,16 @@ def build_parser() -> argparse.ArgumentParser:
     nll.add_argument("--model", required=True, help="model name in the suite (EDM, CTM, PD teacher or gmm)")
     nll.add_argument("--data", required=True, help="an .npz with NHWC images in arr_0 (uint8, or float in [-1, 1] with --continuous), or toy:train / toy:test")
     nll.add_argument("--continuous", action="store_true", help="float data: no dequantisation, report nats/dim")
-    nll.add_argument("--passes", type=int, default=5, help="dequantisation passes averaged per image (default 5, as score_sde)")
-    nll.add_argument("--divergence", choices=("exact", "hutchinson"), default="hutchinson")
-    nll.add_argument("--rtol", type=float, default=1e-5)
-    nll.add_argument("--atol", type=float, default=1e-5)
-    nll.add_argument("--batch-size", type=int, default=256)
-    nll.add_argument("--limit", type=int, help="use only the first N images")
-    nll.add_argument("--seed", type=int, default=0, help="seeds the dequantisation noise and the Hutchinson probes")
+    nll.add_argument("--passes", type=positive_integer, default=5, help="dequantisation passes averaged per image (default 5, as score_sde)")
+    nll.add_argument("--protocol", choices=("exact", "ctm_eval_bpd"), default="exact",
+                     help="exact: cmbench's PF-ODE bits/dim (default); ctm_eval_bpd: CTM's eval_bpd.py estimator, "
+                          "for comparing with CTM's published numbers (docs/likelihood.md)")
+    nll.add_argument("--divergence", choices=("exact", "hutchinson"), help="exact protocol: default hutchinson")
+    nll.add_argument("--rtol", type=positive_number, help="exact protocol: RK45 rtol, default 1e-5")
+    nll.add_argument("--atol", type=positive_number, help="exact protocol: RK45 atol, default 1e-5")
+    nll.add_argument("--batch-size", type=positive_integer, default=256)
+    nll.add_argument("--limit", type=positive_integer, help="use only the first N images")
+    nll.add_argument("--seed", type=non_negative_integer, default=0, help="seeds the dequantisation noise and the Hutchinson probes")
     nll.add_argument("--device", choices=("auto", "cpu", "cuda"))
     nll.add_argument("--out", type=Path, help="also write the JSON result here")
     nll.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
@@ -264,7 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     zoo = sub.add_parser("zoo", help="the shipped model zoos").add_subparsers(dest="zoo_command", required=True)
     train = zoo.add_parser("train-toy", help="train the toy zoo (EDM, CD, CT, CTM, PD and the toy classifier's models) from scratch")
     train.add_argument("--out", type=Path, required=True, help="folder for the checkpoints and manifest.json")
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--seed", type=non_negative_integer, default=0)
     train.add_argument("--overwrite", action="store_true", help="replace existing checkpoints in --out")
     train.add_argument("--quiet", action="store_true")
     train.set_defaults(func=_zoo_train_toy)
@@ -304,12 +326,32 @@ def _add_weights_parser(sub) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. Exit status: 0 done, 1 a regression or failed rows, 2 bad input or a
+    failure cmbench explains, 3 an unexpected error (a bug: its traceback with ``--debug``),
+    130 interrupted. Without ``--debug`` no traceback is printed."""
     args = build_parser().parse_args(argv)
+    if args.debug:
+        return args.func(args)
     try:
         return args.func(args)
-    except (ValueError, OSError, RuntimeError) as err:  # incl. MissingMapError, missing files, failed downloads
+    except KeyboardInterrupt:
+        print("cmbench: interrupted; every finished row is kept in the output folder's results.jsonl, and "
+              "rerunning the same command resumes from there", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `cmbench ... | head`: the reader left; nothing more to say
+        sys.stderr.close()
+        return 0
+    except (ValueError, OSError, RuntimeError) as err:  # incl. config errors, missing files, failed downloads
         print(f"cmbench: error: {err}", file=sys.stderr)
         return 2
+    except MemoryError:
+        print("cmbench: error: out of memory; lower num_samples, the reference's num_images or batch_size",
+              file=sys.stderr)
+        return 2
+    except Exception as err:  # noqa: BLE001 - a bug: say so in one line, trace with --debug
+        print(f"cmbench: internal error: {type(err).__name__}: {err} (this is a bug in cmbench; "
+              "rerun with --debug for the traceback)", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from .cli_args import integer_at_least, non_negative_integer, positive_integer
+
 
 def _stats_compute(args: argparse.Namespace) -> int:
     from .metrics.reference import save_reference
@@ -97,12 +99,12 @@ def add_stats_parser(sub) -> None:
     compute.add_argument("--images", required=True,
                          help="an image folder (PNG/JPEG, recursive, sorted by path), an .npz with NHWC images in arr_0, or toy:SPLIT")
     compute.add_argument("--out", type=Path, required=True, help="reference file (.npz) to write")
-    compute.add_argument("--keep-features", type=int, default=DEFAULT_KEEP, metavar="N",
+    compute.add_argument("--keep-features", type=non_negative_integer, default=DEFAULT_KEEP, metavar="N",
                          help=f"keep the first N pool feature rows for precision/recall, KID, density/coverage (default {DEFAULT_KEEP}; 0: none)")
-    compute.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help=f"images per extraction batch (default {DEFAULT_BATCH_SIZE}; no effect on the numbers)")
+    compute.add_argument("--batch-size", type=positive_integer, default=DEFAULT_BATCH_SIZE, help=f"images per extraction batch (default {DEFAULT_BATCH_SIZE}; no effect on the numbers)")
     compute.add_argument("--quantisation", choices=QUANTISATIONS, help="float images in an .npz: how they become uint8 (see Metrics and conventions)")
     compute.add_argument("--layers", help="comma-separated layers (default: every layer the extractor has)")
-    compute.add_argument("--limit", type=int, help="use only the first N images")
+    compute.add_argument("--limit", type=integer_at_least(2), help="use only the first N images")
     compute.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     compute.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     compute.add_argument("--quiet", action="store_true")

@@ -18,6 +18,7 @@ import torch
 from tqdm import tqdm
 
 from .features import FeatureExtractor
+from .finite import check_features, check_samples, first_non_finite, non_finite_parameters
 from .images import to_uint8
 from .metrics import MetricOptions, ReferenceStats, compute_metrics, layers_for
 from .metrics.bootstrap import bootstrap_standard_errors
@@ -94,15 +95,15 @@ def generate_views(
     nfe, seconds = None, 0.0
     batches = [seeds[i : i + batch_size] for i in range(0, len(seeds), batch_size)]
     for batch in tqdm(batches, desc=desc, unit="batch", disable=not progress, leave=False):
-        noise = SampleNoise(batch, device)
-        latents = noise.randn(model.image_shape)
-        labels = noise.randint(model.label_dim) if model.label_dim else None
         start = time.perf_counter()
         with torch.no_grad():
-            images, batch_nfe = sampler.run(model, latents, sigmas, noise=noise, labels=labels, options=options)
+            images, batch_nfe = _sample_batch(model, sampler, sigmas, options, batch, device)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         seconds += time.perf_counter() - start
+        check_samples(images, batch, desc, lambda: first_non_finite(
+            lambda checked: _sample_batch(checked, sampler, sigmas, options, batch, device), model)
+            + non_finite_parameters(model))
         if nfe is not None and batch_nfe != nfe:
             raise RuntimeError(f"{desc}: the sampler made {batch_nfe} evaluations on one batch and {nfe} on another")
         nfe = batch_nfe
@@ -112,12 +113,22 @@ def generate_views(
             if layers:
                 with torch.no_grad():
                     feats = extractor.extract(to_uint8(images, quantisation), sorted(layers))
+                check_features(feats, batch, desc, extractor.name)
                 for layer in layers:
                     chunks[(quantisation, id(extractor))][layer].append(feats[layer].float().cpu())
     merged = {key: {layer: torch.cat(parts).numpy() for layer, parts in by_layer.items()} for key, by_layer in chunks.items()}
     features = [{layer: merged[(q, id(e))][layer] for layer in layers} for q, e, layers in views]
     grid = torch.cat(kept)[:keep_images] if kept else torch.zeros(0, dtype=torch.uint8)
     return features, grid, int(nfe), seconds
+
+
+def _sample_batch(model, sampler: Sampler, sigmas: torch.Tensor, options: Mapping[str, Any], seeds,
+                  device: torch.device) -> tuple[torch.Tensor, int]:
+    """The images of one batch of seeds: each seed's latent, then its label, then its sampler noise."""
+    noise = SampleNoise(seeds, device)
+    latents = noise.randn(model.image_shape)
+    labels = noise.randint(model.label_dim) if model.label_dim else None
+    return sampler.run(model, latents, sigmas, noise=noise, labels=labels, options=options)
 
 
 def sample_and_score(

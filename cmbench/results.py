@@ -26,6 +26,7 @@ COLUMNS = (
     "checkpoint_sha256", "cmbench_version",
 )
 REQUIRED_ROW_KEYS = ("row_id", "model", "family", "sampler", "nfe")
+FAILED = "failed"  # a row's ``status`` when it could not be scored (its ``error`` says why; metrics are null)
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:

@@ -22,12 +22,16 @@ from .atomic import atomic_write_bytes, atomic_write_text
 from .checkpoints import sha256_file
 from .compare import RUN_BASELINE, write_baseline
 from .features import FeatureExtractor, build_extractor
+from .finite import NonFiniteSamples
+from .memory import check_fits
 from .generate import Scoring, sample_and_score_many
 from .metrics import METRICS, ReferenceStats, layers_for, scored_columns, se_column
 from .models import ModelAdapter, build_model
-from .nll import TOY_PREFIX, evaluate_nll, load_images
+from .names import inside
+from .nll import TOY_PREFIX, evaluate_nll, load_images, protocol_from_spec
 from .report import image_grid_png, render_report
-from .results import ResultStore
+from .results import FAILED, ResultStore
+from .run_lock import output_folder_lock
 from .profiles import PROFILES
 from .references import load_suite_reference, reference_path, reference_sha256
 from .samplers import get_sampler
@@ -85,8 +89,19 @@ class RunContext:
             self.models[name] = build_model(spec.family, spec.options, self.suite.checkpoint_dir, str(self.device))
         return self.models[name]
 
+    def check_fits(self, what: str, count: int, model: ModelAdapter) -> None:
+        """Refuse, before sampling, ``count`` images of ``model`` whose features cannot fit in memory
+        (the size of one image's features is measured on one probe image)."""
+        probe = torch.zeros((1, *model.image_shape), dtype=torch.uint8, device=self.device)
+        with torch.no_grad():
+            features = self.extractor.extract(probe, sorted(layers_for(self.suite.metrics)))
+        check_fits(what, count, sum(4 * value[0].numel() for value in features.values()))
+
     def reference(self) -> ReferenceStats | None:
         if not self._reference:
+            if "model" in self.suite.reference:
+                self.check_fits("reference.num_images", self.suite.reference["num_images"],
+                                self.model(self.suite.reference["model"]))
             stats, info = load_suite_reference(self.suite, self.models, self.extractor)
             if self.primary:
                 _write_run_metadata(self.out, self.suite, self.device, self.extractor, info, self.profiles)
@@ -95,6 +110,9 @@ class RunContext:
 
     def tune(self, names, *, recompute_changed: bool, progress: bool) -> dict[str, dict]:
         """The schedule documents of the named tune jobs, searched unless already in the folder."""
+        for name in names:
+            job = self.suite.tune[name]
+            self.check_fits(f"tune.{name}.num_samples", job.num_samples, self.model(job.model))
         return {
             name: run_tune_job(self.suite, self.suite.tune[name], self.model(self.suite.tune[name].model),
                                self.extractor, self.reference, self.device, self.out, file_hashes=self.file_hashes,
@@ -124,13 +142,22 @@ def run_suite(
     recompute_changed: bool = False,
     progress: bool = True,
     baseline: dict | None = None,
+    wait: bool = False,
 ) -> Path:
     """Run the suite's tune jobs, then every unfinished row, into ``out_dir``; returns the report's path.
 
     Rows that differ only in their profile are sampled once and scored under each. ``baseline``
     (a baseline document, :func:`cmbench.compare.baseline_document`) becomes the run folder's
-    ``baseline.json``, which the report compares the rows against.
+    ``baseline.json``, which the report compares the rows against. The run holds the folder's
+    lock (:mod:`cmbench.run_lock`); ``wait`` queues behind another run instead of failing. A row
+    whose samples are not finite is stored as failed (``status: failed``, its ``error``, no
+    metrics) and the run goes on; a rerun tries failed rows again.
     """
+    with output_folder_lock(Path(out_dir) if out_dir else default_output_dir(suite), wait=wait):
+        return _run_locked(suite, out_dir, device, recompute_changed, progress, baseline)
+
+
+def _run_locked(suite: Suite, out_dir, device, recompute_changed: bool, progress: bool, baseline: dict | None) -> Path:
     contexts = run_contexts(suite, out_dir, device)
     ctx = next(iter(contexts.values()))
     store = ResultStore(ctx.out)
@@ -141,8 +168,16 @@ def run_suite(
     likelihood_images = load_likelihood_images(suite) if pending and suite.likelihood else None
     likelihoods: dict[str, dict] = {}
     for group in _same_samples(pending):
-        results = evaluate_rows(suite, group, contexts, progress)
+        try:
+            results = evaluate_rows(suite, group, contexts, progress)
+        except NonFiniteSamples as error:
+            results = [failed_row(contexts[row.profile], row, str(error)) for row in group]
         for row, result in zip(group, results):
+            if result["status"] == FAILED:
+                store.put(result)
+                if progress:
+                    tqdm.write(f"FAILED {result['error']}")
+                continue
             if likelihood_images is not None:
                 if row.model not in likelihoods:
                     likelihoods[row.model] = suite_likelihood(suite, ctx.model(row.model), likelihood_images, ctx.device, progress)
@@ -177,20 +212,23 @@ def tune_suite(
     device: str | None = None,
     recompute_changed: bool = False,
     progress: bool = True,
+    wait: bool = False,
 ) -> tuple[Path, dict[str, dict]]:
     """Run the named tune jobs only; returns the output folder and their schedule documents."""
     unknown = [name for name in jobs if name not in suite.tune]
     if unknown:
         raise ValueError(f"suite {suite.name!r} has no tune job(s) {', '.join(unknown)}; it has: "
                          f"{', '.join(suite.tune) or 'none'}")
-    ctx = next(iter(run_contexts(suite, out_dir, device).values()))
-    return ctx.out, ctx.tune(jobs, recompute_changed=recompute_changed, progress=progress)
+    with output_folder_lock(Path(out_dir) if out_dir else default_output_dir(suite), wait=wait):
+        ctx = next(iter(run_contexts(suite, out_dir, device).values()))
+        return ctx.out, ctx.tune(jobs, recompute_changed=recompute_changed, progress=progress)
 
 
 def evaluate_rows(suite: Suite, rows: list[Row], contexts: dict[str, RunContext], progress: bool) -> list[dict[str, Any]]:
     """Result rows for ``rows``, which share their samples: sampled once, scored under each row's profile."""
     first = contexts[rows[0].profile]
     model = first.model(rows[0].model)
+    first.check_fits("num_samples", suite.num_samples, model)
     scorings = [Scoring(c.suite.quantisation, c.extractor, c.suite.metrics, c.suite.metric_options, c.reference())
                 for c in (contexts[row.profile] for row in rows)]
     bootstrap = suite.uncertainty["bootstrap"]
@@ -203,7 +241,7 @@ def evaluate_rows(suite: Suite, rows: list[Row], contexts: dict[str, RunContext]
     grid_path = None
     if len(grid):
         grid_path = f"grids/{base_id}.png"
-        atomic_write_bytes(first.out / grid_path, image_grid_png(grid, scale=max(1, 32 // model.image_shape[-1])))
+        atomic_write_bytes(inside(first.out, grid_path), image_grid_png(grid, scale=max(1, 32 // model.image_shape[-1])))
     return [_result_row(contexts[row.profile], row, model, metrics, sigmas, grid_path, nfe, seconds)
             for row, metrics in zip(rows, values)]
 
@@ -219,12 +257,21 @@ def _result_row(ctx: RunContext, row: Row, model, metrics: dict, sigmas, grid_pa
         "checkpoint_sha256": model.checkpoint_sha256, "cmbench_version": __version__,
         "schedule": [float(s) for s in sigmas], "schedule_source": row.schedule or None,
         "options": row.options, "grid": grid_path,
-        **ctx.extractor.identity, "quantisation": suite.quantisation, "reference_sha256": ctx.reference_sha256,
+        "status": "ok", **ctx.extractor.identity, "quantisation": suite.quantisation,
+        "reference_sha256": ctx.reference_sha256,
         "profile": suite.profile or None,
         "metric_options": asdict(suite.metric_options),
         "uncertainty": {"method": "bootstrap", "resamples": bootstrap, "seed": suite.uncertainty["seed"]} if bootstrap else None,
         "device": str(ctx.device), "finished_at": _now(),
     }
+
+
+def failed_row(ctx: RunContext, row: Row, error: str) -> dict[str, Any]:
+    """The record of a row that could not be scored: its identity and error, every metric null."""
+    model = ctx.model(row.model)
+    result = _result_row(ctx, row, model, {}, [], None, row.nfe, float("nan"))
+    result.update(status=FAILED, error=error, fingerprint=ctx.suite.row_fingerprint(row, ctx.file_hashes))
+    return result
 
 
 def _label(row: Row) -> str:
@@ -253,16 +300,16 @@ def load_likelihood_images(suite: Suite) -> torch.Tensor:
 
 def suite_likelihood(suite: Suite, model: ModelAdapter, images: torch.Tensor, device: torch.device, progress: bool) -> dict:
     """bits/dim of ``images`` under ``model`` (None for models without score access): ``bpd``,
-    its standard error and the solver's mean NFE, once per model."""
+    its standard error, the solver's mean NFE and the likelihood protocol that made them, once per model."""
     if not model.has("denoise"):
-        return {"bpd": None, "bpd_stderr": None, "bpd_nfe": None}
+        return {"bpd": None, "bpd_stderr": None, "bpd_nfe": None, "bpd_protocol": None}
     spec = suite.likelihood
     result = evaluate_nll(
-        model, images, continuous=False, passes=spec["passes"], divergence=spec["divergence"],
-        batch_size=spec["batch_size"], rtol=spec["rtol"], atol=spec["atol"], seed=spec["seed"],
-        device=device, progress=progress,
+        model, images, protocol_from_spec(spec), continuous=False, passes=spec["passes"],
+        batch_size=spec["batch_size"], seed=spec["seed"], device=device, progress=progress,
     )
-    return {"bpd": result["bpd"], "bpd_stderr": result["stderr"], "bpd_nfe": result["nfe_mean"]}
+    return {"bpd": result["bpd"], "bpd_stderr": result["stderr"], "bpd_nfe": result["nfe_mean"],
+            "bpd_protocol": result["protocol"]}
 
 
 def checkpoint_path(suite: Suite, model: str) -> Path:
@@ -293,7 +340,7 @@ def _pending_rows(rows: list[Row], store: ResultStore, contexts: dict[str, RunCo
     for row in rows:
         done = store.get(row.row_id)
         view = contexts[row.profile]
-        if done is None:
+        if done is None or done.get("status") == FAILED:
             pending.append(row)
         elif done.get("fingerprint") != view.suite.row_fingerprint(row, view.file_hashes):
             if not recompute_changed:

@@ -40,6 +40,6 @@ class SampleNoise:
         return torch.stack(draws).to(self.device)
 
 
-def seed_range(seed_start: int, num_samples: int) -> list[int]:
-    """The seeds of a run: ``seed_start, ..., seed_start + num_samples - 1``."""
-    return list(range(seed_start, seed_start + num_samples))
+def seed_range(seed_start: int, num_samples: int) -> range:
+    """The seeds of a run: ``seed_start, ..., seed_start + num_samples - 1`` (a range: no memory per seed)."""
+    return range(seed_start, seed_start + num_samples)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -141,7 +142,13 @@ def _folder_source(folder: Path, channels: int | None, limit: int | None) -> Ima
 
 
 def _npz_source(path: Path, channels: int | None, quantisation: str | None, limit: int | None) -> ImageSource:
-    array = NpzArray(path, "arr_0")
+    try:
+        array = NpzArray(path, "arr_0")
+    except zipfile.BadZipFile as err:
+        raise ValueError(f"{path}: not an .npz file ({err}); images must be a folder, an .npz with NHWC images "
+                         "in arr_0, or toy:<split>") from None
+    except KeyError as err:  # no arr_0: the message names the file and the arrays it has
+        raise ValueError(f"{err.args[0]}; images must be NHWC in arr_0") from None
     if len(array.shape) != 4 or array.shape[-1] not in (1, 3):
         raise ValueError(f"{array.where}: expected NHWC images with 1 or 3 channels, got shape {list(array.shape)}")
     floating = np.issubdtype(array.dtype, np.floating)

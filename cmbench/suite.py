@@ -28,6 +28,7 @@ from .suite_blocks import (parse_likelihood, parse_metric_names, parse_metric_op
                            parse_profile, parse_profiles, parse_reference, parse_regression, parse_uncertainty)
 from .tuning.spec import SCHEDULE_OPTIONS, SCHEDULE_PREFIX, TuneJob, parse_tune_jobs, tunable_samplers
 from .validate import Checker, ConfigError
+from .yaml_input import describe_yaml_error, load_yaml
 
 DEVICES = ("auto", "cpu", "cuda")
 TOP_REQUIRED = ("name", "num_samples", "models", "runs")
@@ -141,9 +142,12 @@ def load_suite(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
     if not path.is_file():
         raise FileNotFoundError(f"suite file {path} does not exist")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = load_yaml(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise ConfigError(str(path), "", f"not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset {err.start}); "
+                                         "save the suite file as UTF-8") from None
     except yaml.YAMLError as err:
-        raise ConfigError(str(path), "", f"not valid YAML: {err}") from None
+        raise ConfigError(str(path), "", f"not valid YAML: {describe_yaml_error(err)}") from None
     for item in overrides:
         apply_override(raw, item, str(path))
     return parse_suite(raw, str(path), path.parent)
@@ -155,6 +159,9 @@ def apply_override(raw: Any, item: str, source: str) -> None:
         raise ConfigError(source, item, "--set needs key.path=value")
     key, value = item.split("=", 1)
     parts = key.strip().split(".")
+    if not all(parts):
+        raise ConfigError(source, key, "--set: the key path has an empty part; give key.path=value, e.g. "
+                                       "--set runs.0.nfe=[1,2] (names with dots cannot be set this way)")
     node = raw
     for i, part in enumerate(parts[:-1]):
         node = _child(node, part, ".".join(parts[: i + 1]), source)
@@ -162,11 +169,19 @@ def apply_override(raw: Any, item: str, source: str) -> None:
     if isinstance(node, list):
         if not last.isdigit() or int(last) >= len(node):
             raise ConfigError(source, key, f"--set: index {last!r} is not in a list of {len(node)} items")
-        node[int(last)] = yaml.safe_load(value)
+        node[int(last)] = _override_value(value, key, source)
     elif isinstance(node, dict):
-        node[last] = yaml.safe_load(value)
+        node[last] = _override_value(value, key, source)
     else:
         raise ConfigError(source, key, "--set: the parent of this key is not a mapping or list")
+
+
+def _override_value(text: str, key: str, source: str) -> Any:
+    try:
+        return load_yaml(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(source, key, f"--set: the value {text!r} is not valid YAML ({describe_yaml_error(err)}); "
+                                       "e.g. --set num_samples=500 or --set runs.0.nfe=[1,2]") from None
 
 
 def _child(node: Any, part: str, path: str, source: str) -> Any:
@@ -208,7 +223,7 @@ def parse_suite(raw: Any, source: str, base_dir: Path) -> Suite:
     tune = parse_tune_jobs(c, raw.get("tune"), models, metrics, num_samples, seed_start)
     likelihood = parse_likelihood(c, raw.get("likelihood"))
     suite = Suite(
-        name=c.string(raw["name"], "name"),
+        name=c.name(raw["name"], "name"),
         source=source,
         base_dir=base_dir,
         num_samples=num_samples,
@@ -219,7 +234,7 @@ def parse_suite(raw: Any, source: str, base_dir: Path) -> Suite:
         batch_size=c.integer(raw.get("batch_size", 256), "batch_size", minimum=1),
         device=c.choice(raw.get("device", "auto"), "device", DEVICES),
         quantisation=quantisation,
-        output_dir=str(raw.get("output_dir", "")),
+        output_dir=c.string(raw["output_dir"], "output_dir") if "output_dir" in raw else "",
         features=extractor_spec,
         metrics=metrics,
         metric_options=metric_options,
@@ -291,6 +306,7 @@ def _parse_models(c: Checker, raw: Any, network_defaults: dict[str, Any]) -> dic
     models = {}
     for name, spec in raw.items():
         path = f"models.{name}"
+        c.name(str(name), path)
         spec = dict(c.mapping(spec, path))
         if "family" not in spec:
             raise c.fail(f"{path}.family", f"missing; accepted families: {', '.join(FAMILIES)}")
@@ -329,7 +345,7 @@ def _parse_runs(c: Checker, raw: Any, models: dict[str, ModelSpec], tune: dict[s
             sampler.with_defaults(options)
         except ValueError as err:
             raise c.fail(f"{path}.options", str(err)) from None
-        label = str(run.get("name", sampler.name))
+        label = c.name(run["name"], f"{path}.name") if "name" in run else sampler.name
         schedule = _parse_schedule_ref(c, run, path, model, sampler.name, options, tune, base_dir)
         nfes = [c.integer(n, f"{path}.nfe[{j}]", minimum=1) for j, n in enumerate(c.sequence(run["nfe"], f"{path}.nfe"))]
         paper = parse_paper_numbers(c, run.get("paper"), f"{path}.paper", nfes)

@@ -3,8 +3,11 @@ the key path and what is accepted."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any
+
+from .names import name_problem
 
 
 class ConfigError(ValueError):
@@ -12,7 +15,8 @@ class ConfigError(ValueError):
 
     def __init__(self, source: str, path: str, message: str):
         self.source, self.path = source, path
-        super().__init__(f"{source}: {path or '<top level>'}: {message}")
+        shown = path if path.isprintable() else path.encode("unicode_escape").decode("ascii")  # one line
+        super().__init__(f"{source}: {shown or '<top level>'}: {message}")
 
 
 class Checker:
@@ -47,8 +51,11 @@ class Checker:
         return value
 
     def number(self, value: Any, path: str, minimum: float | None = None, exclusive: bool = False) -> float:
+        """A finite number (NaN and ±inf are refused: they would only become NaN results)."""
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise self.fail(path, f"expected a number, got {_kind(value)}")
+        if not math.isfinite(value):
+            raise self.fail(path, f"expected a finite number, got {value}")
         if minimum is not None and (value <= minimum if exclusive else value < minimum):
             raise self.fail(path, f"expected a number {'>' if exclusive else '≥'} {minimum}, got {value}")
         return float(value)
@@ -56,6 +63,13 @@ class Checker:
     def string(self, value: Any, path: str) -> str:
         if not isinstance(value, str) or not value:
             raise self.fail(path, f"expected a non-empty string, got {_kind(value)}")
+        return value
+
+    def name(self, value: Any, path: str) -> str:
+        """A name that becomes part of file names (:mod:`cmbench.names`)."""
+        problem = name_problem(value)
+        if problem:
+            raise self.fail(path, problem)
         return value
 
     def boolean(self, value: Any, path: str) -> bool:

@@ -198,7 +198,8 @@ def test_edm_pickle_through_a_suite_gives_edms_denoiser(tmp_path, precond):
         c_skip, c_out, c_in, c_noise = 0.25 / (s**2 + 0.25), s * 0.5 / (s**2 + 0.25).sqrt(), 1 / (s**2 + 0.25).sqrt(), sigma.log() / 4
         assert (model.sigma_min, model.sigma_max) == (0.002, 80.0)  # generate.py's clamp of [0, ∞]
     elif precond == "VPPrecond":
-        t = ((0.1**2 + 2 * 19.9 * (1 + sigma**2).log()).sqrt() - 0.1) / 19.9
+        s32 = sigma.float()  # the official VPPrecond computes its noise label in float32
+        t = (((0.1**2 + 2 * 19.9 * (1 + s32**2).log()).sqrt() - 0.1) / 19.9).double()
         c_skip, c_out, c_in, c_noise = 1.0, -s, 1 / (s**2 + 1).sqrt(), 999 * t
         assert (model.sigma_min, model.sigma_max) == (0.0045, 80.0)
     else:

@@ -323,8 +323,11 @@ def test_compute_matches_full_feature_matrix(toy_extractor):
     assert meta["layers"] == {"pool": 64, "logits": 10} and meta["kept_features"] == {"pool": 100}
     assert {"cmbench_version", "created_at", "source", "source_details"} <= set(meta)
     # ... and the shipped statistics of the same split (computed from the full matrix).
+    # The shipped file was computed on another CPU, whose float32 kernels sum in another order:
+    # the features agree to float32 rounding, so the covariances to ~1e-6 of their scale.
     shipped = load_reference(REPO / "reference_stats" / "toy-digits-test.npz")
-    np.testing.assert_allclose(stats.sigma["pool"], shipped.sigma["pool"], rtol=0, atol=1e-10)
+    scale = np.abs(shipped.sigma["pool"]).max()
+    np.testing.assert_allclose(stats.sigma["pool"], shipped.sigma["pool"], rtol=0, atol=1e-6 * scale)
     assert compute_reference_stats(open_images("toy:test", limit=40), toy_extractor, keep=0, batch_size=16,
                                    layers=["pool"], progress=False).features == {}
 

@@ -112,7 +112,7 @@ def test_sample_noise_rows_do_not_depend_on_neighbours():
     together = SampleNoise([7, 42, 9]).randn((5,))
     assert torch.equal(together[1], alone[0])
     assert not torch.equal(together[0], together[1])
-    assert seed_range(5, 3) == [5, 6, 7]
+    assert list(seed_range(5, 3)) == [5, 6, 7]
     assert len(SampleNoise(seed_range(0, 4))) == 4
 
 

@@ -284,7 +284,7 @@ def test_unknown_sampler_option_lists_accepted(tmp_path):
     raw = base()
     raw["runs"][0]["options"] = {"churn": 10}
     err, msg, path = error(tmp_path, raw)
-    assert_names(err, msg, path, "runs[0].options", "churn", "accepted: rho, s_churn, s_max, s_min, s_noise")
+    assert_names(err, msg, path, "runs[0].options", "churn", "accepted: clip_denoised, rho, s_churn, s_max, s_min, s_noise")
 
 
 def test_known_sampler_option_is_kept(tmp_path):

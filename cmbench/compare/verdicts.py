@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..metrics import DIRECTIONS, se_column
+from ..results import FAILED
 from .settings import DEFAULT_Z, CompareError, Settings, Threshold
 from .sides import PROTOCOL_FIELDS, Side, _is_number
 
 VERDICTS = ("worse", "same", "better")
-FAILED = "failed"  # a result row's "status" when cmbench run could not measure it; its "error" says why
 FAILURES = ("missing", "non-finite", "not a number", "row failed")
 """Why a new row has no value for a metric the baseline measured (:attr:`MetricVerdict.failure`)."""
 

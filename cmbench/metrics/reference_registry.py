@@ -24,6 +24,7 @@ from tqdm import tqdm
 from cmbench.atomic import atomic_write
 from cmbench.metrics.reference_formats import FORMATS
 from cmbench.validate import Checker
+from cmbench.yaml_input import load_yaml
 
 REGISTRY_FORMAT = "cmbench-reference-registry/1"
 REQUIRED_KEYS = ("name", "file", "url", "sha256", "format", "profile", "dataset", "resolution", "source")
@@ -65,7 +66,7 @@ def load_registry(path: str | os.PathLike | None = None) -> dict[str, RegistryEn
     if not path.is_file():
         raise FileNotFoundError(f"reference registry {path} not found")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = load_yaml(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
         raise ValueError(f"{path}: not valid YAML ({err})") from err
     c = Checker(str(path))

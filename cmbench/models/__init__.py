@@ -13,7 +13,7 @@ from typing import Any
 from ..validate import Checker
 from .base import MAPS, MissingMapError, ModelAdapter, NoiseRange
 from .gmm import GaussianMixture, GaussianMixtureModel, mixture_from_spec
-from .loading import build_network_model, validate_network_spec
+from .loading import build_network_model, check_sigma_range, validate_network_spec
 
 FAMILIES = ("edm", "cd", "ct", "ctm", "pd", "gmm")
 _STATIC_MAPS = {
@@ -55,6 +55,7 @@ def validate_model_spec(c: Checker, family: str, spec: dict[str, Any], path: str
     for key in ("sigma_min", "sigma_max"):
         if key in spec:
             c.number(spec[key], f"{path}.{key}", minimum=0, exclusive=True)
+    check_sigma_range(c, spec, path, NoiseRange())
 
 
 def _validate_mixture(c: Checker, spec: dict[str, Any], path: str, dim: int) -> None:

@@ -72,6 +72,20 @@ def validate_network_spec(c: Checker, family: str, spec: dict[str, Any], path: s
     for key in ("sigma_min", "sigma_max"):
         if key in spec:
             c.number(spec[key], f"{path}.{key}", minimum=0, exclusive=True)
+    check_sigma_range(c, spec, path, None)
+
+
+def check_sigma_range(c: Checker, spec: dict[str, Any], path: str, default: NoiseRange | None) -> None:
+    """Refuse σ_min ≥ σ_max. A key left out counts as ``default``'s value; with ``default`` None
+    (a checkpoint's range, unknown before loading) only a pair given together is checked."""
+    if default is None and not ("sigma_min" in spec and "sigma_max" in spec):
+        return
+    lo = spec.get("sigma_min", default.sigma_min if default else None)
+    hi = spec.get("sigma_max", default.sigma_max if default else None)
+    if lo >= hi:
+        key = "sigma_min" if "sigma_min" in spec else "sigma_max"
+        raise c.fail(f"{path}.{key}", f"sigma_min must be below sigma_max; got sigma_min {lo}, sigma_max {hi}"
+                                      + ("" if "sigma_min" in spec and "sigma_max" in spec else " (the other is the default)"))
 
 
 def _is_sha256(value: Any) -> bool:

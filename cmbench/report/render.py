@@ -14,7 +14,7 @@ import base64
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ import jinja2
 
 from cmbench.atomic import atomic_write_text
 from cmbench.compare import RUN_BASELINE, CompareError, compare, load_side, resolve_settings, table_cells
-from cmbench.results import RESULTS_JSONL, read_rows
+from cmbench.results import FAILED, RESULTS_JSONL, read_rows
 from cmbench.report.paper import paper_section
 from cmbench.report.plots import fid_vs_nfe_png, search_trace_png
 from cmbench.tuning.schedule_file import read_schedule
@@ -94,7 +94,7 @@ def render_report(run_dir: Path | str, *, title: str | None = None) -> Path:
     rows = sort_rows(read_rows(results)) if results.exists() or not schedules else []
     metadata, metadata_note = load_run_metadata(run_dir / RUN_FILE)
     suite = _suite_name(metadata, rows, run_dir)
-    columns = present_metric_columns(rows)
+    columns = with_likelihood_protocol(present_metric_columns(rows), rows)
     fid_plot = fid_vs_nfe_png(rows)
 
     context = {
@@ -114,7 +114,7 @@ def render_report(run_dir: Path | str, *, title: str | None = None) -> Path:
         "details": [row_details(row) for row in rows],
         "schedules": schedules,
         "regression": regression_section(run_dir) if rows else None,
-        "paper": paper_section(metadata, rows, METRIC_COLUMNS),
+        "paper": paper_section(metadata, rows, with_likelihood_protocol(METRIC_COLUMNS, rows)),
     }
     html = _environment().get_template(TEMPLATE).render(context)
     report = run_dir / REPORT_FILE
@@ -201,6 +201,15 @@ def present_metric_columns(rows: Sequence[Mapping[str, Any]]) -> list[MetricColu
     return [column for column in METRIC_COLUMNS if any(_is_number(row.get(column.key)) for row in rows)]
 
 
+def with_likelihood_protocol(columns: Sequence[MetricColumn], rows: Sequence[Mapping[str, Any]]) -> list[MetricColumn]:
+    """``columns`` with the bits/dim label naming the likelihood protocol of the rows' ``bpd``
+    (``exact`` or ``ctm_eval_bpd``, docs/likelihood.md); rows from before protocols were exact."""
+    protocols = sorted({str(row.get("bpd_protocol") or "exact") for row in rows if _is_number(row.get("bpd"))})
+    if not protocols:
+        return list(columns)
+    return [replace(c, label=f"{c.label} [{', '.join(protocols)}]") if c.key == "bpd" else c for c in columns]
+
+
 def comparison_tables(rows: Sequence[Mapping[str, Any]], columns: Sequence[MetricColumn]) -> list[dict[str, Any]]:
     """One table per family, rows sorted by (model, sampler_label, nfe), the best (lowest) FID marked."""
     families: dict[str, list[Mapping[str, Any]]] = {}
@@ -285,6 +294,7 @@ def _table_row(row: Mapping[str, Any], columns: Sequence[MetricColumn], best_fid
         "metrics": metrics,
         "seconds": format_number(row.get("seconds_per_sample"), SECONDS_SPEC),
         "samples": format_number(row.get("num_samples"), ","),
+        "error": row.get("error") if row.get("status") == FAILED else None,
     }
 
 

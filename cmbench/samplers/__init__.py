@@ -7,6 +7,7 @@ the number of model evaluations the call made per image.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -103,6 +104,8 @@ def _check_option(sampler: str, name: str, value: Any, default: Any) -> None:
         ok, accepted = isinstance(value, Mapping), "a mapping"
     else:
         ok, accepted = isinstance(value, type(default)), type(default).__name__
+    if ok and isinstance(value, float) and not math.isfinite(value) and value != default:
+        ok, accepted = False, "a finite number" + (" (or .inf, its default)" if default == math.inf else "")
     if ok and name in _OPTION_RANGES:
         ok, accepted = _OPTION_RANGES[name][0](value), _OPTION_RANGES[name][1]
     if not ok:

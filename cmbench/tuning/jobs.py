@@ -29,6 +29,7 @@ from tqdm import tqdm
 from .. import __version__
 from ..atomic import atomic_write_bytes
 from ..generate import sample_and_score
+from ..names import inside
 from ..samplers import get_sampler
 from ..seeds import seed_range
 from .greedy import Evaluation, KarrasIndexSpace, LogSigmaSpace, greedy_time_points
@@ -39,7 +40,7 @@ SCHEDULES_DIR = "schedules"
 
 
 def schedule_path(out: Path, name: str) -> Path:
-    return Path(out) / SCHEDULES_DIR / f"{name}.json"
+    return inside(out, Path(SCHEDULES_DIR) / f"{name}.json")
 
 
 def job_fingerprint(suite, job: TuneJob, file_hashes: dict[str, str]) -> str:

@@ -28,6 +28,9 @@ from ..atomic import atomic_write_text
 
 SCHEDULE_FORMAT = "cmbench-schedule/1"
 REQUIRED_KEYS = ("format", "name", "model", "sampler", "schedules", "objective")
+_KEY_TYPES = {"name": (str, "a string"), "model": (dict, "a mapping"), "sampler": (str, "a string"),
+              "schedules": (list, "a list"), "objective": (dict, "a mapping"), "sampler_options": (dict, "a mapping"),
+              "search": (dict, "a mapping")}
 
 
 def write_schedule(path: str | Path, document: dict[str, Any], *, overwrite: bool = False) -> Path:
@@ -43,12 +46,20 @@ def read_schedule(path: str | Path) -> dict[str, Any]:
         document = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise ValueError(f"schedule file {path}: not valid JSON ({err.msg} at line {err.lineno})") from None
-    if not isinstance(document, dict) or document.get("format") != SCHEDULE_FORMAT:
-        found = document.get("format") if isinstance(document, dict) else type(document).__name__
-        raise ValueError(f"schedule file {path}: format is {found!r}; accepted: {SCHEDULE_FORMAT!r}")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"schedule file {path}: not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset "
+                         f"{err.start}); give a JSON file written by `cmbench tune`") from None
+    if not isinstance(document, dict):
+        raise ValueError(f"schedule file {path}: expected a JSON object with format {SCHEDULE_FORMAT!r}, "
+                         f"got a {type(document).__name__}")
+    if document.get("format") != SCHEDULE_FORMAT:
+        raise ValueError(f"schedule file {path}: format is {document.get('format')!r}; accepted: {SCHEDULE_FORMAT!r}")
     missing = [k for k in REQUIRED_KEYS if k not in document]
     if missing:
         raise ValueError(f"schedule file {path}: missing key(s) {', '.join(missing)}")
+    for key, kind in _KEY_TYPES.items():
+        if key in document and not isinstance(document[key], kind[0]):
+            raise ValueError(f"schedule file {path}: {key} must be {kind[1]}, got {type(document[key]).__name__}")
     for i, entry in enumerate(document["schedules"]):
         _check_entry(path, i, entry)
     return document

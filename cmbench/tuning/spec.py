@@ -60,7 +60,8 @@ def parse_tune_jobs(c: Checker, raw: Any, models: dict, suite_metrics: tuple[str
     if raw is None:
         return {}
     raw = c.mapping(raw, "tune")
-    return {str(name): _parse_job(c, str(name), spec, models, suite_metrics, num_samples, seed_start)
+    return {str(name): _parse_job(c, c.name(str(name), f"tune.{name}"), spec, models, suite_metrics, num_samples,
+                                  seed_start)
             for name, spec in raw.items()}
 
 
