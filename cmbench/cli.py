@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .cli_args import integer_at_least, non_negative_integer, positive_integer, positive_number
 from .cli_stats import add_stats_parser
+from .names import name_problem
 
 DEFAULT_SUITE = "toy"
 
@@ -105,6 +106,10 @@ def _tune(args: argparse.Namespace) -> int:
     jobs = list(args.job)
     if args.model:  # an ad-hoc job, validated like one written in the suite
         name = args.name or "_".join(filter(None, (args.model, args.sampler)))
+        problem = name_problem(name) or ("'.' is not accepted in a --name (it separates --set key paths)"
+                                         if "." in name else None)
+        if problem:
+            raise ValueError(f"--name {name!r}: {problem}")
         given = {"model": args.model, "sampler": args.sampler, "max_nfe": args.max_nfe, "method": args.method,
                  "space": args.space, "metric": args.metric, "num_samples": args.samples,
                  "seed_start": args.seed_start, "karras_steps": args.karras_steps, "tol": args.tol}
@@ -151,7 +156,7 @@ def _nll(args: argparse.Namespace) -> int:
         images = images[: args.limit]
     result = evaluate_nll(
         model, images, protocol, continuous=args.continuous, passes=args.passes, batch_size=args.batch_size,
-        seed=args.seed, device=device, progress=not args.quiet,
+        seed=args.seed, device=device, progress=not args.quiet, source=f"--data {args.data}",
     )
     result = {"suite": suite.name, "model": args.model, "data": args.data, **result}
     text = json.dumps(result, indent=2)

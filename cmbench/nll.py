@@ -15,6 +15,7 @@ error.
 from __future__ import annotations
 
 import math
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -41,18 +42,32 @@ def load_images(spec: str, continuous: bool) -> torch.Tensor:
         path = Path(spec)
         if not path.is_file():
             raise FileNotFoundError(f"data file {path} not found (give an .npz with arr_0, or toy:train / toy:test)")
-        with np.load(path, allow_pickle=False) as data:
-            if "arr_0" not in data.files:
-                raise ValueError(f"{path} has no arr_0 (it has {', '.join(data.files)}); expected NHWC images in arr_0")
-            array = data["arr_0"]
-        if array.ndim != 4:
-            raise ValueError(f"{path}: arr_0 must be NHWC images, got shape {array.shape}")
+        array = _read_arr_0(path)
+        if array.ndim != 4 or not len(array):
+            raise ValueError(f"{path}: arr_0 must be NHWC images (at least one), got shape {array.shape}")
         images = torch.from_numpy(np.ascontiguousarray(array.transpose(0, 3, 1, 2)))
     if continuous and images.dtype == torch.uint8:
         raise ValueError(f"{spec}: --continuous expects float images in [-1, 1], got uint8 (drop --continuous)")
     if not continuous and images.dtype != torch.uint8:
         raise ValueError(f"{spec}: images are {images.dtype}; uint8 images are dequantised, float ones need --continuous")
     return images
+
+
+def _read_arr_0(path: Path) -> np.ndarray:
+    """``arr_0`` of an .npz, as plain numbers; anything else is a ValueError naming the file."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if not hasattr(data, "files"):
+                raise ValueError("it is a single .npy array, not an .npz")
+            if "arr_0" not in data.files:
+                raise ValueError(f"it has no arr_0 (it has {', '.join(data.files) or 'nothing'})")
+            array = data["arr_0"]
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
+        raise ValueError(f"{path}: cannot read NHWC images from arr_0 ({err}); give an .npz written by "
+                         "numpy.savez with uint8 (or float) images in arr_0, or toy:train / toy:test") from None
+    if array.dtype.kind not in "uif":
+        raise ValueError(f"{path}: arr_0 holds {array.dtype} values; images must be uint8 or float")
+    return array
 
 
 @dataclass(frozen=True)
@@ -107,12 +122,13 @@ def evaluate_nll(
     seed: int,
     device: torch.device,
     progress: bool = True,
+    source: str = "data",
 ) -> dict:
     """Per-image bits/dim (nats/dim when continuous) under ``protocol``, averaged over passes; their
     mean and its standard error. Pass p seeds the dequantisation with ``seed + p`` and the solver's
     draws (Hutchinson probes; CTM's noise) with ``seed + 1_000_003 + p``."""
     if tuple(images.shape[1:]) != model.image_shape:
-        raise ValueError(f"data images are {tuple(images.shape[1:])}, the model makes {model.image_shape}")
+        raise ValueError(f"{source}: images are {tuple(images.shape[1:])} (CHW), the model makes {model.image_shape}")
     if continuous and isinstance(protocol, CTMEvalBPD):
         raise ValueError("the ctm_eval_bpd protocol scores uint8 images (x = v/127.5 - 1, as CTM's eval_bpd.py); "
                          "drop --continuous, or use protocol exact")

@@ -37,8 +37,12 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         raise FileNotFoundError(f"no results file at {path}; run `cmbench run` to produce one")
     rows: dict[str, dict[str, Any]] = {}
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
+    with path.open("rb") as lines:
+        for number, raw in enumerate(lines, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise ValueError(f"{path}:{number}: not UTF-8 text; result files are JSON lines") from None
             if not line.strip():
                 continue
             try:
@@ -53,7 +57,9 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
                     f"{path}:{number}: result row lacks {', '.join(missing)}; "
                     f"every row needs {', '.join(REQUIRED_ROW_KEYS)}"
                 )
-            rows[str(row["row_id"])] = row
+            if not isinstance(row["row_id"], str) or not row["row_id"]:
+                raise ValueError(f"{path}:{number}: row_id must be a non-empty string, got {row['row_id']!r}")
+            rows[row["row_id"]] = row
     return list(rows.values())
 
 

@@ -307,6 +307,7 @@ def suite_likelihood(suite: Suite, model: ModelAdapter, images: torch.Tensor, de
     result = evaluate_nll(
         model, images, protocol_from_spec(spec), continuous=False, passes=spec["passes"],
         batch_size=spec["batch_size"], seed=spec["seed"], device=device, progress=progress,
+        source=f"{suite.source}: likelihood.data {spec['data']}",
     )
     return {"bpd": result["bpd"], "bpd_stderr": result["stderr"], "bpd_nfe": result["nfe_mean"],
             "bpd_protocol": result["protocol"]}

@@ -83,6 +83,7 @@ _OPTION_RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "gamma": (lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]"),
     "rho": (lambda v: v > 0, "a positive number"),
     "s_noise": (lambda v: v > 0, "a positive number"),
+    "s_churn": (lambda v: v >= 0, "a number ≥ 0 (EDM's S_churn)"),
     "karras_steps": (lambda v: v >= 2, "an integer ≥ 2"),
     "time_point_units": (lambda v: v in TIME_POINT_UNITS, " or ".join(TIME_POINT_UNITS)),
     "time_points": (
