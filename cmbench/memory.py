@@ -32,12 +32,13 @@ def features_bytes(count: int, bytes_per_image: int) -> int:
     return 2 * count * bytes_per_image
 
 
-def check_fits(what: str, count: int, bytes_per_image: int, *, available: int | None = None) -> None:
-    """Raise ValueError when ``count`` images' features cannot fit in the available memory."""
+def check_fits(what: str, count: int, bytes_per_image: int, *, available: int | None = None, source: str = "") -> None:
+    """Raise ValueError when ``count`` images' features cannot fit in the available memory; the
+    message names ``source`` (the suite file) and the key ``what``."""
     available = available_memory() if available is None else available
     needed = features_bytes(count, bytes_per_image)
     if available is not None and needed > available:
         raise ValueError(
-            f"{what} = {count:,} images would need about {needed / GIB:,.1f} GiB for their features "
+            f"{source + ': ' if source else ''}{what} = {count:,} images would need about {needed / GIB:,.1f} GiB for their features "
             f"({bytes_per_image:,} bytes each, kept twice while scored); this machine has "
             f"{available / GIB:,.1f} GiB available; lower {what}")

@@ -95,7 +95,7 @@ class RunContext:
         probe = torch.zeros((1, *model.image_shape), dtype=torch.uint8, device=self.device)
         with torch.no_grad():
             features = self.extractor.extract(probe, sorted(layers_for(self.suite.metrics)))
-        check_fits(what, count, sum(4 * value[0].numel() for value in features.values()))
+        check_fits(what, count, sum(4 * value[0].numel() for value in features.values()), source=self.suite.source)
 
     def reference(self) -> ReferenceStats | None:
         if not self._reference:
@@ -294,7 +294,10 @@ def _metric_columns(suite: Suite) -> set[str]:
 def load_likelihood_images(suite: Suite) -> torch.Tensor:
     """The uint8 images of the suite's ``likelihood.data`` (a toy split or an .npz), up to ``limit``."""
     data = suite.likelihood["data"]
-    images = load_images(data if data.startswith(TOY_PREFIX) else str(suite.resolve(data)), continuous=False)
+    try:
+        images = load_images(data if data.startswith(TOY_PREFIX) else str(suite.resolve(data)), continuous=False)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{suite.source}: likelihood.data: {err}") from None
     return images[: suite.likelihood.get("limit", len(images))]
 
 
