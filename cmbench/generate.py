@@ -101,9 +101,7 @@ def generate_views(
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         seconds += time.perf_counter() - start
-        check_samples(images, batch, desc, lambda: first_non_finite(
-            lambda checked: _sample_batch(checked, sampler, sigmas, options, batch, device), model)
-            + non_finite_parameters(model))
+        check_samples(images, batch, desc, lambda: _locate_non_finite(model, sampler, sigmas, options, batch, device))
         if nfe is not None and batch_nfe != nfe:
             raise RuntimeError(f"{desc}: the sampler made {batch_nfe} evaluations on one batch and {nfe} on another")
         nfe = batch_nfe
@@ -129,6 +127,13 @@ def _sample_batch(model, sampler: Sampler, sigmas: torch.Tensor, options: Mappin
     latents = noise.randn(model.image_shape)
     labels = noise.randint(model.label_dim) if model.label_dim else None
     return sampler.run(model, latents, sigmas, noise=noise, labels=labels, options=options)
+
+
+def _locate_non_finite(model, sampler: Sampler, sigmas: torch.Tensor, options: Mapping[str, Any], seeds,
+                       device: torch.device) -> str:
+    """Where a batch's samples went non-finite: the batch sampled again with every evaluation checked."""
+    rerun = lambda checked: _sample_batch(checked, sampler, sigmas, options, seeds, device)  # noqa: E731
+    return first_non_finite(rerun, model) + non_finite_parameters(model)
 
 
 def sample_and_score(
