@@ -49,7 +49,10 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def default_output_dir(suite: Suite) -> Path:
+def output_folder(suite: Suite, out_dir: str | Path | None = None) -> Path:
+    """``out_dir`` if given, else the suite's ``output_dir``, else ``reports/<suite name>``."""
+    if out_dir:
+        return Path(out_dir)
     return Path(suite.output_dir) if suite.output_dir else Path("reports") / suite.name
 
 
@@ -66,7 +69,7 @@ class RunContext:
                  models: dict | None = None, extractors: dict | None = None, profiles: tuple[str, ...] = (),
                  primary: bool = True):
         self.suite = suite
-        self.out = Path(out_dir) if out_dir else default_output_dir(suite)
+        self.out = output_folder(suite, out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
         self.device = resolve_device(device or suite.device)
         self.models: dict[str, ModelAdapter] = {} if models is None else models
@@ -82,6 +85,7 @@ class RunContext:
         self.reference_sha256 = self.file_hashes.get("reference") or reference_sha256(suite, self.extractor)
         self.profiles, self.primary = profiles, primary
         self._reference: list[ReferenceStats | None] = []
+        self._feature_bytes: dict[tuple[int, ...], int] = {}  # one image's features, by image shape
 
     def model(self, name: str) -> ModelAdapter:
         if name not in self.models:
@@ -92,10 +96,12 @@ class RunContext:
     def check_fits(self, what: str, count: int, model: ModelAdapter) -> None:
         """Refuse, before sampling, ``count`` images of ``model`` whose features cannot fit in memory
         (the size of one image's features is measured on one probe image)."""
-        probe = torch.zeros((1, *model.image_shape), dtype=torch.uint8, device=self.device)
-        with torch.no_grad():
-            features = self.extractor.extract(probe, sorted(layers_for(self.suite.metrics)))
-        check_fits(what, count, sum(4 * value[0].numel() for value in features.values()), source=self.suite.source)
+        if model.image_shape not in self._feature_bytes:
+            probe = torch.zeros((1, *model.image_shape), dtype=torch.uint8, device=self.device)
+            with torch.no_grad():
+                features = self.extractor.extract(probe, sorted(layers_for(self.suite.metrics)))
+            self._feature_bytes[model.image_shape] = sum(4 * value[0].numel() for value in features.values())
+        check_fits(what, count, self._feature_bytes[model.image_shape], source=self.suite.source)
 
     def reference(self) -> ReferenceStats | None:
         if not self._reference:
@@ -153,7 +159,7 @@ def run_suite(
     whose samples are not finite is stored as failed (``status: failed``, its ``error``, no
     metrics) and the run goes on; a rerun tries failed rows again.
     """
-    with output_folder_lock(Path(out_dir) if out_dir else default_output_dir(suite), wait=wait):
+    with output_folder_lock(output_folder(suite, out_dir), wait=wait):
         return _run_locked(suite, out_dir, device, recompute_changed, progress, baseline)
 
 
@@ -219,7 +225,7 @@ def tune_suite(
     if unknown:
         raise ValueError(f"suite {suite.name!r} has no tune job(s) {', '.join(unknown)}; it has: "
                          f"{', '.join(suite.tune) or 'none'}")
-    with output_folder_lock(Path(out_dir) if out_dir else default_output_dir(suite), wait=wait):
+    with output_folder_lock(output_folder(suite, out_dir), wait=wait):
         ctx = next(iter(run_contexts(suite, out_dir, device).values()))
         return ctx.out, ctx.tune(jobs, recompute_changed=recompute_changed, progress=progress)
 

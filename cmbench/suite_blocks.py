@@ -14,7 +14,7 @@ from .metrics import DIRECTIONS, METRICS, MetricOptions
 from .metrics.bootstrap import DEFAULT_RESAMPLES
 from .metrics.fid import FID_SQRT_METHODS
 from .metrics.reference_registry import DEFAULT_DEST, load_registry
-from .nll import PROTOCOLS, ExactProtocol
+from .nll import PROTOCOLS, ExactProtocol, make_protocol
 from .profiles import PROFILE_KEYS, PROFILES, Profile, with_extra_metrics
 from .validate import Checker
 
@@ -70,10 +70,11 @@ def parse_likelihood(c: Checker, raw: Any) -> dict[str, Any]:
         spec["rtol"] = c.number(raw.get("rtol", default.rtol), "likelihood.rtol", minimum=0, exclusive=True)
         spec["atol"] = c.number(raw.get("atol", default.atol), "likelihood.atol", minimum=0, exclusive=True)
     else:
-        for key in ("divergence", "rtol", "atol"):
-            if key in raw:
-                raise c.fail(f"likelihood.{key}", f"protocol {protocol} fixes {key} (Hutchinson probes, RK45 rtol = "
-                                                  f"atol = 1e-3, as CTM's eval_bpd.py); leave it out, or use protocol exact")
+        given = {key: raw[key] for key in ("divergence", "rtol", "atol") if key in raw}
+        try:
+            make_protocol(protocol, **given)
+        except ValueError as err:  # the protocol fixes its own solver settings
+            raise c.fail(f"likelihood.{next(iter(given))}", str(err)) from None
         spec["protocol"] = protocol
     if "limit" in raw:
         spec["limit"] = c.integer(raw["limit"], "likelihood.limit", minimum=2)

@@ -12,7 +12,7 @@ A change in the bad direction is *worse* only when it exceeds both the metric's 
 (absolute, and/or relative to the baseline value; the larger applies) and ``z·se``; *better* is
 the mirror image; anything else is *same*, a difference within noise or within tolerance. The
 gate fails closed: a metric the baseline row measured that the new row lacks (missing, null,
-non-finite, or the row failed) is *worse*, with the reason (:func:`unmeasured_verdict`).
+non-finite, or the row failed) is *worse*, with the reason (:func:`~cmbench.compare.verdicts.unmeasured_verdict`).
 
 Every function here is pure apart from :func:`load_side` and :func:`write_baseline`; the
 command line (``cmbench compare``) and the report format their results.
@@ -23,15 +23,15 @@ from .settings import (DEFAULT_Z, THRESHOLD_FORMS, CompareError, Settings, Thres
                        parse_threshold, parse_threshold_option, resolve_settings)
 from .sides import (BASELINE_FORMAT, IDENTITY_FIELDS, OUTCOME_FIELDS, PROTOCOL_FIELDS, RUN_BASELINE, RUN_FILE,
                     SPREAD_COLUMNS, Side, baseline_document, baseline_row, load_side, write_baseline)
-from .verdicts import (FAILED, FAILURES, VERDICTS, Comparison, MetricVerdict, RowComparison, compare, judge_metric,
-                       match_rows, metric_verdict, read_value, row_error, unmeasured_verdict)
+from .verdicts import (FAILURES, VERDICTS, Comparison, MetricVerdict, RowComparison, compare, match_rows,
+                       metric_verdict)
 
 __all__ = [
-    "ARROWS", "BASELINE_FORMAT", "COMPARE_FORMAT", "DEFAULT_Z", "FAILED", "FAILURES", "IDENTITY_FIELDS",
+    "ARROWS", "BASELINE_FORMAT", "COMPARE_FORMAT", "DEFAULT_Z", "FAILURES", "IDENTITY_FIELDS",
     "MARKDOWN_VERDICTS", "OUTCOME_FIELDS", "PROTOCOL_FIELDS", "RUN_BASELINE", "RUN_FILE", "SPREAD_COLUMNS",
     "THRESHOLD_FORMS", "VERDICTS",
     "CompareError", "Comparison", "MetricVerdict", "RowComparison", "Settings", "Side", "Threshold",
-    "baseline_document", "baseline_row", "compare", "judge_metric", "load_side", "match_rows", "metric_verdict",
-    "parse_regression_spec", "parse_threshold", "parse_threshold_option", "read_value", "render_markdown",
-    "render_table", "resolve_settings", "row_error", "table_cells", "to_json", "unmeasured_verdict", "write_baseline",
+    "baseline_document", "baseline_row", "compare", "load_side", "match_rows", "metric_verdict",
+    "parse_regression_spec", "parse_threshold", "parse_threshold_option", "render_markdown",
+    "render_table", "resolve_settings", "table_cells", "to_json", "write_baseline",
 ]

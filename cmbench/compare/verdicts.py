@@ -124,12 +124,12 @@ def read_value(value: Any) -> tuple[float | None, str | None]:
     "not a number: <value>". Result files store NaN as null, so null counts as missing."""
     if value is None:
         return None, "missing"
-    if isinstance(value, str):  # only "nan", "inf", ... say what went wrong; a number as text is not one
+    if isinstance(value, str):  # "nan" / "inf" say what went wrong; any other text (even "12.5") is no number
         try:
-            number = float(value.strip())
+            number = float(value)
         except ValueError:
-            number = 0.0
-        return None, f"non-finite: {number}" if not math.isfinite(number) else f"not a number: {value!r}"
+            return None, f"not a number: {value!r}"
+        return None, f"not a number: {value!r}" if math.isfinite(number) else f"non-finite: {number}"
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None, f"not a number: {value!r}"
     return (float(value), None) if math.isfinite(value) else (None, f"non-finite: {float(value)}")
