@@ -13,30 +13,53 @@ from pathlib import Path
 from typing import BinaryIO
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None], *, overwrite: bool = True) -> Path:
-    """Call ``write(file)`` on a temporary file and move it to ``path``.
+class AtomicFile:
+    """A temporary file in ``path``'s folder (``file``, open for writing) that becomes ``path`` at
+    :meth:`commit` and vanishes at :meth:`discard`: for writers that fill a file over many calls.
 
-    With ``overwrite=False`` an existing ``path`` is an error (checked before writing, and
-    again at publication time through a hard link where the file system supports it).
+    With ``overwrite=False`` an existing ``path`` is an error (checked at once, and again at
+    publication time through a hard link where the file system supports it).
     """
-    path = Path(path)
-    if not overwrite and path.exists():
-        raise FileExistsError(f"{path} exists; refusing to overwrite it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+
+    def __init__(self, path: str | os.PathLike, *, overwrite: bool = True):
+        self.path = Path(path)
+        self.overwrite = overwrite
+        if not overwrite and self.path.exists():
+            raise FileExistsError(f"{self.path} exists; refusing to overwrite it")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, self._tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        self.file: BinaryIO = os.fdopen(fd, "w+b")
+
+    def commit(self) -> Path:
+        """Flush the data to disk and move it to ``path``; the temporary file is gone either way."""
+        try:
+            self.file.flush()
+            os.fsync(self.file.fileno())
+            self.file.close()
+            os.chmod(self._tmp, 0o644)  # mkstemp creates 0600; outputs are meant to be shared
+            if self.overwrite:
+                os.replace(self._tmp, self.path)
+            else:
+                _publish_new(self._tmp, self.path)
+        finally:
+            self.discard()
+        return self.path
+
+    def discard(self) -> None:
+        """Close and delete the temporary file (after :meth:`commit`: nothing left to do)."""
+        self.file.close()
+        Path(self._tmp).unlink(missing_ok=True)
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None], *, overwrite: bool = True) -> Path:
+    """Call ``write(file)`` on a temporary file and move it to ``path`` (see :class:`AtomicFile`)."""
+    target = AtomicFile(path, overwrite=overwrite)
     try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; outputs are meant to be shared
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            _publish_new(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return path
+        write(target.file)
+    except BaseException:
+        target.discard()
+        raise
+    return target.commit()
 
 
 def _publish_new(tmp: str, path: Path) -> None:
