@@ -11,6 +11,9 @@ attributes are inert dummy classes (``from torchvision.datasets import CIFAR10``
 finder, the stubbed modules and the modules named in ``dependents`` (imported under the stub)
 are removed again, so no stand-in leaks into anything else.
 
+diffusers (the reference for the ``diffusers`` checkpoint format) imports torchvision too;
+:func:`diffusers_imported` keeps the same stub in place while it is used.
+
 cmbench itself never imports these libraries; only tests and ``benchmarks/`` do.
 """
 
@@ -99,3 +102,15 @@ def import_reference(module: str) -> types.ModuleType:
     package = module.split(".")[0]
     with torchvision_stubbed(dependents=(package,)):
         return importlib.import_module(module)
+
+
+@contextmanager
+def diffusers_imported() -> Iterator[types.ModuleType]:
+    """The ``diffusers`` package, imported under the stub for the duration of the block.
+
+    diffusers imports its submodules lazily, on attribute access and inside its methods (saving a
+    pipeline looks up every model class), so whatever uses it runs inside the block; afterwards no
+    diffusers module and no stub is left in ``sys.modules``.
+    """
+    with torchvision_stubbed(dependents=("diffusers",)):
+        yield importlib.import_module("diffusers")

@@ -5,6 +5,9 @@
   loaded strictly into an architecture preset (``official``).
 - ``edm_pickle``: NVlabs/edm ``.pkl`` snapshots, rebuilt by a restricted unpickler that never runs
   the code they embed.
+- ``diffusers``: folders as diffusers' ``save_pretrained`` writes them (``UNet2DModel``), mapped onto
+  cmbench's ADM net without importing diffusers (``diffusers_unet``; safetensors read by
+  ``safetensors_file``).
 """
 
 from cmbench.checkpoints.hashing import sha256_file

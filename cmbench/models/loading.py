@@ -7,6 +7,9 @@ A suite's network model names a ``checkpoint`` and its ``format``:
   names the preset network and the model defaults (image shape, labels, time input).
 - ``edm_pickle``: an NVlabs/edm ``.pkl`` snapshot, read without running its embedded code
   unless ``trust_pickle_code: true``; the preconditioner class sets σ range and coefficients.
+- ``diffusers``: a folder as diffusers' ``save_pretrained`` writes it (the Hugging Face copies of
+  openai's consistency models), read without diffusers into cmbench's ADM net
+  (:mod:`cmbench.checkpoints.diffusers_unet`); its ``config.json`` names the architecture.
 
 Suite options override what the file or preset says (σ range, σ_data, time input), and
 ``precision`` / ``compile`` choose how the network runs.
@@ -24,7 +27,8 @@ from .networks import PRECISIONS, ConsistencyModel, CTMModel, EDMModel
 from .pd import PREDICTIONS, ROLES, ProgressiveDistillationModel
 from .preconditioning import PRECONDITIONINGS, TIME_INPUTS, TimeInput
 
-CHECKPOINT_FORMATS = ("native", "state_dict", "edm_pickle")
+CHECKPOINT_FORMATS = ("native", "state_dict", "edm_pickle", "diffusers")
+DIFFUSERS_FAMILIES = ("cd", "ct", "edm")  # an ADM net without CTM's s embedding
 NETWORK_OPTIONAL = (
     "format", "sha256", "arch", "trust_pickle_code", "sigma_min", "sigma_max", "sigma_data",
     "time_input", "noise_label_scale", "preconditioning", "precision", "compile",
@@ -49,15 +53,18 @@ def validate_network_spec(c: Checker, family: str, spec: dict[str, Any], path: s
                                          f"{', '.join(OFFICIAL_ARCHS)}")
         c.choice(spec["arch"], f"{path}.arch", OFFICIAL_ARCHS)
     elif "arch" in spec:
-        raise c.fail(f"{path}.arch", f"only state_dict checkpoints take an arch; a {fmt} file names its own")
+        raise c.fail(f"{path}.arch", f"only state_dict checkpoints take an arch; a {fmt} checkpoint names its own")
+    if fmt == "diffusers" and family not in DIFFUSERS_FAMILIES:
+        raise c.fail(f"{path}.format", f"a diffusers UNet2DModel folder holds an ADM net for families "
+                                       f"{', '.join(DIFFUSERS_FAMILIES)}, not {family}")
     if "trust_pickle_code" in spec:
         c.boolean(spec["trust_pickle_code"], f"{path}.trust_pickle_code")
         if fmt != "edm_pickle":
             raise c.fail(f"{path}.trust_pickle_code", "only edm_pickle checkpoints are pickles with code")
     if "preconditioning" in spec:
         if family != "edm" or fmt == "edm_pickle":
-            raise c.fail(f"{path}.preconditioning", "only EDM models from native or state_dict files take it "
-                                                    "(an EDM pickle's preconditioner class sets it)")
+            raise c.fail(f"{path}.preconditioning", "only EDM models from native, state_dict or diffusers checkpoints "
+                                                    "take it (an EDM pickle's preconditioner class sets it)")
         c.choice(spec["preconditioning"], f"{path}.preconditioning", PRECONDITIONINGS)
     if family == "pd":
         c.choice(spec["role"], f"{path}.role", ROLES)
@@ -105,6 +112,11 @@ def load_network(spec: dict[str, Any], family: str, checkpoint_dir: Path, device
 
         ckpt = load_state_dict_checkpoint(path, spec["arch"], device=device, expected_sha256=expected)
         return ckpt.net, dict(ckpt.preset.model_options), ckpt.sha256
+    if fmt == "diffusers":
+        from ..checkpoints.diffusers_unet import load_diffusers_unet
+
+        ckpt = load_diffusers_unet(path, device=device, expected_sha256=expected)
+        return ckpt.net, dict(ckpt.model_options), ckpt.sha256
     if fmt == "edm_pickle":
         from ..checkpoints.edm_pickle import load_edm_pickle
 
