@@ -40,7 +40,8 @@ def _run(args: argparse.Namespace) -> int:
     from .runner import run_suite
     from .suite import load_suite
 
-    suite = load_suite(resolve_suite(args.suite), args.set)
+    overrides = [*args.set, *([f"save_samples={args.save_samples}"] if args.save_samples else [])]
+    suite = load_suite(resolve_suite(args.suite), overrides)
     baseline = baseline_document(load_side(args.baseline)) if args.baseline else None  # unusable: fail before running
     if args.save_baseline and args.save_baseline.exists() and not args.overwrite_baseline:
         raise FileExistsError(f"baseline file {args.save_baseline} exists; pass --overwrite-baseline to replace it")
@@ -62,6 +63,24 @@ def _run(args: argparse.Namespace) -> int:
         document = baseline_document(load_side(report.parent))
         write_baseline(args.save_baseline, document, overwrite=args.overwrite_baseline)
         print(f"baseline: {args.save_baseline} ({len(document['rows'])} rows)")
+    return 1 if failed else 0
+
+
+def _score(args: argparse.Namespace) -> int:
+    from .runner import run_suite
+    from .sample_sets import score_suite
+
+    suite = score_suite(
+        args.samples, profiles=args.profile, suite=args.suite,
+        reference=args.reference, metrics=args.metric, nfe=args.nfe, limit=args.limit,
+        quantisation=args.quantisation, name=args.name, overrides=args.set,
+    )
+    report = run_suite(suite, args.out, device=args.device, recompute_changed=args.recompute_changed,
+                       progress=not args.quiet, wait=args.wait)
+    print(f"results: {report.parent / 'results.jsonl'}\nreport:  {report}")
+    failed = failed_rows(report.parent, suite)
+    for row in failed:
+        print(f"cmbench: row {row['row_id']} failed: {row['error']}", file=sys.stderr)
     return 1 if failed else 0
 
 
@@ -148,7 +167,8 @@ def _nll(args: argparse.Namespace) -> int:
         raise ValueError(f"suite {suite.name!r} has no model {args.model!r}; it has: {', '.join(suite.models)}")
     spec = suite.models[args.model]
     device = resolve_device(args.device or suite.device)
-    model = build_model(spec.family, spec.options, suite.checkpoint_dir, str(device))
+    model = build_model(spec.family, spec.options, suite.checkpoint_dir, str(device), name=args.model,
+                        base_dir=suite.base_dir)
     if not model.has("denoise"):
         raise model.missing_map("denoise")
     images = load_images(args.data, args.continuous)
@@ -213,9 +233,40 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--save-baseline", type=Path, metavar="FILE",
                      help="after the run, write its rows as a baseline file (cmbench-baseline/1) to commit")
     run.add_argument("--overwrite-baseline", action="store_true", help="let --save-baseline replace an existing file")
+    run.add_argument("--save-samples", metavar="FORMATS",
+                     help="also write each row's images: npz (ADM-style arr_0/arr_1), png (EDM's layout) or npz,png, "
+                          "under OUT/samples/ (the suite key save_samples)")
     run.add_argument("--baseline", metavar="FILE",
                      help="a baseline file, results file or run folder: the report gets a regression section against it")
     run.set_defaults(func=_run)
+
+    score = sub.add_parser(
+        "score", help="score images made elsewhere (ADM-style .npz, PNG/JPEG folders) under one or more profiles",
+        description="Images made elsewhere, scored as a suite row is: same metrics, standard errors, results, report "
+                    "and compare. `cmbench score SAMPLES.npz --reference REF.npz --profile adm` replaces the ADM "
+                    "evaluator's `evaluator.py REF SAMPLES`.")
+    score.add_argument("samples", nargs="+", metavar="SAMPLES",
+                       help="an .npz with NHWC images in arr_0 or an image folder (recursive, sorted by path); NAME=PATH names its row")
+    score.add_argument("--profile", action="append", default=[], metavar="NAME",
+                       help="evaluator profile (repeatable: each scores the same images; `cmbench profiles` lists them)")
+    score.add_argument("--suite", help="instead of --profile: score as this suite scores (its features, metrics, "
+                                       "conventions and reference); a file or bundled suite name")
+    score.add_argument("--reference", help="reference statistics file (with --profile: required unless the profile's "
+                                           "metrics need none; with --suite: replaces the suite's)")
+    score.add_argument("--metric", action="append", default=[], metavar="NAME", help="a metric beyond the profile's (repeatable)")
+    score.add_argument("--nfe", type=non_negative_integer, default=0,
+                       help="the NFE the images were made with, recorded in the rows (default 0: not stated)")
+    score.add_argument("--limit", type=integer_at_least(2), help="score the first N images of each set")
+    score.add_argument("--quantisation", choices=("round", "truncate"),
+                       help="float images in an .npz (in [-1, 1]): how they become uint8")
+    score.add_argument("--name", default="score", help="the suite name in the rows and report (default score)")
+    score.add_argument("--out", type=Path, help="output folder (default reports/<name>)")
+    score.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a value of the scoring suite")
+    score.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    score.add_argument("--recompute-changed", action="store_true", help="replace stored rows whose configuration differs")
+    score.add_argument("--quiet", action="store_true", help="no progress bars")
+    score.add_argument("--wait", action="store_true", help="wait for another process writing to the output folder")
+    score.set_defaults(func=_score)
 
     comp = sub.add_parser("compare", help="compare result rows with a baseline: noise-aware verdicts, exit 1 on a regression",
                           description="Exit status: 0 nothing worse, 1 a metric got worse or is missing, null or non-finite "

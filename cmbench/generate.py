@@ -9,7 +9,7 @@ features; nothing else changes.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,12 +67,88 @@ def generate_features(
     return features, grid, nfe, seconds
 
 
+@dataclass(frozen=True)
+class ImageBatch:
+    """One batch of images with the seeds they stand for: floats in [-1, 1] from a sampler, or
+    uint8 images already quantised (a stored sample set); ``labels`` are class indices or None."""
+
+    seeds: Sequence[int]
+    images: torch.Tensor
+    labels: torch.Tensor | None
+
+
+class SampledBatches:
+    """The images a sampler makes for ``seeds``, batch by batch; iterate once. Afterwards ``nfe``
+    is the evaluations per image and ``seconds`` the time spent in the sampler."""
+
+    def __init__(self, model: ModelAdapter, sampler: Sampler, sigmas: torch.Tensor, options: Mapping[str, Any],
+                 seeds: Sequence[int], *, batch_size: int, device: torch.device, desc: str = ""):
+        self.model, self.sampler, self.sigmas, self.options = model, sampler, sigmas, options
+        self.batches = [seeds[i : i + batch_size] for i in range(0, len(seeds), batch_size)]
+        self.device, self.desc = device, desc
+        self.nfe: int | None = None
+        self.seconds = 0.0
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self) -> Iterator[ImageBatch]:
+        model, sampler, sigmas, options, device = self.model, self.sampler, self.sigmas, self.options, self.device
+        for seeds in self.batches:
+            start = time.perf_counter()
+            with torch.no_grad():
+                images, labels, nfe = _sample_batch(model, sampler, sigmas, options, seeds, device)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            self.seconds += time.perf_counter() - start
+            check_samples(images, seeds, self.desc,
+                          lambda: _locate_non_finite(model, sampler, sigmas, options, seeds, device))
+            if self.nfe is not None and nfe != self.nfe:
+                raise RuntimeError(f"{self.desc}: the sampler made {nfe} evaluations on one batch and {self.nfe} on another")
+            self.nfe = nfe
+            yield ImageBatch(seeds, images, labels)
+
+
+class StoredBatches:
+    """The images of a stored sample set (:class:`~cmbench.models.samples.SampleSetModel`) for
+    ``seeds``: image i of the set stands for the i-th seed, so the first ``len(seeds)`` images are
+    read, in stored order. Nothing is sampled: ``nfe`` and ``seconds`` stay None."""
+
+    nfe = None
+    seconds = None
+
+    def __init__(self, model, seeds: Sequence[int], *, batch_size: int, device: torch.device):
+        self.model, self.seeds, self.batch_size, self.device = model, seeds, batch_size, device
+
+    def __len__(self) -> int:
+        return -(-len(self.seeds) // self.batch_size)
+
+    def __iter__(self) -> Iterator[ImageBatch]:
+        done = 0
+        for images in self.model.read(len(self.seeds), self.batch_size):
+            yield ImageBatch(self.seeds[done : done + len(images)], images.to(self.device), None)
+            done += len(images)
+
+
+def image_batches(model: ModelAdapter, sampler: Sampler, sigmas: torch.Tensor, options: Mapping[str, Any],
+                  seeds: Sequence[int], *, batch_size: int, device: torch.device,
+                  desc: str = "") -> SampledBatches | StoredBatches:
+    """The images of ``seeds``: sampled, or read from a stored sample set (a model with ``images``)."""
+    if model.has("images"):
+        return StoredBatches(model, seeds, batch_size=batch_size, device=device)
+    return SampledBatches(model, sampler, sigmas, options, seeds, batch_size=batch_size, device=device, desc=desc)
+
+
+SaveSamples = Callable[[torch.Tensor, "torch.Tensor | None", Sequence[int]], None]
+"""Called with each batch's uint8 images (NCHW, on the CPU), labels and seeds, in seed order."""
+
+
 def generate_views(
     model: ModelAdapter,
     sampler: Sampler,
     sigmas: torch.Tensor,
     options: Mapping[str, Any],
-    seeds: list[int],
+    seeds: Sequence[int],
     *,
     batch_size: int,
     device: torch.device,
@@ -80,53 +156,50 @@ def generate_views(
     keep_images: int = 0,
     progress: bool = False,
     desc: str = "",
-) -> tuple[list[dict[str, np.ndarray]], torch.Tensor, int, float]:
-    """Sample once and extract features for several views ``(quantisation, extractor, layers)``.
+    save: SaveSamples | None = None,
+) -> tuple[list[dict[str, np.ndarray]], torch.Tensor, int | None, float | None]:
+    """Sample once (or read a stored sample set) and extract features for several views
+    ``(quantisation, extractor, layers)``.
 
     Views with the same quantisation and extractor share one extraction (of their layers'
-    union). Returns (features by layer for each view, the first ``keep_images`` images under the
-    first view's quantisation, NFE per image, seconds spent in the sampler).
+    union). ``save`` receives every batch under the first view's quantisation. Returns (features
+    by layer for each view, the first ``keep_images`` images under the first view's quantisation,
+    NFE per image, seconds spent in the sampler); a stored set has neither NFE nor seconds (None).
     """
+    stream = image_batches(model, sampler, sigmas, options, seeds, batch_size=batch_size, device=device, desc=desc)
     passes: dict[tuple[str, int], tuple[FeatureExtractor, set[str]]] = {}
     for quantisation, extractor, layers in views:
         passes.setdefault((quantisation, id(extractor)), (extractor, set()))[1].update(layers)
     chunks = {key: {layer: [] for layer in layers} for key, (_, layers) in passes.items()}
     kept: list[torch.Tensor] = []
-    nfe, seconds = None, 0.0
-    batches = [seeds[i : i + batch_size] for i in range(0, len(seeds), batch_size)]
-    for batch in tqdm(batches, desc=desc, unit="batch", disable=not progress, leave=False):
-        start = time.perf_counter()
-        with torch.no_grad():
-            images, batch_nfe = _sample_batch(model, sampler, sigmas, options, batch, device)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        seconds += time.perf_counter() - start
-        check_samples(images, batch, desc, lambda: _locate_non_finite(model, sampler, sigmas, options, batch, device))
-        if nfe is not None and batch_nfe != nfe:
-            raise RuntimeError(f"{desc}: the sampler made {batch_nfe} evaluations on one batch and {nfe} on another")
-        nfe = batch_nfe
+    for batch in tqdm(stream, desc=desc, unit="batch", disable=not progress, leave=False):
+        first = to_uint8(batch.images, views[0][0])
+        if save is not None:
+            save(first.cpu(), None if batch.labels is None else batch.labels.cpu(), batch.seeds)
         if sum(len(k) for k in kept) < keep_images:
-            kept.append(to_uint8(images, views[0][0]).cpu())
+            kept.append(first.cpu())
         for (quantisation, _), (extractor, layers) in passes.items():
             if layers:
                 with torch.no_grad():
-                    feats = extractor.extract(to_uint8(images, quantisation), sorted(layers))
-                check_features(feats, batch, desc, extractor.name)
+                    feats = extractor.extract(to_uint8(batch.images, quantisation), sorted(layers))
+                check_features(feats, batch.seeds, desc, extractor.name)
                 for layer in layers:
                     chunks[(quantisation, id(extractor))][layer].append(feats[layer].float().cpu())
     merged = {key: {layer: torch.cat(parts).numpy() for layer, parts in by_layer.items()} for key, by_layer in chunks.items()}
     features = [{layer: merged[(q, id(e))][layer] for layer in layers} for q, e, layers in views]
     grid = torch.cat(kept)[:keep_images] if kept else torch.zeros(0, dtype=torch.uint8)
-    return features, grid, int(nfe), seconds
+    return features, grid, stream.nfe, stream.seconds
 
 
 def _sample_batch(model, sampler: Sampler, sigmas: torch.Tensor, options: Mapping[str, Any], seeds,
-                  device: torch.device) -> tuple[torch.Tensor, int]:
-    """The images of one batch of seeds: each seed's latent, then its label, then its sampler noise."""
+                  device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None, int]:
+    """The images of one batch of seeds (each seed's latent, then its label, then its sampler
+    noise), their labels and the sampler's NFE."""
     noise = SampleNoise(seeds, device)
     latents = noise.randn(model.image_shape)
     labels = noise.randint(model.label_dim) if model.label_dim else None
-    return sampler.run(model, latents, sigmas, noise=noise, labels=labels, options=options)
+    images, nfe = sampler.run(model, latents, sigmas, noise=noise, labels=labels, options=options)
+    return images, labels, nfe
 
 
 def _locate_non_finite(model, sampler: Sampler, sigmas: torch.Tensor, options: Mapping[str, Any], seeds,
@@ -176,7 +249,7 @@ def sample_and_score_many(
     sampler: Sampler,
     nfe: int,
     options: Mapping[str, Any],
-    seeds: list[int],
+    seeds: Sequence[int],
     scorings: list[Scoring],
     *,
     batch_size: int,
@@ -186,13 +259,17 @@ def sample_and_score_many(
     desc: str = "",
     bootstrap: int = 0,
     bootstrap_seed: int = 0,
-) -> tuple[list[dict[str, float]], torch.Tensor, torch.Tensor, int, float]:
-    """:func:`sample_and_score` under several scorings (evaluator profiles) of the same samples."""
+    save: SaveSamples | None = None,
+) -> tuple[list[dict[str, float]], torch.Tensor, torch.Tensor, int, float | None]:
+    """:func:`sample_and_score` under several scorings (evaluator profiles) of the same samples.
+
+    A stored sample set is read instead of sampled; its NFE is the ``nfe`` given (what it was
+    made with, as the suite states it) and its seconds None."""
     sigmas = sampler.schedule(model.noise_range, nfe, options)
     views = [(s.quantisation, s.extractor, layers_for(s.metrics)) for s in scorings]
     features, grid, made_nfe, seconds = generate_views(
         model, sampler, sigmas, options, seeds, batch_size=batch_size, device=device, views=views,
-        keep_images=keep_images, progress=progress, desc=desc,
+        keep_images=keep_images, progress=progress, desc=desc, save=save,
     )
     results = []
     for scoring, feats in zip(scorings, features):
@@ -201,4 +278,4 @@ def sample_and_score_many(
             values.update(bootstrap_standard_errors(scoring.metrics, feats, scoring.reference, scoring.metric_options,
                                                     resamples=bootstrap, seed=bootstrap_seed))
         results.append(values)
-    return results, sigmas, grid, made_nfe, seconds
+    return results, sigmas, grid, nfe if made_nfe is None else made_nfe, seconds

@@ -17,13 +17,16 @@ QUANTISATIONS = ("round", "truncate")
 
 
 def to_uint8(images: torch.Tensor, quantisation: str = "round") -> torch.Tensor:
-    """Quantise images in [-1, 1] (any float dtype, NCHW) to uint8 with the named convention."""
+    """Quantise images in [-1, 1] (any float dtype, NCHW) to uint8 with the named convention.
+    uint8 images (a stored sample set) are quantised already and come back as they are."""
+    if quantisation not in QUANTISATIONS:
+        raise ValueError(f"unknown quantisation {quantisation!r}; accepted: {', '.join(QUANTISATIONS)}")
+    if images.dtype == torch.uint8:
+        return images
     if quantisation == "round":
         scaled = images.to(torch.float64) * 127.5 + 128.0
-    elif quantisation == "truncate":
-        scaled = (images.to(torch.float64) + 1.0) * 127.5
     else:
-        raise ValueError(f"unknown quantisation {quantisation!r}; accepted: {', '.join(QUANTISATIONS)}")
+        scaled = (images.to(torch.float64) + 1.0) * 127.5
     # Clamping before the cast makes the float->uint8 conversion a plain floor for every input.
     return scaled.clamp(0, 255).floor().to(torch.uint8)
 

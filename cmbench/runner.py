@@ -20,6 +20,7 @@ from tqdm import tqdm
 from . import __version__
 from .atomic import atomic_write_bytes, atomic_write_text
 from .checkpoints import sha256_file
+from .checkpoints.hashing import sha256_path
 from .compare import RUN_BASELINE, write_baseline
 from .features import FeatureExtractor, build_extractor
 from .finite import NonFiniteSamples
@@ -27,6 +28,7 @@ from .memory import check_fits
 from .generate import Scoring, sample_and_score_many
 from .metrics import METRICS, ReferenceStats, layers_for, scored_columns, se_column
 from .models import ModelAdapter, build_model
+from .models.external import code_sha256
 from .names import inside
 from .nll import TOY_PREFIX, evaluate_nll, load_images, protocol_from_spec
 from .report import image_grid_png, render_report
@@ -36,7 +38,8 @@ from .profiles import PROFILES
 from .references import load_suite_reference, reference_path, reference_sha256
 from .samplers import get_sampler
 from .seeds import seed_range
-from .suite import Row, Suite
+from .row_samples import SampleFiles
+from .suite import ModelSpec, Row, Suite
 from .tuning.jobs import apply_schedule, run_tune_job, show_schedule_files
 from .zoo import resolve_checkpoint
 
@@ -68,6 +71,8 @@ class RunContext:
     def __init__(self, suite: Suite, out_dir: str | Path | None, device: str | None, *,
                  models: dict | None = None, extractors: dict | None = None, profiles: tuple[str, ...] = (),
                  primary: bool = True):
+        """``models``: adapters already built (shared between profiles, or handed over in memory by
+        :mod:`cmbench.api`); the others are built from the suite on first use."""
         self.suite = suite
         self.out = output_folder(suite, out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
@@ -90,7 +95,8 @@ class RunContext:
     def model(self, name: str) -> ModelAdapter:
         if name not in self.models:
             spec = self.suite.models[name]
-            self.models[name] = build_model(spec.family, spec.options, self.suite.checkpoint_dir, str(self.device))
+            self.models[name] = build_model(spec.family, spec.options, self.suite.checkpoint_dir, str(self.device),
+                                            name=name, base_dir=self.suite.base_dir)
         return self.models[name]
 
     def check_fits(self, what: str, count: int, model: ModelAdapter) -> None:
@@ -98,8 +104,14 @@ class RunContext:
         (the size of one image's features is measured on one probe image)."""
         if model.image_shape not in self._feature_bytes:
             probe = torch.zeros((1, *model.image_shape), dtype=torch.uint8, device=self.device)
-            with torch.no_grad():
-                features = self.extractor.extract(probe, sorted(layers_for(self.suite.metrics)))
+            try:
+                with torch.no_grad():
+                    features = self.extractor.extract(probe, sorted(layers_for(self.suite.metrics)))
+            except (ValueError, RuntimeError) as err:
+                source = getattr(model, "source", None)  # a stored sample set names its file
+                images = source.description if source else f"{model.family} images of shape {list(model.image_shape)}"
+                raise ValueError(f"{self.suite.source}: {images} do not suit the {self.extractor.name} extractor: "
+                                 f"{err}") from None
             self._feature_bytes[model.image_shape] = sum(4 * value[0].numel() for value in features.values())
         check_fits(what, count, self._feature_bytes[model.image_shape], source=self.suite.source)
 
@@ -127,12 +139,14 @@ class RunContext:
         }
 
 
-def run_contexts(suite: Suite, out_dir: str | Path | None, device: str | None) -> dict[str, RunContext]:
+def run_contexts(suite: Suite, out_dir: str | Path | None, device: str | None,
+                 models: dict[str, ModelAdapter] | None = None) -> dict[str, RunContext]:
     """One context per profile the rows are scored under ("" for a suite with one scoring); the
-    first is primary (tune jobs, run.json)."""
+    first is primary (tune jobs, run.json). ``models`` are adapters built already (in memory)."""
+    models = dict(models or {})
     if not suite.profiles:
-        return {"": RunContext(suite, out_dir, device)}
-    first = RunContext(suite.under(suite.profiles[0]), out_dir, device, profiles=suite.profiles)
+        return {"": RunContext(suite, out_dir, device, models=models)}
+    first = RunContext(suite.under(suite.profiles[0]), out_dir, device, models=models, profiles=suite.profiles)
     contexts = {suite.profiles[0]: first}
     for name in suite.profiles[1:]:
         contexts[name] = RunContext(suite.under(name), first.out, device, models=first.models,
@@ -149,6 +163,7 @@ def run_suite(
     progress: bool = True,
     baseline: dict | None = None,
     wait: bool = False,
+    models: dict[str, ModelAdapter] | None = None,
 ) -> Path:
     """Run the suite's tune jobs, then every unfinished row, into ``out_dir``; returns the report's path.
 
@@ -157,14 +172,16 @@ def run_suite(
     ``baseline.json``, which the report compares the rows against. The run holds the folder's
     lock (:mod:`cmbench.run_lock`); ``wait`` queues behind another run instead of failing. A row
     whose samples are not finite is stored as failed (``status: failed``, its ``error``, no
-    metrics) and the run goes on; a rerun tries failed rows again.
+    metrics) and the run goes on; a rerun tries failed rows again. ``models`` are model adapters
+    built already, by name (the Python API's models in memory); the rest are built from the suite.
     """
     with output_folder_lock(output_folder(suite, out_dir), wait=wait):
-        return _run_locked(suite, out_dir, device, recompute_changed, progress, baseline)
+        return _run_locked(suite, out_dir, device, recompute_changed, progress, baseline, models)
 
 
-def _run_locked(suite: Suite, out_dir, device, recompute_changed: bool, progress: bool, baseline: dict | None) -> Path:
-    contexts = run_contexts(suite, out_dir, device)
+def _run_locked(suite: Suite, out_dir, device, recompute_changed: bool, progress: bool, baseline: dict | None,
+                models: dict[str, ModelAdapter] | None) -> Path:
+    contexts = run_contexts(suite, out_dir, device, models)
     ctx = next(iter(contexts.values()))
     store = ResultStore(ctx.out)
     schedules = ctx.tune(suite.tune, recompute_changed=recompute_changed, progress=progress)
@@ -237,30 +254,61 @@ def evaluate_rows(suite: Suite, rows: list[Row], contexts: dict[str, RunContext]
     first.check_fits("num_samples", suite.num_samples, model)
     scorings = [Scoring(c.suite.quantisation, c.extractor, c.suite.metrics, c.suite.metric_options, c.reference())
                 for c in (contexts[row.profile] for row in rows)]
+    for scoring in scorings:
+        check_resolution(suite, rows[0].model, model, scoring.reference)
     bootstrap = suite.uncertainty["bootstrap"]
     base_id = rows[0].row_id.split("@")[0]
-    values, sigmas, grid, nfe, seconds = sample_and_score_many(
-        model, get_sampler(rows[0].sampler), rows[0].nfe, rows[0].options, seed_range(suite.seed_start, suite.num_samples),
-        scorings, batch_size=suite.batch_size, device=first.device, keep_images=suite.grid_images, progress=progress,
-        desc=base_id, bootstrap=bootstrap, bootstrap_seed=suite.uncertainty["seed"],
-    )
+    seeds = seed_range(suite.seed_start, suite.num_samples)
+    saving = SampleFiles(first.out, base_id, suite.save_samples if not model.has("images") else (), model, seeds)
+    with saving:
+        values, sigmas, grid, nfe, seconds = sample_and_score_many(
+            model, get_sampler(rows[0].sampler), rows[0].nfe, rows[0].options, seeds, scorings,
+            batch_size=suite.batch_size, device=first.device, keep_images=suite.grid_images, progress=progress,
+            desc=base_id, bootstrap=bootstrap, bootstrap_seed=suite.uncertainty["seed"], save=saving.save,
+        )
     grid_path = None
     if len(grid):
         grid_path = f"grids/{base_id}.png"
         atomic_write_bytes(inside(first.out, grid_path), image_grid_png(grid, scale=max(1, 32 // model.image_shape[-1])))
-    return [_result_row(contexts[row.profile], row, model, metrics, sigmas, grid_path, nfe, seconds)
+    return [{**_result_row(contexts[row.profile], row, model, metrics, sigmas, grid_path, nfe, seconds),
+             "samples": saving.files or None, "samples_quantisation": scorings[0].quantisation if saving.files else None}
             for row, metrics in zip(rows, values)]
 
 
-def _result_row(ctx: RunContext, row: Row, model, metrics: dict, sigmas, grid_path, nfe: int, seconds: float) -> dict[str, Any]:
+def check_resolution(suite: Suite, name: str, model: ModelAdapter, reference: ReferenceStats | None) -> None:
+    """Refuse images of another height × width than the reference statistics were made from
+    (where the reference records it): metrics across resolutions compare different things."""
+    made = reference.meta.get("resolution") if reference is not None else None
+    if not made or list(made) == list(model.image_shape[1:]):
+        return
+    source = getattr(model, "source", None)
+    images = source.description if source else f"models.{name}"
+    raise ValueError(f"{suite.source}: {images}: images are {model.image_shape[1]}×{model.image_shape[2]} but the "
+                     f"reference statistics ({reference.meta.get('source', 'reference')}) were made from "
+                     f"{made[0]}×{made[1]} images; give a reference of the same resolution")
+
+
+def model_source(spec: ModelSpec) -> str:
+    """Where a model came from: checkpoint, entry_point, memory, samples (images made elsewhere) or analytic."""
+    if spec.family == "samples":
+        return "samples"
+    if spec.family == "gmm":
+        return "analytic"
+    return next((kind for key, kind in (("in_memory", "memory"), ("entry_point", "entry_point")) if key in spec.options),
+                "checkpoint")
+
+
+def _result_row(ctx: RunContext, row: Row, model, metrics: dict, sigmas, grid_path, nfe: int,
+                seconds: float | None) -> dict[str, Any]:
     suite, bootstrap = ctx.suite, ctx.suite.uncertainty["bootstrap"]
     se_columns = [se_column(col) for col in scored_columns(suite.metrics)] if bootstrap else []
     return {
         "suite": suite.name, "row_id": row.row_id, "model": row.model, "family": model.family,
         "sampler": row.sampler, "sampler_label": _label(row), "nfe": nfe, "num_samples": suite.num_samples,
         **dict.fromkeys(sorted(_metric_columns(suite))), **dict.fromkeys(se_columns), **metrics,
-        "seconds_per_sample": seconds / suite.num_samples, "seed_start": suite.seed_start,
-        "checkpoint_sha256": model.checkpoint_sha256, "cmbench_version": __version__,
+        "seconds_per_sample": None if seconds is None else seconds / suite.num_samples, "seed_start": suite.seed_start,
+        "checkpoint_sha256": model.checkpoint_sha256, "model_source": model_source(suite.models[row.model]),
+        "cmbench_version": __version__,
         "schedule": [float(s) for s in sigmas], "schedule_source": row.schedule or None,
         "options": row.options, "grid": grid_path,
         "status": "ok", **ctx.extractor.identity, "quantisation": suite.quantisation,
@@ -322,11 +370,20 @@ def suite_likelihood(suite: Suite, model: ModelAdapter, images: torch.Tensor, de
             "bpd_protocol": result["protocol"]}
 
 
+def sample_set_path(suite: Suite, model: str) -> Path:
+    """The file or folder of a stored sample set, which must exist."""
+    path = suite.resolve(suite.models[model].options["path"])
+    if not path.exists():
+        raise FileNotFoundError(f"{suite.source}: models.{model}.path: {path} does not exist (relative paths start "
+                                "at the suite's folder)")
+    return path
+
+
 def checkpoint_path(suite: Suite, model: str) -> Path:
-    """The checkpoint file of ``model``, which must exist."""
-    given = suite.models[model].options["checkpoint"]
-    path = resolve_checkpoint(given, suite.checkpoint_dir)[0]
-    if not path.is_file():
+    """The checkpoint file (a folder for ``format: diffusers``) of ``model``, which must exist."""
+    options = suite.models[model].options
+    path = resolve_checkpoint(options["checkpoint"], suite.checkpoint_dir)[0]
+    if not (path.is_dir() if options.get("format") == "diffusers" else path.is_file()):
         where = (f"checkpoints_dir is {suite.checkpoints_dir!r}; change it with --set checkpoints_dir=DIR"
                  if suite.checkpoints_dir else "relative paths start at the suite's folder; or set checkpoints_dir")
         raise FileNotFoundError(f"{suite.source}: models.{model}.checkpoint: {path} does not exist ({where})")
@@ -334,9 +391,18 @@ def checkpoint_path(suite: Suite, model: str) -> Path:
 
 
 def suite_file_hashes(suite: Suite) -> dict[str, str]:
-    """sha256 of every checkpoint (by model name) and of the reference and likelihood data files."""
-    hashes = {name: sha256_file(checkpoint_path(suite, name))
+    """sha256 of every checkpoint and sample set (by model name), of every entry point's module file
+    ("<model>.code"), of the state dict of every model in memory, and of the reference and
+    likelihood data files."""
+    hashes = {name: sha256_path(checkpoint_path(suite, name))
               for name, spec in suite.models.items() if "checkpoint" in spec.options}
+    for name, spec in suite.models.items():
+        if spec.family == "samples":
+            hashes[name] = sha256_path(sample_set_path(suite, name))
+        elif "entry_point" in spec.options:
+            hashes[f"{name}.code"] = code_sha256(spec.options["entry_point"], suite.base_dir)
+        elif spec.options.get("state_sha256"):
+            hashes[name] = spec.options["state_sha256"]
     if "path" in suite.reference:
         hashes["reference"] = sha256_file(reference_path(suite))
     data = suite.likelihood.get("data", TOY_PREFIX)

@@ -14,7 +14,6 @@ features of an official reference batch's stored images with the run's extractor
 from __future__ import annotations
 
 import datetime
-import hashlib
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ import torch
 from tqdm import tqdm
 
 from . import __version__
+from .checkpoints.hashing import sha256_file
 from .features.base import FeatureExtractor
 from .images import QUANTISATIONS, to_uint8
 from .metrics.fid import StatsAccumulator
@@ -174,18 +174,10 @@ def _npz_source(path: Path, channels: int | None, quantisation: str | None, limi
 
     shape = (channels or have, height, width)
     provenance = {"kind": "npz", "path": str(path), "key": "arr_0", "stored_shape": list(array.shape),
-                  "stored_dtype": str(array.dtype), "sha256": _sha256(path)}
+                  "stored_dtype": str(array.dtype), "sha256": sha256_file(path)}
     if floating:
         provenance["quantisation"] = quantisation
     return ImageSource(f"{path} (arr_0, {count} images)", count, shape, read, provenance)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def open_images(spec: str, *, channels: int | None = None, quantisation: str | None = None,
@@ -311,7 +303,8 @@ def extractor_from_suite(suite, device: torch.device | str = "cpu") -> FeatureEx
     name = suite.features.get("model")
     if name is not None:
         spec = suite.models[name]
-        models[name] = build_model(spec.family, spec.options, suite.checkpoint_dir, str(device))
+        models[name] = build_model(spec.family, spec.options, suite.checkpoint_dir, str(device), name=name,
+                                   base_dir=suite.base_dir)
     return build_extractor(suite.features, models, base_dir=suite.base_dir).to(device)
 
 

@@ -24,6 +24,7 @@ from .metrics.bootstrap import DEFAULT_RESAMPLES
 from .models import FAMILIES, NoiseRange, family_maps, validate_model_spec
 from .profiles import with_extra_metrics
 from .samplers import SAMPLERS
+from .sample_files import save_formats
 from .suite_blocks import (parse_likelihood, parse_metric_names, parse_metric_options, parse_paper_numbers,
                            parse_profile, parse_profiles, parse_reference, parse_regression, parse_uncertainty)
 from .tuning.spec import SCHEDULE_OPTIONS, SCHEDULE_PREFIX, TuneJob, parse_tune_jobs, tunable_samplers
@@ -35,7 +36,7 @@ TOP_REQUIRED = ("name", "num_samples", "models", "runs")
 TOP_OPTIONAL = (
     "description", "seed_start", "batch_size", "device", "quantisation", "output_dir",
     "features", "metrics", "metric_options", "reference", "grid_images", "likelihood", "tune", "profile", "profiles",
-    "uncertainty", "regression", "checkpoints_dir", "precision", "compile", "paper",
+    "uncertainty", "regression", "checkpoints_dir", "precision", "compile", "paper", "save_samples",
 )
 NETWORK_DEFAULTS = ("precision", "compile")  # top-level keys that set every network model's default
 
@@ -97,6 +98,9 @@ class Suite:
     scorings: dict[str, dict[str, Any]] = field(default_factory=dict)
     checkpoints_dir: str = ""
     paper_source: str = ""
+    save_samples: tuple[str, ...] = ()
+    """Formats each row's images are saved in (``npz``: ADM-style arr_0/arr_1, ``png``: EDM's folder
+    layout), under ``samples/`` in the output folder; they change no number, so not the fingerprint."""
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -119,14 +123,19 @@ class Suite:
     def row_fingerprint(self, row: Row, file_hashes: dict[str, str] | None = None) -> str:
         """A hash of everything that changes a row's numbers; a resumed row must match it.
 
-        ``file_hashes`` holds the sha256 of the files the suite names (checkpoints by model name,
-        reference statistics under "reference", the extractor's weights under "extractor", the
-        likelihood data under "likelihood"), so replacing a file's content counts as a change.
+        ``file_hashes`` holds the sha256 of the files the suite names (checkpoints and sample sets
+        by model name, an entry point's module file under "<model>.code", reference statistics
+        under "reference", the extractor's weights under "extractor", the likelihood data under
+        "likelihood"), so replacing a file's content counts as a change.
         """
         if self.profiles:
             raise ValueError("row_fingerprint of a several-profile suite: call it on suite.under(row.profile)")
+        hashes = file_hashes or {}
+        files = {k: hashes.get(k) for k in (row.model, "reference", "extractor", "likelihood")}
+        if f"{row.model}.code" in hashes:  # only where there is code, so other fingerprints stay as they were
+            files[f"{row.model}.code"] = hashes[f"{row.model}.code"]
         config = {
-            "files": {k: (file_hashes or {}).get(k) for k in (row.model, "reference", "extractor", "likelihood")},
+            "files": files,
             "model": self.models[row.model].__dict__, "sampler": row.sampler, "options": row.options,
             "nfe": row.nfe, "num_samples": self.num_samples, "seed_start": self.seed_start,
             "quantisation": self.quantisation, "features": self.features, "metrics": sorted(self.metrics),
@@ -249,11 +258,24 @@ def parse_suite(raw: Any, source: str, base_dir: Path) -> Suite:
         regression=parse_regression(c, raw.get("regression"), metrics, likelihood),
         checkpoints_dir=c.string(raw["checkpoints_dir"], "checkpoints_dir") if "checkpoints_dir" in raw else "",
         paper_source=c.string(raw["paper"], "paper") if "paper" in raw else "",
+        save_samples=_parse_save_samples(c, raw.get("save_samples", False)),
     )
     for name in suite.profiles or ("",):
         _check_metric_sizes(c, suite.under(name) if name else suite)
     return suite
 
+
+
+def _parse_save_samples(c: Checker, raw: Any) -> tuple[str, ...]:
+    """``save_samples: npz``, ``png``, ``[npz, png]`` or ``npz,png``; false (the default): none."""
+    if raw is False or raw is None:
+        return ()
+    if not isinstance(raw, (str, list)):
+        raise c.fail("save_samples", f"expected npz, png, [npz, png] or false, got {raw!r}")
+    try:
+        return save_formats(raw)
+    except ValueError as err:
+        raise c.fail("save_samples", str(err)) from None
 
 
 def _expand_profiles(rows: list[Row], profiles: tuple[str, ...]) -> list[Row]:
@@ -311,7 +333,7 @@ def _parse_models(c: Checker, raw: Any, network_defaults: dict[str, Any]) -> dic
         if "family" not in spec:
             raise c.fail(f"{path}.family", f"missing; accepted families: {', '.join(FAMILIES)}")
         family = c.choice(spec.pop("family"), f"{path}.family", FAMILIES)
-        if family != "gmm":
+        if family not in ("gmm", "samples"):
             spec = {**network_defaults, **spec}
         validate_model_spec(c, family, spec, path)
         models[str(name)] = ModelSpec(str(name), family, spec)
@@ -325,7 +347,7 @@ def _parse_runs(c: Checker, raw: Any, models: dict[str, ModelSpec], tune: dict[s
     for i, run in enumerate(c.sequence(raw, "runs")):
         path = f"runs[{i}]"
         run = c.mapping(run, path)
-        c.keys(run, path, ("model", "sampler", "nfe"), ("name", "options", "schedule", "profiles", "paper"))
+        c.keys(run, path, ("model", "sampler"), ("nfe", "name", "options", "schedule", "profiles", "paper"))
         chosen = _run_profiles(c, run, path, profiles)
         model = c.choice(run["model"], f"{path}.model", models)
         sampler = SAMPLERS.get(run["sampler"]) if isinstance(run["sampler"], str) else None
@@ -347,7 +369,14 @@ def _parse_runs(c: Checker, raw: Any, models: dict[str, ModelSpec], tune: dict[s
             raise c.fail(f"{path}.options", str(err)) from None
         label = c.name(run["name"], f"{path}.name") if "name" in run else sampler.name
         schedule = _parse_schedule_ref(c, run, path, model, sampler.name, options, tune, base_dir)
-        nfes = [c.integer(n, f"{path}.nfe[{j}]", minimum=1) for j, n in enumerate(c.sequence(run["nfe"], f"{path}.nfe"))]
+        stored = sampler.name == "stored"  # images made elsewhere: NFE as stated, 0 when not stated
+        if "nfe" not in run and not stored:
+            raise c.fail(f"{path}.nfe", "missing required key; required here: model, sampler, nfe")
+        nfes = [c.integer(n, f"{path}.nfe[{j}]", minimum=0 if stored else 1)
+                for j, n in enumerate(c.sequence(run.get("nfe", [0]), f"{path}.nfe"))]
+        if stored and len(nfes) != 1:
+            raise c.fail(f"{path}.nfe", f"a stored sample set is one set of images: give the one NFE they were made "
+                                        f"with (got {nfes}), or leave nfe out; one model entry per file")
         paper = parse_paper_numbers(c, run.get("paper"), f"{path}.paper", nfes)
         for j, nfe in enumerate(nfes):
             if not sampler.nfe_ok(nfe):

@@ -23,7 +23,7 @@ from cmbench.models import (
     family_maps,
 )
 from cmbench.models.base import MAPS
-from cmbench.models.networks import ConsistencyModel, CTMModel, EDMModel
+from cmbench.models.networks import ConsistencyModel, CTMModel, EDMModel, GeneratorModel
 from cmbench.models.pd import ProgressiveDistillationModel
 from cmbench.models.preconditioning import TimeInput
 from cmbench.nets import build_network
@@ -274,7 +274,19 @@ def all_models():
         ("pd", {"role": "student"}, ProgressiveDistillationModel(random_net(), SHAPE, role="student")),
         ("pd", {"role": "teacher"}, ProgressiveDistillationModel(random_net(), SHAPE, role="teacher")),
         ("gmm", {}, GaussianMixtureModel(mixture, SHAPE, ode_steps=2)),
+        ("generator", {}, GeneratorModel(_Generator().double(), SHAPE)),
     ]
+
+
+class _Generator(nn.Module):
+    """A one-step generator net(z, labels) for the map checks."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.tensor(0.5))
+
+    def forward(self, z, labels=None):
+        return torch.tanh(self.scale * z)
 
 
 def test_has_agrees_with_maps_and_with_what_works():
@@ -284,12 +296,14 @@ def test_has_agrees_with_maps_and_with_what_works():
         "consistency": lambda m: m.consistency(x, sigma),
         "jump": lambda m: m.jump(x, sigma, sigma / 2),
         "ddim_x0": lambda m: m.ddim_x0(x, sigma),
+        "generate": lambda m: m.generate(x),
     }
+    assert set(calls) == set(MAPS) - {"images"}  # a stored sample set is read, not called
     for family, options, model in all_models():
         assert model.family == family
         assert set(model.maps) <= set(MAPS)
         assert set(model.maps) == family_maps(family, options), family
-        for name in MAPS:
+        for name in calls:
             assert model.has(name) == (name in model.maps)
             if model.has(name):
                 out = calls[name](model)

@@ -310,10 +310,16 @@ def test_heun_rejects_impossible_nfe(nfe):
         get_sampler("heun").schedule(NoiseRange(), nfe, {})
 
 
-@pytest.mark.parametrize("name", sorted(SAMPLERS))
+@pytest.mark.parametrize("name", sorted(set(SAMPLERS) - {"stored"}))
 def test_every_sampler_rejects_nfe_zero(name):
     with pytest.raises(ValueError, match="NFE 0"):
         get_sampler(name).schedule(NoiseRange(), 0, {})
+
+
+def test_stored_samples_take_nfe_zero_as_not_stated_and_onestep_only_one():
+    assert get_sampler("stored").schedule(NoiseRange(), 0, {}).numel() == 0
+    with pytest.raises(ValueError, match="exactly one evaluation"):
+        get_sampler("onestep").schedule(NoiseRange(), 2, {})
 
 
 def test_unknown_sampler_and_option_rejected():

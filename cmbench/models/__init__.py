@@ -11,23 +11,27 @@ from pathlib import Path
 from typing import Any
 
 from ..validate import Checker
-from .base import MAPS, MissingMapError, ModelAdapter, NoiseRange
+from .base import TRAJECTORY_MAPS, MissingMapError, ModelAdapter, NoiseRange
+from .external import build_entry_point_model, is_external, validate_external_spec
 from .gmm import GaussianMixture, GaussianMixtureModel, mixture_from_spec
 from .loading import build_network_model, check_sigma_range, validate_network_spec
+from .samples import SampleSetModel, validate_samples_spec
 
-FAMILIES = ("edm", "cd", "ct", "ctm", "pd", "gmm")
+FAMILIES = ("edm", "cd", "ct", "ctm", "pd", "gmm", "generator", "samples")
 _STATIC_MAPS = {
     "edm": {"denoise", "ddim_x0"},
     "cd": {"consistency"},
     "ct": {"consistency"},
-    "ctm": set(MAPS),
-    "gmm": set(MAPS),
+    "ctm": set(TRAJECTORY_MAPS),
+    "gmm": set(TRAJECTORY_MAPS),
+    "generator": {"generate"},
+    "samples": {"images"},
 }
 GMM_OPTIONAL = ("components", "random", "class_conditional", "sigma_min", "sigma_max", "ode_steps")
 
 __all__ = [
     "FAMILIES", "MissingMapError", "ModelAdapter", "NoiseRange", "GaussianMixture",
-    "GaussianMixtureModel", "build_model", "family_maps", "validate_model_spec",
+    "GaussianMixtureModel", "SampleSetModel", "build_model", "family_maps", "validate_model_spec",
 ]
 
 
@@ -40,6 +44,15 @@ def family_maps(family: str, options: dict[str, Any]) -> set[str]:
 
 def validate_model_spec(c: Checker, family: str, spec: dict[str, Any], path: str) -> None:
     """Check a suite's model entry (everything but ``family``) for its family."""
+    if family == "samples":
+        validate_samples_spec(c, spec, path)
+        return
+    if is_external(spec):
+        validate_external_spec(c, family, spec, path)
+        return
+    if family == "generator":
+        raise c.fail(path, "a one-step generator comes from your code: give entry_point (a builder) and image_shape, "
+                           "or pass it to cmbench.evaluate")
     if family != "gmm":
         validate_network_spec(c, family, spec, path)
         return
@@ -85,9 +98,20 @@ def _validate_mixture(c: Checker, spec: dict[str, Any], path: str, dim: int) -> 
         c.number(comp.get("weight", 1.0), f"{p}.weight", minimum=0, exclusive=True)
 
 
-def build_model(family: str, spec: dict[str, Any], checkpoint_dir: Path, device: str = "cpu") -> ModelAdapter:
-    """Construct a validated model entry; relative checkpoint paths start at ``checkpoint_dir``.
-    Checkpoints are loaded without executing code (unless an EDM pickle's entry trusts it)."""
+def build_model(family: str, spec: dict[str, Any], checkpoint_dir: Path, device: str = "cpu", *,
+                name: str = "model", base_dir: Path | None = None) -> ModelAdapter:
+    """Construct a validated model entry ``name``; relative checkpoint paths start at
+    ``checkpoint_dir``, sample sets and entry-point files at ``base_dir`` (the suite's folder;
+    default ``checkpoint_dir``). Checkpoints are loaded without executing code (unless an EDM
+    pickle's entry trusts it); an entry point's code runs because the suite names it."""
+    base_dir = checkpoint_dir if base_dir is None else base_dir
+    if family == "samples":
+        path = Path(spec["path"]).expanduser()
+        return SampleSetModel(path if path.is_absolute() else base_dir / path, quantisation=spec.get("quantisation"))
+    if "in_memory" in spec:
+        raise ValueError(f"models.{name} is a model in memory: only the Python API (cmbench.evaluate) can supply it")
+    if "entry_point" in spec:
+        return build_entry_point_model(name, family, spec, base_dir, checkpoint_dir, device)
     if family == "gmm":
         shape = tuple(spec["image_shape"])
         mixture = mixture_from_spec(spec, math.prod(shape))

@@ -13,6 +13,8 @@ tensor with the dtype of ``x``. A family offers only the maps it really has:
   trajectory (CTM).
 - ``ddim_x0(x, sigma, labels)``: the clean-image prediction a DDIM step uses. Every model with
   ``denoise`` has it; a PD student has only this one, valid on its own step grid.
+- ``generate(z, labels)``: a one-step generator's image from a standard-normal latent z.
+- ``images``: not a map but a stored sample set (images made elsewhere), read in stored order.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from dataclasses import dataclass
 
 import torch
 
-MAPS = ("denoise", "consistency", "jump", "ddim_x0")
+TRAJECTORY_MAPS = ("denoise", "consistency", "jump", "ddim_x0")
+MAPS = (*TRAJECTORY_MAPS, "generate", "images")
 SCORE_FAMILIES = "EDM, CTM, PD teachers and the analytic mixture (gmm)"
 
 
@@ -99,6 +102,9 @@ class ModelAdapter:
         if "denoise" not in self.maps:
             raise self.missing_map("ddim_x0")
         return self.denoise(x, sigma, labels)
+
+    def generate(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        raise self.missing_map("generate")
 
 
 def per_sample(sigma: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor:

@@ -23,9 +23,10 @@ from typing import Any
 from ..validate import Checker
 from ..zoo import resolve_checkpoint
 from .base import ModelAdapter, NoiseRange
-from .networks import PRECISIONS, ConsistencyModel, CTMModel, EDMModel
-from .pd import PREDICTIONS, ROLES, ProgressiveDistillationModel
-from .preconditioning import PRECONDITIONINGS, TIME_INPUTS, TimeInput
+from .adapters import network_adapter
+from .networks import PRECISIONS
+from .pd import PREDICTIONS, ROLES
+from .preconditioning import PRECONDITIONINGS, TIME_INPUTS
 
 CHECKPOINT_FORMATS = ("native", "state_dict", "edm_pickle", "diffusers")
 DIFFUSERS_FAMILIES = ("cd", "ct", "edm")  # an ADM net without CTM's s embedding
@@ -157,27 +158,7 @@ def build_network_model(family: str, spec: dict[str, Any], checkpoint_dir: Path,
     options = {**file_options, **{k: v for k, v in spec.items() if k not in _SPEC_ONLY}}
     if "image_shape" not in options:
         raise ValueError(f"checkpoint {spec['checkpoint']}: its model options lack image_shape")
-    common = dict(
-        image_shape=tuple(options["image_shape"]),
-        label_dim=int(options.get("label_dim", 0)),
-        noise_range=NoiseRange(
-            float(options.get("sigma_min", 0.002)), float(options.get("sigma_max", 80.0)),
-            float(options.get("sigma_data", 0.5)),
-        ),
-        checkpoint_sha256=sha256,
-        time_input=TimeInput(
-            options.get("time_input", "log_sigma"), float(options.get("noise_label_scale", 1.0)),
-            **{k: options[k] for k in ("beta_d", "beta_min", "M") if k in options},
-        ),
-        precision=spec.get("precision", "fp32"),
-        compile=spec.get("compile", False),
-    )
-    if family == "edm":
-        return EDMModel(net, preconditioning=options.get("preconditioning", "edm"), **common)
-    if family in ("cd", "ct"):
-        return ConsistencyModel(net, family=family, **common)
-    if family == "ctm":
-        if getattr(net, "s_embedding", True) is False:  # nets without the flag are trusted
-            raise ValueError(f"checkpoint {spec['checkpoint']}: a CTM network needs an s embedding (s_embedding: true)")
-        return CTMModel(net, **common)
-    return ProgressiveDistillationModel(net, prediction=options.get("prediction", "v"), role=options["role"], **common)
+    if family == "ctm" and getattr(net, "s_embedding", True) is False:  # nets without the flag are trusted
+        raise ValueError(f"checkpoint {spec['checkpoint']}: a CTM network needs an s embedding (s_embedding: true)")
+    return network_adapter(family, net, options, sha256=sha256, precision=spec.get("precision", "fp32"),
+                           compile=spec.get("compile", False))

@@ -1,9 +1,11 @@
 """Adapters that wrap a network into each family's maps.
 
-Every wrapped network has the call ``net(x, noise_labels, class_labels=None,
-s_noise_labels=None)``: ``x`` already scaled by c_in, ``noise_labels`` the model's
-:class:`~cmbench.models.preconditioning.TimeInput` of σ, integer class labels, and for CTM the
-target time s. The adapter casts its inputs to the network's dtype and returns the caller's dtype.
+Every wrapped network is called as ``net(x, noise_labels, class_labels)`` (CTM: ``net(x,
+noise_labels, class_labels, s_noise_labels)``): ``x`` already scaled by c_in, ``noise_labels``
+the model's :class:`~cmbench.models.preconditioning.TimeInput` of σ, integer class labels or
+None, and for CTM the target time s. The adapter casts its inputs to the network's dtype and
+returns the caller's dtype. With ``preconditioning: none`` (a user's network that is the map
+itself) c_in = c_out = 1, c_skip = 0 and the noise labels are σ unless ``time_input`` says otherwise.
 
 ``precision`` runs the network under ``torch.autocast`` (fp16 or bf16; fp32, the default, runs
 it as stored); ``compile`` wraps it in ``torch.compile``. Preconditioning and samplers stay in
@@ -16,7 +18,7 @@ import torch
 from torch import nn
 
 from .base import ModelAdapter, NoiseRange, per_sample
-from .preconditioning import SCALINGS, TimeInput, consistency_scalings, edm_scalings
+from .preconditioning import SCALINGS, TimeInput, consistency_scalings
 
 PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -49,16 +51,29 @@ class NetworkModel(ModelAdapter):
 
     @property
     def net_dtype(self) -> torch.dtype:
-        return next(self.net.parameters()).dtype
+        """The dtype of the network's first floating-point parameter (float32 if it has none)."""
+        return next((p.dtype for p in self.net.parameters() if p.is_floating_point()), torch.float32)
 
     def _call(self, x_in, sigma, labels, s=None) -> torch.Tensor:
         dtype = self.net_dtype
-        t_label = self.time_input(sigma).to(dtype)
-        s_label = None if s is None else self.time_input(s).to(dtype)
+        args = (x_in.to(dtype), self.time_input(sigma).to(dtype), labels)
+        if s is not None:
+            args += (self.time_input(s).to(dtype),)
         autocast = PRECISIONS[self.precision]
         with torch.autocast(x_in.device.type, dtype=autocast, enabled=autocast is not None):
-            out = self._forward(x_in.to(dtype), t_label, labels, s_label)
-        return out.to(x_in.dtype)
+            out = self._forward(*args)
+        return _checked_output(out, x_in).to(x_in.dtype)
+
+
+def _checked_output(out, x: torch.Tensor) -> torch.Tensor:
+    """The network's output, which must be a tensor of ``x``'s shape (a user's network may return
+    anything; say what came back instead of failing deep inside a sampler)."""
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(f"the network returned a {type(out).__name__}; expected a tensor of shape {list(x.shape)}")
+    if out.shape != x.shape:
+        raise ValueError(f"the network returned shape {list(out.shape)} for input shape {list(x.shape)}; "
+                         "expected the input's shape")
+    return out
 
 
 class EDMModel(NetworkModel):
@@ -66,7 +81,7 @@ class EDMModel(NetworkModel):
 
     ``preconditioning`` picks the coefficients of EDM's Table 1: ``edm`` (EDMPrecond, also
     openai's EDM teachers), ``vp`` or ``ve`` (the VPPrecond / VEPrecond baselines, whose time
-    input is the matching :class:`TimeInput`).
+    input is the matching :class:`TimeInput`), or ``none`` (the network is D itself).
     """
 
     family = "edm"
@@ -85,18 +100,24 @@ class EDMModel(NetworkModel):
 
 
 class ConsistencyModel(NetworkModel):
-    """CD / CT consistency function f(x, σ) with the boundary condition f(x, σ_min) = x."""
+    """CD / CT consistency function f(x, σ) with the boundary condition f(x, σ_min) = x
+    (``preconditioning: cm``, CM App. C), or a network that is f itself (``none``)."""
 
     maps = frozenset({"consistency"})
 
-    def __init__(self, *args, family: str = "cd", **kwargs):
+    def __init__(self, *args, family: str = "cd", preconditioning: str = "cm", **kwargs):
         if family not in ("cd", "ct"):
             raise ValueError(f"consistency family must be 'cd' or 'ct', got {family!r}")
+        if preconditioning not in ("cm", "none"):
+            raise ValueError(f"consistency preconditioning {preconditioning!r} is not one of cm, none")
         super().__init__(*args, **kwargs)
         self.family = family
+        self.preconditioning = preconditioning
 
     def consistency(self, x, sigma, labels=None):
         sig = per_sample(sigma, x)
+        if self.preconditioning == "none":
+            return self._call(x, sig, labels)
         c_skip, c_out, c_in = consistency_scalings(sig, self.sigma_data, self.sigma_min)
         return c_skip * x + c_out * self._call(c_in * x, sig, labels)
 
@@ -106,15 +127,22 @@ class CTMModel(NetworkModel):
 
     g(x, t, s) = c_skip(t)·x + c_out(t)·NN(c_in(t)·x, t, s) with EDM scalings;
     G(x, t, s) = (s/t)·x + (1 − s/t)·g(x, t, s); score access through D(x, t) = g(x, t, t).
+    With ``preconditioning: none`` the network is g itself.
     """
 
     family = "ctm"
     maps = frozenset({"denoise", "consistency", "jump", "ddim_x0"})
 
+    def __init__(self, *args, preconditioning: str = "edm", **kwargs):
+        if preconditioning not in ("edm", "none"):
+            raise ValueError(f"CTM preconditioning {preconditioning!r} is not one of edm, none")
+        super().__init__(*args, **kwargs)
+        self.preconditioning = preconditioning
+
     def _g(self, x, t, s, labels):
         t = per_sample(t, x)
         s = per_sample(s, x)
-        c_skip, c_out, c_in = edm_scalings(t, self.sigma_data)
+        c_skip, c_out, c_in = SCALINGS[self.preconditioning](t, self.sigma_data)
         return c_skip * x + c_out * self._call(c_in * x, t, labels, s)
 
     def jump(self, x, t, s, labels=None):
@@ -126,3 +154,17 @@ class CTMModel(NetworkModel):
 
     def consistency(self, x, sigma, labels=None):
         return self.jump(x, sigma, torch.full_like(per_sample(sigma, x).reshape(-1), self.sigma_min), labels)
+
+
+class GeneratorModel(NetworkModel):
+    """A one-step generator: ``net(z, class_labels)`` maps a standard-normal latent z to an image in
+    [-1, 1] (SiD, DMD2 and the like, whose own σ scaling of z belongs inside ``net``)."""
+
+    family = "generator"
+    maps = frozenset({"generate"})
+
+    def generate(self, z, labels=None):
+        autocast = PRECISIONS[self.precision]
+        with torch.autocast(z.device.type, dtype=autocast, enabled=autocast is not None):
+            out = self._forward(z.to(self.net_dtype), labels)
+        return _checked_output(out, z).to(z.dtype)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 
 PRECONDITIONINGS = ("edm", "vp", "ve")
-TIME_INPUTS = ("log_sigma", "vp", "ve", "inv_cos", "sigmoid_logsnr")
+TIME_INPUTS = ("log_sigma", "vp", "ve", "inv_cos", "sigmoid_logsnr", "sigma")
 
 
 def edm_scalings(sigma: torch.Tensor, sigma_data: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -32,7 +32,13 @@ def ve_scalings(sigma: torch.Tensor, sigma_data: float) -> tuple[torch.Tensor, t
     return torch.ones_like(sigma), sigma, torch.ones_like(sigma)
 
 
-SCALINGS = {"edm": edm_scalings, "vp": vp_scalings, "ve": ve_scalings}
+def no_scalings(sigma: torch.Tensor, sigma_data: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """An already preconditioned network (``preconditioning: none``): c_skip = 0, c_out = c_in = 1,
+    so the map is the network's output itself."""
+    return torch.zeros_like(sigma), torch.ones_like(sigma), torch.ones_like(sigma)
+
+
+SCALINGS = {"edm": edm_scalings, "vp": vp_scalings, "ve": ve_scalings, "none": no_scalings}
 
 
 def consistency_scalings(
@@ -73,6 +79,7 @@ class TimeInput:
       t ∈ [0, 1] of progressive distillation's cosine nets (diffusion_distillation's "inv_cos";
       its nets multiply by 1000 inside their embedding, so such a port uses scale 1000).
     - ``sigmoid_logsnr``: sigmoid(logsnr) = 1/(1+σ²) (diffusion_distillation's "sigmoid").
+    - ``sigma``: σ itself (the default of an already preconditioned network, ``preconditioning: none``).
     """
 
     kind: str = "log_sigma"
@@ -93,6 +100,8 @@ class TimeInput:
             label = vp_noise_label(sigma, self.beta_d, self.beta_min, self.M)
         elif self.kind == "ve":
             label = torch.log(0.5 * sigma)
+        elif self.kind == "sigma":
+            label = sigma
         elif self.kind == "inv_cos":
             label = torch.atan(sigma.clamp(math.exp(-10.0), math.exp(10.0))) / (0.5 * math.pi)
         else:

@@ -34,7 +34,7 @@ SCHEDULES_DIR = "schedules"
 REPORT_FILE = "report.html"
 TEMPLATE = "report.html.j2"
 
-FAMILY_ORDER = ("edm", "cd", "ct", "ctm", "pd", "gmm")
+FAMILY_ORDER = ("edm", "cd", "ct", "ctm", "pd", "generator", "gmm", "samples")
 FAMILY_NAMES = {
     "edm": "EDM (diffusion)",
     "cd": "Consistency distillation (CD)",
@@ -42,6 +42,8 @@ FAMILY_NAMES = {
     "ctm": "Consistency trajectory model (CTM)",
     "pd": "Progressive distillation (PD)",
     "gmm": "Analytic Gaussian mixture (GMM)",
+    "generator": "One-step generators",
+    "samples": "Sample sets made elsewhere",
 }
 MISSING = "—"
 

@@ -20,6 +20,7 @@ from .consistency import sample_cm_multistep
 from .ctm import sample_ctm_gamma
 from .ddim import sample_ddim
 from .edm import sample_edm
+from .onestep import read_stored, sample_generator
 from .progdist import sample_progdist
 from .schedules import append_zero, cosine_ve_sigmas, karras_index_sigmas, karras_sigmas
 
@@ -234,6 +235,28 @@ SAMPLERS: dict[str, Sampler] = {
             nfe_rule="one evaluation per Euler step (NFE ≥ 1)",
             nfe_ok=lambda n: n >= 1,
             build_grid=_progdist_grid,
+        ),
+        Sampler(
+            name="onestep",
+            requires="generate",
+            summary="a one-step generator x = G(z, labels) (family generator)",
+            sample=sample_generator,
+            sample_options=MappingProxyType({}),
+            schedule_options=MappingProxyType({}),
+            nfe_rule="a one-step generator makes exactly one evaluation (NFE 1)",
+            nfe_ok=lambda n: n == 1,
+            build_grid=lambda r, n, o: torch.zeros(0, dtype=torch.float64),
+        ),
+        Sampler(
+            name="stored",
+            requires="images",
+            summary="images made elsewhere, read in stored order (family samples); NFE as stated",
+            sample=read_stored,
+            sample_options=MappingProxyType({}),
+            schedule_options=MappingProxyType({}),
+            nfe_rule="the NFE the stored images were made with, as the suite states it (0: not stated)",
+            nfe_ok=lambda n: n >= 0,
+            build_grid=lambda r, n, o: torch.zeros(0, dtype=torch.float64),
         ),
     )
 }
