@@ -18,7 +18,9 @@ dict as ``checkpoint_sha256``, so ``cmbench compare`` matches it with rows of th
 
 from __future__ import annotations
 
+import re
 import tempfile
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -30,9 +32,9 @@ import torch
 from torch import nn
 
 from .models.adapters import network_adapter
-from .models.external import state_sha256
-from .results import RESULTS_JSONL, read_rows
-from .suite import Suite, load_suite, parse_suite
+from .models.external import EXTERNAL_FAMILIES, state_sha256
+from .results import FAILED, RESULTS_JSONL, read_rows
+from .suite import DEVICES, Suite, load_suite, parse_suite
 
 __all__ = ["Model", "Run", "evaluate", "score", "run", "read_results"]
 
@@ -66,8 +68,15 @@ class Model:
     prediction: str | None = None
     role: str | None = None
 
-    def suite_entry(self) -> dict[str, Any]:
+    def suite_entry(self, key: str = "model") -> dict[str, Any]:
         """The suite model entry that describes this model (validated like a suite file's)."""
+        if not callable(self.net):
+            raise TypeError(f"models.{key}: net must be an nn.Module or a callable, got {type(self.net).__name__}")
+        if self.family not in EXTERNAL_FAMILIES:
+            hint = {"samples": "; images on disk are scored with cmbench.score",
+                    "gmm": "; the analytic mixture is a suite model (cmbench.run)"}.get(self.family, "")
+            raise ValueError(f"models.{key}.family: {self.family!r} is not a family of models in memory; accepted: "
+                             f"{', '.join(EXTERNAL_FAMILIES)}{hint}")
         entry = {"family": self.family, "in_memory": True, "state_sha256": state_sha256(self.net),
                  "image_shape": list(self.image_shape), "label_dim": self.label_dim, "sigma_min": self.sigma_min,
                  "sigma_max": self.sigma_max, "sigma_data": self.sigma_data, "noise_label_scale": self.noise_label_scale}
@@ -116,10 +125,19 @@ def evaluate(
     default the device of the model's parameters (else cuda when present). A module's training
     mode, ``requires_grad`` flags and device are restored afterwards.
     """
-    models = {"model": models} if isinstance(models, Model) else dict(models)
+    if isinstance(models, Model):
+        models = {"model": models}
+    if not isinstance(models, Mapping) or not all(isinstance(m, Model) for m in models.values()):
+        what = "a mapping with other values" if isinstance(models, Mapping) else f"a {type(models).__name__}"
+        raise TypeError(f"models: expected a cmbench.Model or a mapping of names to cmbench.Model, got {what}")
+    models = dict(models)
+    taken = sorted(set(suite or {}) & {"name", "num_samples", "seed_start", "batch_size", "models", "runs"})
+    if taken:
+        raise ValueError(f"suite: {', '.join(taken)} are evaluate()'s own arguments; give them as arguments, not suite keys")
+    _check_device(device)
     raw = _scoring(profile, reference, metrics, suite)
     raw.update(name=name, num_samples=num_samples, seed_start=seed_start, batch_size=batch_size,
-               models={key: model.suite_entry() for key, model in models.items()},
+               models={key: model.suite_entry(key) for key, model in models.items()},
                runs=_runs(runs, list(models)))
     if out is None:
         raw.setdefault("grid_images", 0)
@@ -149,6 +167,7 @@ def score(
     does; ``samples`` by name with a mapping. Returns their result rows."""
     from .sample_sets import score_suite
 
+    _check_device(device)
     if isinstance(samples, Mapping):
         items = [f"{key}={value}" for key, value in samples.items()]
     else:
@@ -164,6 +183,7 @@ def run(suite: str | Path, *, out: str | Path | None = None, overrides: Sequence
     """Run a suite file (or bundled suite name) as ``cmbench run`` does; returns its result rows."""
     from .cli import resolve_suite
 
+    _check_device(device)
     return _run(load_suite(resolve_suite(str(suite)), list(overrides)), out, device, progress, {})
 
 
@@ -189,11 +209,27 @@ def _run(spec: Suite, out, device: str | None, progress: bool, models: dict) -> 
 
 def _rows(run_dir: Path, ids: list[str]) -> pd.DataFrame:
     by_id = {row["row_id"]: row for row in read_rows(run_dir / RESULTS_JSONL)}
-    return pd.DataFrame([by_id[i] for i in ids if i in by_id])
+    rows = [by_id[i] for i in ids if i in by_id]
+    for row in rows:  # as `cmbench run` reports them on stderr: a failed row holds no numbers
+        if row.get("status") == FAILED:
+            warnings.warn(f"cmbench: row {row['row_id']} failed: {row.get('error')}", RuntimeWarning, stacklevel=3)
+    return pd.DataFrame(rows)
+
+
+def _check_device(device: str | None) -> None:
+    """auto, cpu, cuda or cuda:N (what the command line's --device and a module's parameters give)."""
+    if device is None:
+        return
+    if not isinstance(device, str) or not (device in DEVICES or re.fullmatch(r"cuda:\d+", device)):
+        raise ValueError(f"device: expected one of {', '.join(DEVICES)} or cuda:N, got {device!r}")
 
 
 def _scoring(profile, reference, metrics, suite) -> dict[str, Any]:
     raw = dict(suite or {})
+    given = {"profile": profile, "reference": reference, "metrics": metrics}
+    twice = sorted(key for key, value in given.items() if value and (key in raw or key == "profile" and "profiles" in raw))
+    if twice:
+        raise ValueError(f"{', '.join(twice)} given both as an argument and in suite; give each once")
     profiles = [profile] if isinstance(profile, str) else list(profile or ())
     if len(profiles) == 1:
         raw["profile"] = profiles[0]
@@ -207,12 +243,17 @@ def _scoring(profile, reference, metrics, suite) -> dict[str, Any]:
 
 
 def _runs(runs, names: list[str]) -> list[dict[str, Any]]:
+    accepted = "expected cmbench.Run entries or a {sampler: [nfe, ...]} mapping"
     if isinstance(runs, Mapping):
         runs = [Run(sampler, nfes) for sampler, nfes in runs.items()]
+    elif isinstance(runs, (str, bytes, Run)) or not isinstance(runs, Sequence):
+        raise TypeError(f"runs: {accepted}, got {runs!r:.200}")
     out = []
     for entry in runs:
         if not isinstance(entry, Run):
-            raise TypeError(f"runs: expected cmbench.Run entries or a {{sampler: [nfe, ...]}} mapping, got {entry!r}")
+            raise TypeError(f"runs: {accepted}, got {entry!r}")
+        if isinstance(entry.nfe, (str, bytes)) or not isinstance(entry.nfe, Sequence):
+            raise TypeError(f"runs: {entry.sampler}: nfe must be a list of NFEs, e.g. [1, 2], got {entry.nfe!r}")
         for model in [entry.model] if entry.model else names:
             run = {"model": model, "sampler": entry.sampler, "nfe": list(entry.nfe)}
             if entry.options:
@@ -239,8 +280,6 @@ def _adapter(key: str, model: Model, spec: Suite, device: str | None):
 
     entry = spec.models[key].options
     net = model.net if isinstance(model.net, nn.Module) else _CallableNet(model.net)
-    if not callable(net):
-        raise TypeError(f"models.{key}: net must be an nn.Module or a callable, got {type(model.net).__name__}")
     adapter = network_adapter(model.family, net, entry, sha256=entry["state_sha256"])
     return adapter.to(resolve_device(device or spec.device))
 
@@ -248,23 +287,25 @@ def _adapter(key: str, model: Model, spec: Suite, device: str | None):
 def _device_of(models) -> str | None:
     for model in models:
         if isinstance(model.net, nn.Module):
-            for p in model.net.parameters():
-                return p.device.type if p.device.type in ("cpu", "cuda") else None
+            for p in model.net.parameters():  # cuda:1 stays cuda:1 (not the current device)
+                return str(p.device) if p.device.type in ("cpu", "cuda") else None
     return None
 
 
 @contextmanager
 def _borrowed(nets: list) -> Iterator[None]:
-    """Give the modules back as they were: training mode, requires_grad flags and device."""
+    """Give the modules back as they were: every submodule's training mode (a frozen BatchNorm in
+    eval mode inside a training network stays so), requires_grad flags and device."""
     modules = [n for n in nets if isinstance(n, nn.Module)]
-    saved = [(m, m.training, [(p, p.requires_grad) for p in m.parameters()],
+    saved = [(m, [(sub, sub.training) for sub in m.modules()], [(p, p.requires_grad) for p in m.parameters()],
               next((p.device for p in m.parameters()), None)) for m in modules]
     try:
         yield
     finally:
-        for module, training, flags, device in saved:
+        for module, modes, flags, device in saved:
             if device is not None:
                 module.to(device)
-            module.train(training)
+            for sub, training in modes:
+                sub.training = training
             for p, flag in flags:
                 p.requires_grad_(flag)

@@ -5,11 +5,14 @@ uint8, ``arr_1`` labels of class-conditional models) and/or ``samples/<row>/`` (
 layout), quantised as the row's first profile quantises them: exactly the images its metrics
 were computed from, so ``cmbench score`` or any other evaluator can check the numbers. A row's
 files are written again whenever the row is computed; they become visible only once the row's
-sampling finished (the ``.npz`` is renamed into place; PNGs are written one by one).
+sampling finished (the ``.npz`` is renamed into place; the PNG folder is filled as
+``samples/.<row>.partial/`` and renamed), so a row that fails leaves no partial set, and a
+recomputed row never mixes its images with the previous computation's.
 """
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -28,6 +31,7 @@ class SampleFiles:
     def __init__(self, out: Path, row: str, formats: Sequence[str], model, seeds: Sequence[int]):
         self.files: dict[str, str] = {}
         self._writers: dict[str, NpzSampleWriter | PngSampleWriter] = {}
+        self._out, self._partial = out, f"{SAMPLES_FOLDER}/.{row}.partial"
         labelled = bool(model.label_dim)
         if formats:
             inside(out, SAMPLES_FOLDER).mkdir(exist_ok=True)
@@ -36,8 +40,9 @@ class SampleFiles:
             self._writers[name] = NpzSampleWriter(inside(out, name), len(seeds), model.image_shape, labels=labelled,
                                                   overwrite=True)
         if "png" in formats:
-            name = f"{SAMPLES_FOLDER}/{row}"
-            self._writers[name] = PngSampleWriter(inside(out, name), seeds=seeds, labels=labelled, overwrite=True)
+            shutil.rmtree(inside(out, self._partial), ignore_errors=True)  # left by a run that was killed
+            self._writers[f"{SAMPLES_FOLDER}/{row}"] = PngSampleWriter(inside(out, self._partial), seeds=seeds,
+                                                                       labels=labelled)
         self.save = self._save if self._writers else None
 
     def _save(self, images: torch.Tensor, labels: torch.Tensor | None, seeds: Sequence[int]) -> None:
@@ -51,6 +56,11 @@ class SampleFiles:
         for name, writer in self._writers.items():
             if exc_type is None:
                 writer.close()
+                if isinstance(writer, PngSampleWriter):
+                    shutil.rmtree(inside(self._out, name), ignore_errors=True)  # the previous computation's
+                    inside(self._out, self._partial).rename(inside(self._out, name))
                 self.files["npz" if name.endswith(".npz") else "png"] = name
             else:
                 writer.discard()
+                if isinstance(writer, PngSampleWriter):
+                    shutil.rmtree(inside(self._out, self._partial), ignore_errors=True)

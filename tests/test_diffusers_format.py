@@ -389,3 +389,52 @@ def test_suite_options_override_and_edm_family(diffusers, tmp_path):
     x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
     assert torch.isfinite(model.denoise(x, torch.tensor([0.5, 3.0], dtype=torch.float64))).all()
     assert math.isclose(model.sigma_data, 0.5)
+
+
+# --- a full run ------------------------------------------------------------------------------------
+
+def test_run_of_a_diffusers_folder_resumes_and_refuses_changed_weights(diffusers, tmp_path, capsys, monkeypatch):
+    """`cmbench run` of {family: cd, format: diffusers}: the rows record the folder's digest, a rerun
+    resumes them untouched, and a replaced weights file makes the rerun refuse them."""
+    from cmbench.cli import main
+
+    folder = save(diffusers, random_unet(diffusers, PLAIN_CONFIG), tmp_path / "pipe")
+    images = tmp_path / "images.npz"
+    np.savez(images, np.random.default_rng(0).integers(0, 256, (16, 8, 8, 3), dtype=np.uint8))
+    assert main(["stats", "compute", "--extractor", "pixels", "--images", str(images), "--out",
+                 str(tmp_path / "ref.npz"), "--quiet", "--device", "cpu"]) == 0
+    suite = tmp_path / "suite.yaml"
+    suite.write_text("name: hub\nnum_samples: 8\nbatch_size: 8\ngrid_images: 0\nfeatures: {extractor: pixels}\n"
+                     "metrics: [fid]\nreference: {path: ref.npz}\nuncertainty: {bootstrap: 0}\n"
+                     "models:\n  net: {family: cd, format: diffusers, checkpoint: pipe}\n"
+                     "runs:\n  - {model: net, sampler: cm_multistep, nfe: [1, 2]}\n")
+    out = tmp_path / "out"
+    argv = ["run", str(suite), "--out", str(out), "--quiet", "--device", "cpu"]
+    assert main(argv) == 0
+    results = (out / "results.jsonl").read_bytes()
+    rows = [json.loads(line) for line in results.splitlines()]
+    assert [r["row_id"] for r in rows] == ["net.cm_multistep.nfe1", "net.cm_multistep.nfe2"]
+    assert all(r["status"] == "ok" and r["fid"] > 0 and r["model_source"] == "checkpoint" for r in rows), rows
+    digest = sha256_path(folder)
+    assert [r["checkpoint_sha256"] for r in rows] == [digest, digest]
+
+    import cmbench.checkpoints.diffusers_unet as loader
+
+    def not_again(*args, **kwargs):
+        raise AssertionError("the network was loaded again for finished rows")
+
+    with monkeypatch.context() as m:
+        m.setattr(loader, "load_diffusers_unet", not_again)
+        assert main(argv) == 0  # resumed: nothing loaded or sampled again, not a byte of the rows changed
+    assert (out / "results.jsonl").read_bytes() == results
+
+    weights = folder / "unet" / "diffusion_pytorch_model.safetensors"
+    state = safetensors_torch.load_file(weights)
+    state["conv_out.bias"] = state["conv_out.bias"] + 1.0
+    safetensors_torch.save_file(state, weights)
+    assert sha256_path(folder) != digest
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "different configuration" in err and "net.cm_multistep.nfe1" in err, err
+    assert (out / "results.jsonl").read_bytes() == results

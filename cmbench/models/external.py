@@ -129,6 +129,9 @@ def state_sha256(net: nn.Module | Callable) -> str | None:
         return None
     digest = hashlib.sha256()
     for name, tensor in net.state_dict().items():
+        if not isinstance(tensor, torch.Tensor):  # a module's get_extra_state() may return any object
+            digest.update(f"{name}:{type(tensor).__name__}:{tensor!r};".encode())
+            continue
         value = tensor.detach().to("cpu").contiguous()
         digest.update(f"{name}:{value.dtype}:{list(value.shape)};".encode())
         digest.update(value.view(-1).view(torch.uint8).numpy().tobytes() if value.numel() else b"")

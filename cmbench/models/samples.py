@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from ..checkpoints.hashing import sha256_path
 from ..images import QUANTISATIONS
 from ..validate import Checker
 from .base import ModelAdapter, NoiseRange
@@ -40,7 +41,9 @@ class SampleSetModel(ModelAdapter):
 
         self.path = Path(path)
         self.source = open_images(str(self.path), quantisation=quantisation)
-        super().__init__(self.source.shape, 0, NoiseRange(), sha256 or self.source.provenance.get("sha256"))
+        # a folder's digest is the one the row fingerprint holds (hashing remembers each file's)
+        sha256 = sha256 or self.source.provenance.get("sha256") or sha256_path(self.path)
+        super().__init__(self.source.shape, 0, NoiseRange(), sha256)
 
     def read(self, count: int, batch_size: int) -> Iterator[torch.Tensor]:
         """The first ``count`` images as uint8 NCHW batches of at most ``batch_size``."""
