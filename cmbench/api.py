@@ -153,7 +153,7 @@ def score(
     *,
     profile: str | Sequence[str] | None = None,
     suite: str | Path | None = None,
-    reference: str | Path | None = None,
+    reference: str | Path | Mapping[str, str | Path] | None = None,
     metrics: Sequence[str] = (),
     nfe: int = 0,
     limit: int | None = None,
@@ -164,7 +164,8 @@ def score(
     name: str = "score",
 ) -> pd.DataFrame:
     """Score images made elsewhere (``.npz`` with ``arr_0``, or image folders), as ``cmbench score``
-    does; ``samples`` by name with a mapping. Returns their result rows."""
+    does; ``samples`` by name with a mapping, ``reference`` one file or ``{profile: file}``.
+    Returns their result rows."""
     from .sample_sets import score_suite
 
     _check_device(device)
@@ -173,7 +174,10 @@ def score(
     else:
         items = [str(samples)] if isinstance(samples, (str, Path)) else [str(s) for s in samples]
     profiles = [profile] if isinstance(profile, str) else list(profile or ())
-    spec = score_suite(items, profiles=profiles, suite=suite, reference=None if reference is None else str(reference),
+    if isinstance(reference, Mapping):
+        reference = [f"{key}={value}" for key, value in reference.items()]
+    spec = score_suite(items, profiles=profiles, suite=suite, reference=None if reference is None else
+                       [str(reference)] if isinstance(reference, (str, Path)) else reference,
                        metrics=list(metrics), nfe=nfe, limit=limit, quantisation=quantisation, name=name)
     return _run(spec, out, device, progress, {})
 

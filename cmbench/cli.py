@@ -251,8 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="evaluator profile (repeatable: each scores the same images; `cmbench profiles` lists them)")
     score.add_argument("--suite", help="instead of --profile: score as this suite scores (its features, metrics, "
                                        "conventions and reference); a file or bundled suite name")
-    score.add_argument("--reference", help="reference statistics file (with --profile: required unless the profile's "
-                                           "metrics need none; with --suite: replaces the suite's)")
+    score.add_argument("--reference", action="append", default=[], metavar="[PROFILE=]FILE",
+                       help="reference statistics file (with --suite: replaces the suite's); PROFILE=FILE gives one "
+                            "profile its own when the profiles read different formats (repeatable)")
     score.add_argument("--metric", action="append", default=[], metavar="NAME", help="a metric beyond the profile's (repeatable)")
     score.add_argument("--nfe", type=non_negative_integer, default=0,
                        help="the NFE the images were made with, recorded in the rows (default 0: not stated)")

@@ -276,16 +276,19 @@ def evaluate_rows(suite: Suite, rows: list[Row], contexts: dict[str, RunContext]
 
 
 def check_resolution(suite: Suite, name: str, model: ModelAdapter, reference: ReferenceStats | None) -> None:
-    """Refuse images of another height × width than the reference statistics were made from
-    (where the reference records it): metrics across resolutions compare different things."""
-    made = reference.meta.get("resolution") if reference is not None else None
-    if not made or list(made) == list(model.image_shape[1:]):
-        return
+    """Refuse images of another height × width or channel count than the reference statistics were
+    made from (where the reference records it): metrics across them compare different things."""
+    meta = reference.meta if reference is not None else {}
     source = getattr(model, "source", None)
     images = source.description if source else f"models.{name}"
-    raise ValueError(f"{suite.source}: {images}: images are {model.image_shape[1]}×{model.image_shape[2]} but the "
-                     f"reference statistics ({reference.meta.get('source', 'reference')}) were made from "
-                     f"{made[0]}×{made[1]} images; give a reference of the same resolution")
+    made, channels = meta.get("resolution"), meta.get("channels")
+    if made and list(made) != list(model.image_shape[1:]):
+        raise ValueError(f"{suite.source}: {images}: images are {model.image_shape[1]}×{model.image_shape[2]} but the "
+                         f"reference statistics ({meta.get('source', 'reference')}) were made from "
+                         f"{made[0]}×{made[1]} images; give a reference of the same resolution")
+    if channels and int(channels) != model.image_shape[0]:
+        raise ValueError(f"{suite.source}: {images}: images have {model.image_shape[0]} channel(s) but the reference "
+                         f"statistics ({meta.get('source', 'reference')}) were made from {channels}-channel images")
 
 
 def model_source(spec: ModelSpec) -> str:

@@ -65,7 +65,7 @@ def score_suite(
     *,
     profiles: list[str] = (),
     suite: str | Path | None = None,  # a suite file or bundled suite name
-    reference: str | None = None,
+    reference: str | list[str] | None = None,
     metrics: list[str] = (),
     nfe: int = 0,
     limit: int | None = None,
@@ -75,7 +75,7 @@ def score_suite(
 ) -> Suite:
     """The suite that scores ``samples`` (see the module docstring). ``nfe`` is what the images
     were made with, as the caller states it (0: not stated); ``quantisation`` turns float images
-    of an .npz into uint8."""
+    of an .npz into uint8; ``reference`` is a path, or ``PROFILE=PATH`` entries, one per profile."""
     sets = sample_sets(list(samples))
     if bool(profiles) == bool(suite):
         raise ValueError("give the scoring as --profile NAME (repeatable; `cmbench profiles` lists them) or as "
@@ -90,8 +90,8 @@ def score_suite(
     else:
         raw = {"profile": profiles[0]} if len(profiles) == 1 else {"profiles": {p: {} for p in profiles}}
         source, base_dir = "cmbench score", Path.cwd()
-    if reference is not None:
-        raw["reference"] = {"path": str(Path(reference).expanduser().resolve())}
+    for item in [reference] if isinstance(reference, str) else list(reference or ()):
+        _set_reference(raw, item, profiles)
     if metrics:
         raw["metrics"] = list(metrics)
     raw.update(
@@ -103,6 +103,21 @@ def score_suite(
     )
     _apply_overrides(raw, overrides, source)
     return parse_suite(raw, source, base_dir)
+
+
+def _set_reference(raw: dict[str, Any], item: str, profiles: list[str]) -> None:
+    """``PATH`` (every profile's reference) or ``PROFILE=PATH`` (that profile's, when several
+    profiles need files of different formats, e.g. ``adm=VIRTUAL_imagenet64_labeled.npz``)."""
+    name, _, given = item.partition("=") if "=" in item and not Path(item).exists() else ("", "", item)
+    entry = {"path": str(Path(given).expanduser().resolve())}
+    if not name:
+        raw["reference"] = entry
+    elif name not in profiles:
+        raise ValueError(f"--reference {item}: {name!r} is not one of the profiles given ({', '.join(profiles) or 'none'})")
+    elif "profiles" in raw:
+        raw["profiles"][name] = {"reference": entry}
+    else:
+        raw["reference"] = entry
 
 
 def _apply_overrides(raw: dict[str, Any], overrides: list[str], source: str) -> None:

@@ -166,10 +166,16 @@ def _npz_source(path: Path, channels: int | None, quantisation: str | None, limi
     where = str(path)
 
     def read(batch_size: int) -> Iterator[torch.Tensor]:
+        done = 0
         for block in array.batches(batch_size, count):
             images = torch.from_numpy(block.transpose(0, 3, 1, 2).copy())
             if floating:
+                bad = torch.nonzero(~torch.isfinite(images).flatten(1).all(1)).flatten()
+                if len(bad):  # NaN or ±inf would quantise to ordinary grey levels: never a number
+                    raise ValueError(f"{array.where}: image {done + int(bad[0])} (of {len(bad)} in rows {done}.."
+                                     f"{done + len(images) - 1}) holds NaN or ±inf values; only finite images are scored")
                 images = to_uint8(images, quantisation)
+            done += len(images)
             yield _match_channels(images, channels, where)
 
     shape = (channels or have, height, width)

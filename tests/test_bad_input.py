@@ -1101,19 +1101,15 @@ SAMPLES_CASES = [
                  "few.npz", "num_samples"),
 ]
 
-# Known gaps, kept as strict expected failures so that fixing one shows up here:
+# Gaps the hostile tests found, closed since:
 KNOWN_GAPS = [
     pytest.param(samples_case("a .txt file names its key", lambda w: {"path": w.text("notes.txt", "images?")},
-                              "models.set.path"),
-                 marks=pytest.mark.xfail(strict=True, reason="SampleSetModel's open_images error lacks the key path")),
+                              "models.set.path")),
     pytest.param(samples_case("3-channel images against a 1-channel reference",
                               lambda w: {"path": w.text("rgb.npz", npz_bytes(arr_0=np.zeros((8, 4, 4, 3), np.uint8)))},
-                              "rgb.npz"),
-                 marks=pytest.mark.xfail(strict=True, reason="check_resolution ignores the reference's channels: "
-                                                             "refused only by FID's shape check, file not named")),
+                              "rgb.npz")),
     pytest.param(score_case("NaN in float images", npz_file("nan.npz", arr_0=np.full((8, 4, 4, 1), np.nan, np.float32)),
-                            "{root}/nan.npz", options=("--quantisation", "round")),
-                 marks=pytest.mark.xfail(strict=True, reason="to_uint8 turns NaN into a pixel value: scored, exit 0")),
+                            "{root}/nan.npz", options=("--quantisation", "round"))),
 ]
 
 

@@ -201,7 +201,8 @@ def _reason(err: Exception) -> str:
         detail = " ".join(text.split(marker, 1)[1].split())
         detail = detail.split(" Please use ")[0].split(" Check the documentation")[0]
         return f"{marker} {detail}"
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    lines = [line.strip() for line in text.splitlines() if line.strip()
+             and "weights_only" not in line and "can still be loaded" not in line]  # torch's advice to unpickle
     return lines[0] if lines else type(err).__name__
 
 

@@ -107,7 +107,10 @@ def build_model(family: str, spec: dict[str, Any], checkpoint_dir: Path, device:
     base_dir = checkpoint_dir if base_dir is None else base_dir
     if family == "samples":
         path = Path(spec["path"]).expanduser()
-        return SampleSetModel(path if path.is_absolute() else base_dir / path, quantisation=spec.get("quantisation"))
+        try:
+            return SampleSetModel(path if path.is_absolute() else base_dir / path, quantisation=spec.get("quantisation"))
+        except (ValueError, FileNotFoundError) as err:
+            raise ValueError(f"models.{name}.path: {err}") from None
     if "in_memory" in spec:
         raise ValueError(f"models.{name} is a model in memory: only the Python API (cmbench.evaluate) can supply it")
     if "entry_point" in spec:

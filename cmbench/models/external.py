@@ -188,13 +188,15 @@ def _load_builder(target: str, base_dir: Path, where: str) -> Callable:
 
 
 def _checkpoint_state(path: Path, key: str | None, expected_sha256: str | None, where: str) -> tuple[dict, str]:
+    from ..checkpoints.native import _reason  # torch's refusal without its advice to unpickle
+
     data, sha256 = read_verified(path, expected_sha256, "checkpoint")
     try:
         payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as err:
         raise ValueError(f"{where}: {path}: torch.load(weights_only=True) refused it (corrupt, or it holds "
                          f"objects other than tensors and plain data, which cmbench never unpickles): "
-                         f"{str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
+                         f"{_reason(err)}") from None
     if key is not None:
         if not isinstance(payload, dict) or key not in payload:
             have = ", ".join(map(str, payload)) if isinstance(payload, dict) else type(payload).__name__
