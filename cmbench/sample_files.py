@@ -116,7 +116,26 @@ def _labels(labels: torch.Tensor | None, count: int, expected: bool, where: str)
     return labels.detach().cpu().numpy().astype(np.int64)
 
 
-class NpzSampleWriter:
+class _SampleWriter:
+    """A context manager: :meth:`close` on success, :meth:`discard` on an exception."""
+
+    def close(self) -> Path:
+        raise NotImplementedError
+
+    def discard(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.discard()
+
+
+class NpzSampleWriter(_SampleWriter):
     """``count`` images of ``image_shape`` (C, H, W) streamed into an ADM-style ``.npz`` at ``path``.
 
     The file is a zip archive of ``arr_0.npy`` (``[count, H, W, C]`` uint8) and, with
@@ -202,14 +221,6 @@ class NpzSampleWriter:
                     handle.close()
         self._target.discard()
 
-    def __enter__(self) -> NpzSampleWriter:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.discard()
 
 
 def _check_seeds(seeds: Sequence[int], folder: Path) -> list[int]:
@@ -238,7 +249,7 @@ def _sample_files_in(folder: Path) -> list[Path]:
                   (p.suffix.lower() in IMAGE_SUFFIXES or p.relative_to(folder).as_posix() == LABELS_FILE))
 
 
-class PngSampleWriter:
+class PngSampleWriter(_SampleWriter):
     """One PNG per seed under ``folder``, in EDM's ``generate.py --subdirs`` layout:
     ``{seed - seed % 1000:06d}/{seed:06d}.png``, mode ``RGB`` (3 channels) or ``L`` (1 channel).
 
@@ -315,14 +326,6 @@ class PngSampleWriter:
         """Stop writing; the images written so far stay, and no ``dataset.json`` is written."""
         self._open = False
 
-    def __enter__(self) -> PngSampleWriter:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.discard()
 
 
 def _save_png(path: Path, image: np.ndarray, mode: str, overwrite: bool) -> None:

@@ -25,10 +25,8 @@ from cmbench.nets.edm_presets import EDM_PRESETS
 from cmbench.results import read_rows
 from cmbench.runner import run_suite
 from cmbench.suite import load_suite
-from cmbench.weights import INCEPTION_WEIGHTS
 
 import edm_snapshots
-from test_inception import random_official_state_dict
 
 SUITES = Path(__file__).resolve().parent.parent / "suites"
 PAPER_SUITES = ("cm_imagenet64", "cm_lsun_bedroom256", "cm_lsun_cat256", "ctm_imagenet64", "edm_cifar10", "edm_imagenet64")
@@ -50,21 +48,6 @@ def test_cm_imagenet64_uses_the_official_time_points():
     assert rows["ct.cm_multistep.nfe2"].options["time_points"][2] == [0, 106, 200]
     assert rows["ct.cm_multistep.nfe2"].options["karras_steps"] == 201
     assert rows["edm.heun.nfe79"].paper == {"fid": 2.44, "precision": 0.71, "recall": 0.67}
-
-
-@pytest.fixture(scope="module")
-def inception_weights(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("inception") / INCEPTION_WEIGHTS.file_name
-    torch.save(random_official_state_dict(), path)
-    return path
-
-
-@pytest.fixture
-def official_inception(inception_weights, monkeypatch) -> Path:
-    """Let the suites use the random weights file as if it were the official one."""
-    monkeypatch.setitem(InceptionExtractor.__init__.__kwdefaults__, "expected_sha256", sha256_file(inception_weights))
-    monkeypatch.setenv("CMBENCH_INCEPTION_WEIGHTS", str(inception_weights))
-    return inception_weights
 
 
 def random_full_size(arch: str, kwargs: dict) -> torch.nn.Module:

@@ -10,28 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from cmbench.checkpoints import sha256_file
 from cmbench.cli import main
 from cmbench.features.inception import InceptionExtractor
 from cmbench.metrics.fid import feature_statistics
-from cmbench.weights import INCEPTION_WEIGHTS
-from test_inception import random_official_state_dict
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("inception") / INCEPTION_WEIGHTS.file_name
-    torch.save(random_official_state_dict(), path)
-    return path
-
-
-@pytest.fixture
-def official(weights, monkeypatch) -> Path:
-    monkeypatch.setitem(InceptionExtractor.__init__.__kwdefaults__, "expected_sha256", sha256_file(weights))
-    monkeypatch.setenv("CMBENCH_INCEPTION_WEIGHTS", str(weights))
-    return weights
 
 
 def _images(seed: int, count: int = 6) -> np.ndarray:
@@ -49,10 +32,10 @@ def _adm_reference(folder: Path, weights: Path) -> Path:
     return path
 
 
-def test_readme_adm_one_liner(official, tmp_path, monkeypatch):
+def test_readme_adm_one_liner(official_inception, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     np.savez("samples_50000x64x64x3.npz", arr_0=_images(0))  # the README's file name, 6 images
-    _adm_reference(tmp_path, official)
+    _adm_reference(tmp_path, official_inception)
     line = next(l for l in README.read_text().splitlines() if l.startswith("cmbench score samples_50000x64x64x3.npz"))
     # each bootstrap resample costs two 2048-d sqrtm: minutes on a CPU, so none here
     assert main([*line.split()[1:], "--quiet", "--set", "uncertainty.bootstrap=0"]) == 0
