@@ -49,10 +49,7 @@ def _run(args: argparse.Namespace) -> int:
         suite, args.out, device=args.device, recompute_changed=args.recompute_changed, progress=not args.quiet,
         baseline=baseline, wait=args.wait,
     )
-    print(f"results: {report.parent / 'results.jsonl'}\nreport:  {report}")
-    failed = failed_rows(report.parent, suite)
-    for row in failed:
-        print(f"cmbench: row {row['row_id']} failed: {row['error']}", file=sys.stderr)
+    failed = show_run(report, suite)
     if baseline is not None:
         section = regression_section(report.parent) or {}
         print(f"regression vs {args.baseline}: " + (f"not compared: {section['note']}" if section.get("note")
@@ -77,11 +74,16 @@ def _score(args: argparse.Namespace) -> int:
     )
     report = run_suite(suite, args.out, device=args.device, recompute_changed=args.recompute_changed,
                        progress=not args.quiet, wait=args.wait)
+    return 1 if show_run(report, suite) else 0
+
+
+def show_run(report: Path, suite) -> list[dict]:
+    """Print where a run's results and report are and which rows failed; returns the failed rows."""
     print(f"results: {report.parent / 'results.jsonl'}\nreport:  {report}")
     failed = failed_rows(report.parent, suite)
     for row in failed:
         print(f"cmbench: row {row['row_id']} failed: {row['error']}", file=sys.stderr)
-    return 1 if failed else 0
+    return failed
 
 
 def failed_rows(run_dir: Path, suite) -> list[dict]:

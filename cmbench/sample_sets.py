@@ -15,7 +15,7 @@ from typing import Any
 
 from .names import name_problem
 from .stats import open_images
-from .suite import Suite, load_suite, parse_suite
+from .suite import Suite, apply_override, load_suite, parse_suite
 from .yaml_input import load_yaml
 
 # What a suite contributes to scoring others' images; everything else describes its own models.
@@ -28,7 +28,7 @@ def sample_sets(items: list[str]) -> dict[str, Path]:
     its file or folder (``samples_50000x64x64x3.npz`` → ``samples_50000x64x64x3``)."""
     sets: dict[str, Path] = {}
     for item in items:
-        name, _, given = item.partition("=") if "=" in item and not Path(item).exists() else ("", "", item)
+        name, given = _named(item)
         path = Path(given).expanduser()
         if not path.exists():
             raise FileNotFoundError(f"samples {given}: no such file or folder; give an .npz (arr_0 NHWC images) or an "
@@ -101,14 +101,15 @@ def score_suite(
                 for key, path in sets.items()},
         runs=[{"model": key, "sampler": "stored", "nfe": [nfe]} for key in sets],
     )
-    _apply_overrides(raw, overrides, source)
+    for item in overrides:
+        apply_override(raw, item, source)
     return parse_suite(raw, source, base_dir)
 
 
 def _set_reference(raw: dict[str, Any], item: str, profiles: list[str]) -> None:
     """``PATH`` (every profile's reference) or ``PROFILE=PATH`` (that profile's, when several
     profiles need files of different formats, e.g. ``adm=VIRTUAL_imagenet64_labeled.npz``)."""
-    name, _, given = item.partition("=") if "=" in item and not Path(item).exists() else ("", "", item)
+    name, given = _named(item)
     entry = {"path": str(Path(given).expanduser().resolve())}
     if not name:
         raw["reference"] = entry
@@ -120,8 +121,9 @@ def _set_reference(raw: dict[str, Any], item: str, profiles: list[str]) -> None:
         raw["reference"] = entry
 
 
-def _apply_overrides(raw: dict[str, Any], overrides: list[str], source: str) -> None:
-    from .suite import apply_override
-
-    for item in overrides:
-        apply_override(raw, item, source)
+def _named(item: str) -> tuple[str, str]:
+    """``NAME=PATH`` → (NAME, PATH); a bare path (or an existing file whose name holds '=') → ("", PATH)."""
+    if "=" in item and not Path(item).exists():
+        name, _, path = item.partition("=")
+        return name, path
+    return "", item
