@@ -120,7 +120,7 @@ def evaluate(
     (``cmbench profiles``) or several (each scores the same samples); without one, ``metrics``
     and ``suite={"features": ...}`` say how to score. ``reference``: the reference statistics
     file. ``suite``: any other suite keys (``uncertainty``, ``metric_options``, ``likelihood``,
-    ``tune``, ``save_samples``, ...). ``out``: a run folder to keep (results, report, samples);
+    ``tune``, ``save_samples``, ``threads``, ...). ``out``: a run folder to keep (results, report, samples);
     without it the run happens in a temporary folder that is removed afterwards. ``device``:
     default the device of the model's parameters (else cuda when present). A module's training
     mode, ``requires_grad`` flags and device are restored afterwards.

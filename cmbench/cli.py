@@ -40,7 +40,7 @@ def _run(args: argparse.Namespace) -> int:
     from .runner import run_suite
     from .suite import load_suite
 
-    overrides = [*args.set, *([f"save_samples={args.save_samples}"] if args.save_samples else [])]
+    overrides = [*args.set, *([f"save_samples={args.save_samples}"] if args.save_samples else []), *_threads_set(args)]
     suite = load_suite(resolve_suite(args.suite), overrides)
     baseline = baseline_document(load_side(args.baseline)) if args.baseline else None  # unusable: fail before running
     if args.save_baseline and args.save_baseline.exists() and not args.overwrite_baseline:
@@ -70,7 +70,7 @@ def _score(args: argparse.Namespace) -> int:
     suite = score_suite(
         args.samples, profiles=args.profile, suite=args.suite,
         reference=args.reference, metrics=args.metric, nfe=args.nfe, limit=args.limit,
-        quantisation=args.quantisation, name=args.name, overrides=args.set,
+        quantisation=args.quantisation, name=args.name, overrides=[*args.set, *_threads_set(args)],
     )
     report = run_suite(suite, args.out, device=args.device, recompute_changed=args.recompute_changed,
                        progress=not args.quiet, wait=args.wait)
@@ -123,7 +123,7 @@ def _tune(args: argparse.Namespace) -> int:
     from .suite import load_suite
     from .tuning.jobs import schedule_path
 
-    overrides = list(args.set)
+    overrides = [*args.set, *_threads_set(args)]
     jobs = list(args.job)
     if args.model:  # an ad-hoc job, validated like one written in the suite
         name = args.name or "_".join(filter(None, (args.model, args.sampler)))
@@ -162,6 +162,7 @@ def _nll(args: argparse.Namespace) -> int:
     from .nll import evaluate_nll, load_images, make_protocol
     from .runner import resolve_device
     from .suite import load_suite
+    from .threads import choose_threads, using_threads
 
     protocol = make_protocol(args.protocol, divergence=args.divergence, rtol=args.rtol, atol=args.atol)
     suite = load_suite(resolve_suite(args.suite))
@@ -176,11 +177,13 @@ def _nll(args: argparse.Namespace) -> int:
     images = load_images(args.data, args.continuous)
     if args.limit:
         images = images[: args.limit]
-    result = evaluate_nll(
-        model, images, protocol, continuous=args.continuous, passes=args.passes, batch_size=args.batch_size,
-        seed=args.seed, device=device, progress=not args.quiet, source=f"--data {args.data}",
-    )
-    result = {"suite": suite.name, "model": args.model, "data": args.data, **result}
+    threads = choose_threads(args.threads or suite.threads)
+    with using_threads(threads.count):
+        result = evaluate_nll(
+            model, images, protocol, continuous=args.continuous, passes=args.passes, batch_size=args.batch_size,
+            seed=args.seed, device=device, progress=not args.quiet, source=f"--data {args.data}",
+        )
+    result = {"suite": suite.name, "model": args.model, "data": args.data, **result, "threads": threads.as_dict()}
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:
@@ -352,6 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     listing = zoo.add_parser("list", help="list a zoo's checkpoints, seeds and hashes")
     listing.add_argument("zoo", nargs="?", default="toy")
     listing.set_defaults(func=_zoo_list)
+    _add_threads_option(parser)
     return parser
 
 
@@ -384,11 +388,61 @@ def _add_weights_parser(sub) -> None:
     fetch.set_defaults(func=_weights_fetch)
 
 
+def _threads_set(args: argparse.Namespace) -> list[str]:
+    """``--threads`` of a suite command, as the ``--set`` override of the suite's ``threads``."""
+    return [f"threads={args.threads}"] if args.threads is not None else []
+
+
+def _add_threads_option(parser: argparse.ArgumentParser) -> None:
+    """``--threads`` on every command (each leaf of the subcommand tree)."""
+    subcommands = [action for action in parser._actions if isinstance(action, argparse._SubParsersAction)]
+    if not subcommands:
+        parser.add_argument("--threads", type=_threads_value, metavar="N|auto",
+                            help="CPU threads for torch and BLAS (default: the suite's threads, else auto: "
+                                 "the cores idle at the start, at least one)")
+    for action in subcommands:
+        for child in dict.fromkeys(action.choices.values()):
+            _add_threads_option(child)
+
+
+def _threads_value(text: str) -> int | str:
+    from .threads import parse_threads
+
+    try:
+        return parse_threads(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+SUITE_THREADS = ("_run", "_score", "_tune", "_nll")  # commands whose suite's threads key --threads overrides
+
+
+def _threads_for(args: argparse.Namespace):
+    """Commands without a suite run at ``--threads`` (else auto) for the whole command; the suite
+    commands apply the suite's ``threads``, which ``--threads`` overrides."""
+    from contextlib import nullcontext
+
+    from .threads import choose_threads, process_threads
+
+    if args.func.__name__ in SUITE_THREADS:
+        return nullcontext()
+    return process_threads(choose_threads(args.threads).count)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command. Exit status: 0 done, 1 a regression or failed rows, 2 bad input or a
     failure cmbench explains, 3 an unexpected error (a bug: its traceback with ``--debug``),
     130 interrupted. Without ``--debug`` no traceback is printed."""
+    from .threads import prefer_passive_waiting
+
+    prefer_passive_waiting()  # before anything imports torch
     args = build_parser().parse_args(argv)
+    with _threads_for(args):
+        return _call(args)
+
+
+def _call(args: argparse.Namespace) -> int:
+    """The command's handler, its failures turned into one line and an exit status (see main)."""
     if args.debug:
         return args.func(args)
     try:

@@ -40,6 +40,7 @@ from .samplers import get_sampler
 from .seeds import seed_range
 from .row_samples import SampleFiles
 from .suite import ModelSpec, Row, Suite
+from .threads import ThreadChoice, choose_threads, using_threads
 from .tuning.jobs import apply_schedule, run_tune_job, show_schedule_files
 from .zoo import resolve_checkpoint
 
@@ -70,7 +71,7 @@ class RunContext:
 
     def __init__(self, suite: Suite, out_dir: str | Path | None, device: str | None, *,
                  models: dict | None = None, extractors: dict | None = None, profiles: tuple[str, ...] = (),
-                 primary: bool = True):
+                 primary: bool = True, threads: ThreadChoice | None = None):
         """``models``: adapters already built (shared between profiles, or handed over in memory by
         :mod:`cmbench.api`); the others are built from the suite on first use."""
         self.suite = suite
@@ -88,7 +89,7 @@ class RunContext:
         self.extractor.check_layers(layers_for(suite.metrics))
         self.file_hashes = {**suite_file_hashes(suite), "extractor": self.extractor.weights_sha256}
         self.reference_sha256 = self.file_hashes.get("reference") or reference_sha256(suite, self.extractor)
-        self.profiles, self.primary = profiles, primary
+        self.profiles, self.primary, self.threads = profiles, primary, threads
         self._reference: list[ReferenceStats | None] = []
         self._feature_bytes: dict[tuple[int, ...], int] = {}  # one image's features, by image shape
 
@@ -122,7 +123,8 @@ class RunContext:
                                 self.model(self.suite.reference["model"]))
             stats, info = load_suite_reference(self.suite, self.models, self.extractor)
             if self.primary:
-                _write_run_metadata(self.out, self.suite, self.device, self.extractor, info, self.profiles)
+                _write_run_metadata(self.out, self.suite, self.device, self.extractor, info, self.profiles,
+                                    self.threads)
             self._reference.append(stats)
         return self._reference[0]
 
@@ -140,13 +142,16 @@ class RunContext:
 
 
 def run_contexts(suite: Suite, out_dir: str | Path | None, device: str | None,
-                 models: dict[str, ModelAdapter] | None = None) -> dict[str, RunContext]:
+                 models: dict[str, ModelAdapter] | None = None, threads: ThreadChoice | None = None,
+                 ) -> dict[str, RunContext]:
     """One context per profile the rows are scored under ("" for a suite with one scoring); the
-    first is primary (tune jobs, run.json). ``models`` are adapters built already (in memory)."""
+    first is primary (tune jobs, run.json). ``models`` are adapters built already (in memory);
+    ``threads``, the run's thread choice, goes into run.json."""
     models = dict(models or {})
     if not suite.profiles:
-        return {"": RunContext(suite, out_dir, device, models=models)}
-    first = RunContext(suite.under(suite.profiles[0]), out_dir, device, models=models, profiles=suite.profiles)
+        return {"": RunContext(suite, out_dir, device, models=models, threads=threads)}
+    first = RunContext(suite.under(suite.profiles[0]), out_dir, device, models=models, profiles=suite.profiles,
+                       threads=threads)
     contexts = {suite.profiles[0]: first}
     for name in suite.profiles[1:]:
         contexts[name] = RunContext(suite.under(name), first.out, device, models=first.models,
@@ -175,13 +180,14 @@ def run_suite(
     metrics) and the run goes on; a rerun tries failed rows again. ``models`` are model adapters
     built already, by name (the Python API's models in memory); the rest are built from the suite.
     """
-    with output_folder_lock(output_folder(suite, out_dir), wait=wait):
-        return _run_locked(suite, out_dir, device, recompute_changed, progress, baseline, models)
+    threads = choose_threads(suite.threads)
+    with output_folder_lock(output_folder(suite, out_dir), wait=wait), using_threads(threads.count):
+        return _run_locked(suite, out_dir, device, recompute_changed, progress, baseline, models, threads)
 
 
 def _run_locked(suite: Suite, out_dir, device, recompute_changed: bool, progress: bool, baseline: dict | None,
-                models: dict[str, ModelAdapter] | None) -> Path:
-    contexts = run_contexts(suite, out_dir, device, models)
+                models: dict[str, ModelAdapter] | None, threads: ThreadChoice) -> Path:
+    contexts = run_contexts(suite, out_dir, device, models, threads)
     ctx = next(iter(contexts.values()))
     store = ResultStore(ctx.out)
     schedules = ctx.tune(suite.tune, recompute_changed=recompute_changed, progress=progress)
@@ -242,8 +248,9 @@ def tune_suite(
     if unknown:
         raise ValueError(f"suite {suite.name!r} has no tune job(s) {', '.join(unknown)}; it has: "
                          f"{', '.join(suite.tune) or 'none'}")
-    with output_folder_lock(output_folder(suite, out_dir), wait=wait):
-        ctx = next(iter(run_contexts(suite, out_dir, device).values()))
+    threads = choose_threads(suite.threads)
+    with output_folder_lock(output_folder(suite, out_dir), wait=wait), using_threads(threads.count):
+        ctx = next(iter(run_contexts(suite, out_dir, device, threads=threads).values()))
         return ctx.out, ctx.tune(jobs, recompute_changed=recompute_changed, progress=progress)
 
 
@@ -437,14 +444,15 @@ def _profile_summary(name: str) -> str | None:
 
 
 def _write_run_metadata(out: Path, suite: Suite, device: torch.device, extractor, reference_info: dict,
-                        profiles: tuple[str, ...] = ()) -> None:
+                        profiles: tuple[str, ...] = (), threads: ThreadChoice | None = None) -> None:
     """run.json; with several profiles, the scoring fields are the first profile's and each row
-    records its own."""
+    records its own. ``threads``: how many CPU threads the run used and why."""
     meta = {
         "suite": suite.name, "suite_file": suite.source, "description": suite.description,
         "cmbench_version": __version__, "torch_version": torch.__version__,
         "python_version": platform.python_version(), "platform": platform.platform(),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "threads": threads.as_dict() if threads else {"count": torch.get_num_threads()},
         "seed_start": suite.seed_start, "num_samples": suite.num_samples, "batch_size": suite.batch_size,
         "profile": "; ".join(_profile_summary(p) for p in profiles) if profiles else _profile_summary(suite.profile),
         "quantisation": suite.quantisation, "extractor": extractor.identity, "reference": reference_info,

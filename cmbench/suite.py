@@ -28,6 +28,7 @@ from .sample_files import save_formats
 from .suite_blocks import (parse_likelihood, parse_metric_names, parse_metric_options, parse_paper_numbers,
                            parse_profile, parse_profiles, parse_reference, parse_regression, parse_uncertainty)
 from .tuning.spec import SCHEDULE_OPTIONS, SCHEDULE_PREFIX, TuneJob, parse_tune_jobs, tunable_samplers
+from .threads import AUTO, parse_threads
 from .validate import Checker, ConfigError
 from .yaml_input import describe_yaml_error, load_yaml
 
@@ -37,6 +38,7 @@ TOP_OPTIONAL = (
     "description", "seed_start", "batch_size", "device", "quantisation", "output_dir",
     "features", "metrics", "metric_options", "reference", "grid_images", "likelihood", "tune", "profile", "profiles",
     "uncertainty", "regression", "checkpoints_dir", "precision", "compile", "paper", "save_samples",
+    "threads",
 )
 NETWORK_DEFAULTS = ("precision", "compile")  # top-level keys that set every network model's default
 
@@ -98,6 +100,8 @@ class Suite:
     scorings: dict[str, dict[str, Any]] = field(default_factory=dict)
     checkpoints_dir: str = ""
     paper_source: str = ""
+    threads: int | str = "auto"
+    """CPU threads for torch and BLAS: a number, or ``auto`` (:mod:`cmbench.threads`)."""
     save_samples: tuple[str, ...] = ()
     """Formats each row's images are saved in (``npz``: ADM-style arr_0/arr_1, ``png``: EDM's folder
     layout), under ``samples/`` in the output folder; they change no number, so not the fingerprint."""
@@ -259,11 +263,20 @@ def parse_suite(raw: Any, source: str, base_dir: Path) -> Suite:
         checkpoints_dir=c.string(raw["checkpoints_dir"], "checkpoints_dir") if "checkpoints_dir" in raw else "",
         paper_source=c.string(raw["paper"], "paper") if "paper" in raw else "",
         save_samples=_parse_save_samples(c, raw.get("save_samples", False)),
+        threads=_parse_threads(c, raw.get("threads", AUTO)),
     )
     for name in suite.profiles or ("",):
         _check_metric_sizes(c, suite.under(name) if name else suite)
     return suite
 
+
+
+def _parse_threads(c: Checker, raw: Any) -> int | str:
+    """``threads: auto`` (the default) or a positive integer."""
+    try:
+        return parse_threads(raw)
+    except ValueError as err:
+        raise c.fail("threads", str(err)) from None
 
 
 def _parse_save_samples(c: Checker, raw: Any) -> tuple[str, ...]:
