@@ -53,10 +53,13 @@ class GaussianMixture:
         return self.means.shape[1]
 
     def component_log_densities(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        """log w_k + log N(x; μ_k, (s_k² + σ²) I) for flat ``x [B, D]`` and ``sigma [B]``: ``[B, K]``."""
+        """log w_k + log N(x; μ_k, (s_k² + σ²) I) for flat ``x [B, D]`` and ``sigma [B]``: ``[B, K]``.
+
+        ‖x − μ_k‖² is expanded as ‖x‖² − 2 x·μ_k + ‖μ_k‖² (one matrix product, no ``[B, K, D]``
+        tensor: the samplers call this thousands of times)."""
         var = self.stds[None, :] ** 2 + sigma.reshape(-1, 1) ** 2
-        sq = ((x[:, None, :] - self.means[None, :, :]) ** 2).sum(-1)
-        return self.weights.log()[None, :] - 0.5 * self.dim * torch.log(2 * math.pi * var) - 0.5 * sq / var
+        sq = ((x * x).sum(1, keepdim=True) - 2.0 * (x @ self.means.T) + (self.means * self.means).sum(1)[None, :])
+        return self.weights.log()[None, :] - 0.5 * self.dim * torch.log(2 * math.pi * var) - 0.5 * sq.clamp(min=0.0) / var
 
     def log_prob(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         """Log density of the mixture convolved with N(0, σ² I) at flat ``x [B, D]``."""
@@ -66,15 +69,17 @@ class GaussianMixture:
         return torch.softmax(self.component_log_densities(x, sigma), dim=1)
 
     def posterior_mean(self, x: torch.Tensor, sigma: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """E[x_0 | x_σ = x] for flat ``x``; with labels, conditioned on the component too."""
+        """E[x_0 | x_σ = x] for flat ``x``; with labels, conditioned on the component too.
+
+        Σ_k r_k (μ_k + c_k (x − μ_k)) with c_k = s_k² / (s_k² + σ²), computed as
+        (r ⊙ (1 − c)) μ + (Σ_k r_k c_k) x."""
         var_data = self.stds[None, :] ** 2
         shrink = var_data / (var_data + sigma.reshape(-1, 1) ** 2)  # [B, K]
-        per_component = self.means[None] + shrink[..., None] * (x[:, None, :] - self.means[None])
         if labels is None:
             weights = self.responsibilities(x, sigma)
         else:
             weights = torch.nn.functional.one_hot(labels.long(), self.num_components).to(x.dtype)
-        return (weights[..., None] * per_component).sum(1)
+        return (weights * (1.0 - shrink)) @ self.means + (weights * shrink).sum(1, keepdim=True) * x
 
     def sample(self, components: torch.Tensor, normals: torch.Tensor) -> torch.Tensor:
         """Exact draws given component indices ``[B]`` and standard normals ``[B, D]``."""
