@@ -3,23 +3,24 @@
 A suite's runs may carry the paper's figures (``paper: {NFE: {fid: ..., ...}}``); the run writes
 them into ``run.json`` and this module pairs them with the measured result rows. The difference
 is measured − published, so for FID a positive Δ means cmbench measured worse than the paper.
+Numbers are written at the comparison table's precision for their metric.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from cmbench.metrics import se_column
+from cmbench.report.numbers import MISSING, format_fixed, is_finite_number
+from cmbench.report.tables import ColumnFormat
 
 
 def paper_section(metadata: Mapping[str, Any] | None, rows: Sequence[Mapping[str, Any]],
-                  columns: Sequence[Any]) -> dict[str, Any] | None:
-    """Rows of (result row, metric, published, measured, Δ, source); None when the suite gave no
-    numbers. ``columns`` are the report's metric columns (key, label, format spec); the suite
-    only accepts published numbers for scored columns, which all have one."""
-    by_key = {column.key: column for column in columns}
+                  formats: Sequence[ColumnFormat]) -> dict[str, Any] | None:
+    """Rows of (result row, metric, published, measured ± se, Δ, source); None when the suite gave
+    no numbers. ``formats`` cover every metric column (the suite only accepts published numbers
+    for scored columns)."""
+    by_key = {fmt.column.key: fmt for fmt in formats}
     paper = (metadata or {}).get("paper") or {}
     published = paper.get("rows") or {}
     if not published:
@@ -31,15 +32,18 @@ def paper_section(metadata: Mapping[str, Any] | None, rows: Sequence[Mapping[str
         for column, value in numbers.items():
             if column == "source":
                 continue
-            spec = by_key[column].spec
+            fmt = by_key[column]
             got = row.get(column)
-            has = isinstance(got, (int, float)) and not isinstance(got, bool) and math.isfinite(got)
-            se = row.get(se_column(column))
+            has = is_finite_number(got)
             cells.append({
-                "row_id": row_id, "metric": by_key[column].label, "paper": format(value, spec),
-                "measured": (format(got, spec) + (f" ± {format(se, spec)}" if isinstance(se, (int, float)) else ""))
-                if has else "not measured yet",
-                "diff": format(got - value, "+" + spec) if has else "—",
+                "row_id": row_id, "metric": fmt.column.label, "paper": format_fixed(value, fmt.decimals),
+                "measured": fmt.cell_text(row) if has else "not measured yet",
+                "diff": _signed(got - value, fmt.decimals) if has and is_finite_number(value) else MISSING,
                 "source": numbers.get("source") or paper.get("source") or "",
             })
     return {"source": paper.get("source") or "", "cells": cells}
+
+
+def _signed(value: float, decimals: int) -> str:
+    text = format_fixed(value, decimals)
+    return text if text.startswith("-") or text == MISSING else "+" + text

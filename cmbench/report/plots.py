@@ -1,88 +1,187 @@
-"""Metric-vs-NFE line plots for the report, rendered to PNG bytes.
+"""The report's plots, rendered to PNG bytes: each metric against NFE and against time per sample,
+with standard-error bars, and a tuning search's trace.
 
-Few-step samplers are compared by how a metric falls as the number of function evaluations
-grows, so NFE is on the x axis on a log2 scale (NFE grids are usually 1, 2, 4, 8, ...) with the
-NFE values themselves as integer tick labels. One line per (model, sampler configuration).
+Few-step samplers are chosen on two trade-offs: quality against the number of function
+evaluations (NFE, a log2 axis with the NFE values as integer tick labels, since NFE grids are
+usually 1, 2, 4, 8, ...) and quality against wall-clock time per sample (a log axis in the
+report's time unit). One series per (model, sampler configuration), styled the same in every
+plot, so one legend (drawn by the page in HTML, legible at any width) serves them all.
 
-Plots are drawn on a bare ``matplotlib.figure.Figure`` (Agg canvas, no pyplot), so nothing here
-touches matplotlib's global figure manager or backend.
+Figures are small (4 x 3 inches at 160 dpi) with large type, so that shown full width on a
+phone (about 360 CSS pixels) their text is still about 13 pixels high. They are drawn on a bare
+``matplotlib.figure.Figure`` (Agg canvas, no pyplot, every font size passed explicitly), so
+nothing here touches matplotlib's global figure manager, backend or rc settings.
 """
 
 from __future__ import annotations
 
+import base64
 import io
-import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import FixedLocator, NullLocator
+from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter, NullLocator
+
+from cmbench.report.numbers import format_significant, is_finite_number
 
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*")
+MARKER_GLYPHS = {"o": "●", "s": "■", "^": "▲", "D": "◆", "v": "▼", "P": "✚", "X": "✖", "<": "◀", ">": "▶", "*": "★"}
+"""The character that stands for each marker in the page's HTML legend."""
+COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+          "#17becf")
+"""matplotlib's tab10 palette, named here so the HTML legend can use the same colours."""
 
+FIGURE_SIZE = (4.0, 3.0)
+DPI = 160
+TICK_SIZE = 11
+LABEL_SIZE = 11.5
+TITLE_SIZE = 12
 
 # Metrics spanning more than this ratio (FID 0.2 at high NFE, 140 at NFE 3) get a log y axis.
 LOG_Y_RATIO = 30.0
 
 
-def fid_vs_nfe_png(rows: Iterable[Mapping[str, Any]]) -> bytes | None:
-    """FID against NFE, one line per (model, sampler_label); None when no row has an FID."""
-    return metric_vs_nfe_png(rows, "fid", "FID (lower is better)")
+@dataclass(frozen=True)
+class SeriesStyle:
+    """How one series is drawn: colour and marker, and the marker's character for HTML."""
+
+    label: str
+    color: str
+    marker: str
+
+    @property
+    def glyph(self) -> str:
+        return MARKER_GLYPHS[self.marker]
 
 
-def metric_vs_nfe_png(rows: Iterable[Mapping[str, Any]], column: str, ylabel: str) -> bytes | None:
-    """Plot ``row[column]`` against ``row["nfe"]`` as PNG bytes; None when no row has a number there.
+@dataclass(frozen=True)
+class Point:
+    """One plotted value: x, y and its standard error (None: no error bar)."""
 
-    Rows whose value is missing, non-numeric or not finite, or whose NFE is not a positive
-    number (it could not sit on a log axis), are left out.
-    """
-    series = _series_by_configuration(rows, column)
-    if not series:
+    x: float
+    y: float
+    se: float | None = None
+
+
+@dataclass(frozen=True)
+class XAxis:
+    """The quantity on a plot's x axis: how to read it from a row and how to label it.
+    ``log2_ticks`` puts the x values themselves as ticks on a log2 axis (NFE grids); otherwise
+    the axis is log10 with plain-number decade ticks (times)."""
+
+    label: str
+    value: Callable[[Mapping[str, Any]], Any]
+    log2_ticks: bool
+
+
+def nfe_axis() -> XAxis:
+    return XAxis("NFE (log₂ scale)", lambda row: row.get("nfe"), log2_ticks=True)
+
+
+def time_axis(symbol: str, per_second: float) -> XAxis:
+    """Seconds per sample shown in the report's time unit (``symbol``, ``per_second`` of it in a second)."""
+    def value(row: Mapping[str, Any]) -> Any:
+        seconds = row.get("seconds_per_sample")
+        return seconds * per_second if is_finite_number(seconds) else None
+    return XAxis(f"{symbol} per sample (log scale)", value, log2_ticks=False)
+
+
+def configuration_label(row: Mapping[str, Any]) -> str:
+    """"model · sampler label": one series of the plots."""
+    return f"{row.get('model')} · {row.get('sampler_label') or row.get('sampler')}"
+
+
+def series_styles(labels: Iterable[str]) -> dict[str, SeriesStyle]:
+    """A colour and marker for each distinct label, in sorted order (stable across plots)."""
+    styles = {}
+    for index, label in enumerate(sorted(set(labels))):
+        styles[label] = SeriesStyle(label, COLORS[index % len(COLORS)],
+                                    MARKERS[(index + index // len(COLORS)) % len(MARKERS)])
+    return styles
+
+
+def metric_series(rows: Iterable[Mapping[str, Any]], key: str, se_key: str, x_axis: XAxis,
+                  label_of: Callable[[Mapping[str, Any]], str] = configuration_label) -> dict[str, list[Point]]:
+    """Plottable points of ``row[key]`` (± ``row[se_key]``) against ``x_axis``, grouped by
+    ``label_of(row)`` and sorted by x; repeated points (one model's bits/dim in each of its rows)
+    once. Rows whose value or x is missing, not finite, or x not positive (log axes) are left out."""
+    series: dict[str, set[Point]] = {}
+    for row in rows:
+        y, x, se = row.get(key), x_axis.value(row), row.get(se_key)
+        if is_finite_number(y) and is_finite_number(x) and x > 0:
+            point = Point(float(x), float(y), float(se) if is_finite_number(se) and se >= 0 else None)
+            series.setdefault(label_of(row), set()).add(point)
+    return {label: sorted(points, key=lambda p: (p.x, p.y)) for label, points in sorted(series.items())}
+
+
+def metric_plot_png(series: Mapping[str, Sequence[Point]], styles: Mapping[str, SeriesStyle], *, x_axis: XAxis,
+                    y_label: str, title: str, label_points: bool = False, log_y_allowed: bool = False) -> bytes | None:
+    """One metric against one x quantity, a line with standard-error bars per series; None when
+    there is no point. ``label_points`` writes each series' label beside its points (for plots
+    whose series are not the page legend's configurations); ``log_y_allowed`` lets a positive
+    metric spanning more than LOG_Y_RATIO take a log y axis."""
+    points = [p for values in series.values() for p in values]
+    if not points:
         return None
-
-    figure = Figure(figsize=(7.0, 4.2), dpi=100)
+    figure = Figure(figsize=FIGURE_SIZE, dpi=DPI)
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
-    for index, (label, points) in enumerate(series.items()):
-        nfes, values = zip(*sorted(points))
-        axes.plot(nfes, values, marker=MARKERS[index % len(MARKERS)], markersize=5, linewidth=1.5, label=label)
-
-    ticks = sorted({nfe for points in series.values() for nfe, _ in points})
-    axes.set_xscale("log", base=2)
-    axes.xaxis.set_major_locator(FixedLocator(ticks))
-    axes.xaxis.set_minor_locator(NullLocator())
-    axes.set_xticklabels([_integer_label(nfe) for nfe in ticks])
-    axes.set_xlabel("NFE (function evaluations, log2 scale)")
-    values = [v for points in series.values() for _, v in points]
-    if min(values) > 0 and max(values) / min(values) > LOG_Y_RATIO:
+    for label, values in series.items():
+        style = styles[label]
+        axes.errorbar([p.x for p in values], [p.y for p in values], yerr=[p.se or 0.0 for p in values],
+                      color=style.color, marker=style.marker, markersize=5, linewidth=1.4, elinewidth=1.1,
+                      capsize=3, label=label)
+        if label_points:
+            for p in values:
+                axes.annotate(label, (p.x, p.y), xytext=(6, 4), textcoords="offset points", fontsize=TICK_SIZE,
+                              color=style.color)
+    _x_scale(axes, x_axis, sorted({p.x for p in points}))
+    ys = [p.y for p in points]
+    if log_y_allowed and min(ys) > 0 and max(ys) / min(ys) > LOG_Y_RATIO:
         axes.set_yscale("log")
-        ylabel += ", log scale"
-    axes.set_ylabel(ylabel)
+        _plain_log_ticks(axes.yaxis)
+        y_label += " (log scale)"
+    axes.set_xlabel(x_axis.label, fontsize=LABEL_SIZE)
+    axes.set_ylabel(y_label, fontsize=LABEL_SIZE)
+    axes.set_title(title, fontsize=TITLE_SIZE)
+    axes.tick_params(labelsize=TICK_SIZE)
     axes.grid(True, which="major", linewidth=0.5, alpha=0.5)
-    axes.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize="small", frameon=False)
+    return _png_bytes(figure)
 
+
+def _x_scale(axes, x_axis: XAxis, xs: Sequence[float]) -> None:
+    if x_axis.log2_ticks:
+        axes.set_xscale("log", base=2)
+        axes.xaxis.set_major_locator(FixedLocator(xs))
+        axes.xaxis.set_minor_locator(NullLocator())
+        axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: _integer_label(value)))
+    else:
+        axes.set_xscale("log")
+        _plain_log_ticks(axes.xaxis)
+    if len(xs) == 1:  # one x value: give the axis some width around it
+        axes.set_xlim(xs[0] / 1.5, xs[0] * 1.5)
+
+
+def _plain_log_ticks(axis) -> None:
+    """Ticks at 1, 2 and 5 times powers of ten, written as plain numbers (20, 50, 100, not 10²)."""
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda value, _: format_significant(value, 1)))
+    axis.set_minor_locator(NullLocator())
+    axis.set_minor_formatter(NullFormatter())
+
+
+def png_data_uri(data: bytes) -> str:
+    """PNG bytes as a ``data:`` URI, how the self-contained page embeds every image."""
+    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+
+
+def _png_bytes(figure: Figure) -> bytes:
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", bbox_inches="tight")
+    figure.savefig(buffer, format="png", bbox_inches="tight", pad_inches=0.05)
     return buffer.getvalue()
-
-
-def _series_by_configuration(
-    rows: Iterable[Mapping[str, Any]], column: str
-) -> dict[str, list[tuple[float, float]]]:
-    """Group plottable (nfe, value) points by "model · sampler_label", in a stable sorted order."""
-    series: dict[str, list[tuple[float, float]]] = {}
-    for row in rows:
-        value, nfe = row.get(column), row.get("nfe")
-        if not (_is_finite_number(value) and _is_finite_number(nfe) and nfe > 0):
-            continue
-        label = f"{row.get('model')} · {row.get('sampler_label') or row.get('sampler')}"
-        series.setdefault(label, []).append((float(nfe), float(value)))
-    return dict(sorted(series.items()))
-
-
-def _is_finite_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _integer_label(nfe: float) -> str:
@@ -92,15 +191,15 @@ def _integer_label(nfe: float) -> str:
 def search_trace_png(document: Mapping[str, Any]) -> bytes | None:
     """A tuning search's trace: objective against candidate σ (log scale), one series per NFE, the
     chosen point of each NFE starred; None when the trace has no candidates."""
-    trace = [e for e in document.get("trace", []) if _is_finite_number(e.get("sigma")) and _is_finite_number(e.get("value"))]
+    trace = [e for e in document.get("trace", []) if is_finite_number(e.get("sigma")) and is_finite_number(e.get("value"))]
     if not trace:
         return None
-    figure = Figure(figsize=(7.0, 4.0), dpi=100)
+    figure = Figure(figsize=(FIGURE_SIZE[0] * 1.25, FIGURE_SIZE[1] * 1.25), dpi=DPI)
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
     chosen = {entry["nfe"]: entry for entry in document.get("schedules", [])}
     for index, nfe in enumerate(sorted({e["nfe"] for e in trace})):
-        color, marker = f"C{index % 10}", MARKERS[index % len(MARKERS)]
+        color, marker = COLORS[index % len(COLORS)], MARKERS[index % len(MARKERS)]
         of_nfe = [e for e in trace if e["nfe"] == nfe]
         for gap in sorted({e.get("gap") or 0 for e in of_nfe}):  # one line per gap between fixed points
             sigmas, values = zip(*sorted((e["sigma"], e["value"]) for e in of_nfe if (e.get("gap") or 0) == gap))
@@ -113,12 +212,13 @@ def search_trace_png(document: Mapping[str, Any]) -> bytes | None:
     values = [e["value"] for e in trace]
     if min(values) > 0 and max(values) / min(values) > LOG_Y_RATIO:
         axes.set_yscale("log")
+        _plain_log_ticks(axes.yaxis)
     axes.set_xscale("log")
-    axes.set_xlabel("candidate time point σ (log scale); ★ chosen")
+    axes.set_xlabel("candidate time point σ (log scale); ★ chosen", fontsize=LABEL_SIZE)
     objective = document.get("objective", {})
-    axes.set_ylabel(f"{objective.get('metric', 'objective')} on {objective.get('num_samples', '?')} proxy samples")
+    axes.set_ylabel(f"{objective.get('metric', 'objective')} on {objective.get('num_samples', '?')} proxy samples",
+                    fontsize=LABEL_SIZE)
+    axes.tick_params(labelsize=TICK_SIZE)
     axes.grid(True, which="major", linewidth=0.5, alpha=0.5)
-    axes.legend(fontsize="small", frameon=False)
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", bbox_inches="tight")
-    return buffer.getvalue()
+    axes.legend(fontsize=TICK_SIZE, frameon=False, loc="upper left", bbox_to_anchor=(0.0, -0.2), borderaxespad=0)
+    return _png_bytes(figure)

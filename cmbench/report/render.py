@@ -1,20 +1,20 @@
 """Rendering a run directory into one self-contained HTML report.
 
 A run directory holds ``results.jsonl`` (one result row per line) and ``run.json`` (run
-metadata). ``render_report`` turns them into ``report.html``: a comparison table per model
-family, an FID-vs-NFE plot, the sample grids, and the run's provenance. Everything the page
-needs is inside the file (inline CSS, images as ``data:`` URIs), so it can be mailed, archived
-as a CI artifact or opened offline. Every string from the data goes through jinja2's
-autoescaping: model names and options are user input.
+metadata). ``render_report`` turns them into ``report.html``: the suite's description, a
+comparison table per model family (value ± standard error, best marked only beyond noise), plots
+of every computed metric against NFE and against time per sample, the sample grids captioned with
+their row's numbers, and the run's provenance. Everything the page needs is inside the file
+(inline CSS, images as ``data:`` URIs), so it can be mailed, archived as a CI artifact or opened
+offline; it lays out at phone width (tables scroll sideways in their own box, plots stack).
+Every string from the data goes through jinja2's autoescaping (model names and options are user
+input) and loses the absolute paths of the machine that ran it (:mod:`cmbench.report.provenance`).
 """
 
 from __future__ import annotations
 
-import base64
 import json
-import math
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -22,10 +22,16 @@ from typing import Any
 import jinja2
 
 from cmbench.atomic import atomic_write_text
-from cmbench.compare import RUN_BASELINE, CompareError, compare, load_side, resolve_settings, table_cells
-from cmbench.results import FAILED, RESULTS_JSONL, read_rows
+from cmbench.compare import DEFAULT_Z, RUN_BASELINE, CompareError, compare, load_side, resolve_settings, table_cells
+from cmbench.report.numbers import MISSING, format_fixed, format_general, is_finite_number
 from cmbench.report.paper import paper_section
-from cmbench.report.plots import fid_vs_nfe_png, search_trace_png
+from cmbench.report.plot_section import plot_section
+from cmbench.report.plots import png_data_uri, search_trace_png
+from cmbench.report.provenance import computed_metric_options, metrics_of_row, strip_machine_paths
+from cmbench.report.tables import (METRIC_COLUMNS, TABLE_KEYS, ColumnFormat, column_formats, comparison_tables,
+                                   metric_header, present_metric_columns, report_time_unit, row_caption, row_label,
+                                   row_metrics_text, sort_rows, with_likelihood_protocol)
+from cmbench.results import RESULTS_JSONL, read_rows
 from cmbench.tuning.schedule_file import read_schedule
 
 
@@ -33,57 +39,10 @@ RUN_FILE = "run.json"
 SCHEDULES_DIR = "schedules"
 REPORT_FILE = "report.html"
 TEMPLATE = "report.html.j2"
+SCHEDULE_DIGITS = 4
 
-FAMILY_ORDER = ("edm", "cd", "ct", "ctm", "pd", "generator", "gmm", "samples")
-FAMILY_NAMES = {
-    "edm": "EDM (diffusion)",
-    "cd": "Consistency distillation (CD)",
-    "ct": "Consistency training (CT)",
-    "ctm": "Consistency trajectory model (CTM)",
-    "pd": "Progressive distillation (PD)",
-    "gmm": "Analytic Gaussian mixture (GMM)",
-    "generator": "One-step generators",
-    "samples": "Sample sets made elsewhere",
-}
-MISSING = "—"
-
-
-@dataclass(frozen=True)
-class MetricColumn:
-    """A metric the comparison table can show: result-row key, header, Python format spec.
-
-    ``spread_key`` names a companion value shown as ``value ± spread`` (Inception Score's
-    standard deviation over splits; KID's over subsets).
-    """
-
-    key: str
-    label: str
-    spec: str
-    spread_key: str | None = None
-
-
-METRIC_COLUMNS: tuple[MetricColumn, ...] = (
-    MetricColumn("fid", "FID", ".3f"),
-    MetricColumn("sfid", "sFID", ".3f"),
-    MetricColumn("is_mean", "IS", ".2f", spread_key="is_std"),
-    MetricColumn("kid", "KID", ".4g", spread_key="kid_std"),
-    MetricColumn("precision", "Precision", ".3f"),
-    MetricColumn("recall", "Recall", ".3f"),
-    MetricColumn("density", "Density", ".3f"),
-    MetricColumn("coverage", "Coverage", ".3f"),
-    MetricColumn("bpd", "NLL (bits/dim)", ".3f"),
-)
-"""Metrics in table order. A column appears when at least one row has a number for it."""
-
-SECONDS_SPEC = ".4g"
-SCHEDULE_SPEC = ".4g"
-
-_TABLE_KEYS = frozenset(
-    {"row_id", "model", "family", "sampler", "sampler_label", "nfe", "num_samples", "seconds_per_sample"}
-    | {column.key for column in METRIC_COLUMNS}
-    | {column.spread_key for column in METRIC_COLUMNS if column.spread_key}
-)
 _DETAIL_KEYS = frozenset({"grid", "schedule", "options"})
+_HEADER_KEYS = frozenset({"description"})  # run.json keys the page shows above the metadata section
 
 
 def render_report(run_dir: Path | str, *, title: str | None = None) -> Path:
@@ -96,8 +55,9 @@ def render_report(run_dir: Path | str, *, title: str | None = None) -> Path:
     rows = sort_rows(read_rows(results)) if results.exists() or not schedules else []
     metadata, metadata_note = load_run_metadata(run_dir / RUN_FILE)
     suite = _suite_name(metadata, rows, run_dir)
-    columns = with_likelihood_protocol(present_metric_columns(rows), rows)
-    fid_plot = fid_vs_nfe_png(rows)
+    formats = column_formats(rows, with_likelihood_protocol(present_metric_columns(rows), rows))
+    unit = report_time_unit(rows)
+    z = ranking_z(metadata)
 
     context = {
         "title": title or f"cmbench report: {suite}",
@@ -107,21 +67,45 @@ def render_report(run_dir: Path | str, *, title: str | None = None) -> Path:
         "description": (metadata or {}).get("description") or "",
         "profile": (metadata or {}).get("profile"),
         "counts": _counts(rows),
-        "metric_headers": [column.label for column in columns],
-        "tables": comparison_tables(rows, columns),
-        "fid_plot": _png_data_uri(fid_plot) if fid_plot is not None else None,
-        "grids": [grid_figure(run_dir, row) for row in rows],
-        "metadata": metadata,
+        "metric_headers": [metric_header(fmt) for fmt in formats],
+        "time_unit": unit.symbol,
+        "tables": comparison_tables(rows, formats, unit, z),
+        "legend": table_legend(metadata, formats, z),
+        "plots": plot_section(rows, formats, unit),
+        "grids": [grid_figure(run_dir, row, formats) for row in rows],
+        "metadata": displayed_metadata(metadata),
         "metadata_note": metadata_note,
         "details": [row_details(row) for row in rows],
         "schedules": schedules,
         "regression": regression_section(run_dir) if rows else None,
-        "paper": paper_section(metadata, rows, with_likelihood_protocol(METRIC_COLUMNS, rows)),
+        "paper": paper_section(metadata, rows, column_formats(rows, with_likelihood_protocol(METRIC_COLUMNS, rows))),
     }
-    html = _environment().get_template(TEMPLATE).render(context)
+    html = _environment().get_template(TEMPLATE).render(strip_machine_paths(context, run_dir))
     report = run_dir / REPORT_FILE
     atomic_write_text(report, html)
     return report
+
+
+def ranking_z(metadata: Mapping[str, Any] | None) -> float:
+    """The z a "best" must clear: the suite's ``regression.z`` (what ``cmbench compare`` uses to
+    call a change real), else compare's default."""
+    regression = (metadata or {}).get("regression")
+    z = regression.get("z") if isinstance(regression, Mapping) else None
+    return float(z) if is_finite_number(z) and z > 0 else DEFAULT_Z
+
+
+def table_legend(metadata: Mapping[str, Any] | None, formats: Sequence[ColumnFormat], z: float) -> dict[str, Any]:
+    """What the table's ±, marks and dashes mean, with the run's uncertainty method and z."""
+    uncertainty = (metadata or {}).get("uncertainty") or {}
+    resamples = uncertainty.get("bootstrap") if isinstance(uncertainty, Mapping) else None
+    if is_finite_number(resamples) and resamples > 0:
+        errors = (f"± one standard error, estimated by a bootstrap over the samples ({resamples:g} resamples, "
+                  f"seed {uncertainty.get('seed', 0)})")
+    else:
+        errors = "± one standard error, where the row records one"
+    if any(fmt.column.key == "bpd" for fmt in formats):
+        errors += "; bits/dim ± the likelihood estimate's standard error over the test images"
+    return {"errors": errors, "z": f"{z:g}"}
 
 
 def regression_section(run_dir: Path) -> dict[str, Any] | None:
@@ -143,7 +127,7 @@ def regression_section(run_dir: Path) -> dict[str, Any] | None:
         "summary": comparison.summary(),
         "regressed": comparison.regressed,
         "settings": f"z = {settings.z:g} · thresholds: {thresholds} (from {settings.source})",
-        "rows": [{"row_id": r.row_id, "label": f"{r.model} · {r.sampler} · NFE {r.nfe}",
+        "rows": [{"row_id": r.row_id, "label": row_label({"model": r.model, "sampler": r.sampler, "nfe": r.nfe}),
                   "metrics": [table_cells(m) for m in r.metrics]} for r in comparison.rows],
         "only_new": comparison.only_new,
         "only_baseline": comparison.only_baseline,
@@ -171,11 +155,11 @@ def tuned_schedules(run_dir: Path) -> list[dict[str, Any]]:
                         + (f" ({search['karras_steps']} points)" if search.get("karras_steps") else "")
                         + f" · {objective['metric']} ({objective.get('direction')}) on {objective.get('num_samples')} "
                         f"samples, seeds from {objective.get('seed_start')} · {document.get('evaluations')} evaluations"),
-            "rows": [{"nfe": e["nfe"], "sigmas": ", ".join(format(x, SCHEDULE_SPEC) for x in e["sigmas"]),
+            "rows": [{"nfe": e["nfe"], "sigmas": ", ".join(format_general(x, SCHEDULE_DIGITS) for x in e["sigmas"]),
                       "indices": ", ".join(map(str, e["indices"])) if e.get("indices") else MISSING,
-                      "value": format_number(e.get("value"), ".3f"), "evaluations": e.get("evaluations")}
+                      "value": format_fixed(e.get("value"), 3), "evaluations": e.get("evaluations")}
                      for e in document["schedules"]],
-            "plot": _png_data_uri(plot) if plot is not None else None,
+            "plot": png_data_uri(plot) if plot is not None else None,
         })
     return sections
 
@@ -193,47 +177,22 @@ def load_run_metadata(path: Path) -> tuple[dict[str, Any] | None, str | None]:
     return metadata, None
 
 
-def sort_rows(rows: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    """Rows in report order: family (FAMILY_ORDER, then others by name), model, sampler label, NFE."""
-    return sorted(rows, key=lambda row: (_family_rank(row["family"]), *_row_key(row)))
+def displayed_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """run.json as the metadata section shows it: without what the page shows above (the
+    description) and with the options of the computed metrics only."""
+    if metadata is None:
+        return None
+    shown = {key: value for key, value in metadata.items() if key not in _HEADER_KEYS}
+    if "metric_options" in shown and isinstance(metadata.get("metrics"), list):
+        shown["metric_options"] = computed_metric_options(shown["metric_options"], map(str, metadata["metrics"]))
+    return shown
 
 
-def present_metric_columns(rows: Sequence[Mapping[str, Any]]) -> list[MetricColumn]:
-    """The METRIC_COLUMNS for which at least one row holds a number."""
-    return [column for column in METRIC_COLUMNS if any(_is_number(row.get(column.key)) for row in rows)]
-
-
-def with_likelihood_protocol(columns: Sequence[MetricColumn], rows: Sequence[Mapping[str, Any]]) -> list[MetricColumn]:
-    """``columns`` with the bits/dim label naming the likelihood protocol of the rows' ``bpd``
-    (``exact`` or ``ctm_eval_bpd``, docs/likelihood.md); rows from before protocols were exact."""
-    protocols = sorted({str(row.get("bpd_protocol") or "exact") for row in rows if _is_number(row.get("bpd"))})
-    if not protocols:
-        return list(columns)
-    return [replace(c, label=f"{c.label} [{', '.join(protocols)}]") if c.key == "bpd" else c for c in columns]
-
-
-def comparison_tables(rows: Sequence[Mapping[str, Any]], columns: Sequence[MetricColumn]) -> list[dict[str, Any]]:
-    """One table per family, rows sorted by (model, sampler_label, nfe), the best (lowest) FID marked."""
-    families: dict[str, list[Mapping[str, Any]]] = {}
-    for row in sort_rows(rows):
-        families.setdefault(str(row["family"]), []).append(row)
-    tables = []
-    for family, members in families.items():
-        fids = [row["fid"] for row in members if _is_number(row.get("fid")) and math.isfinite(row["fid"])]
-        best_fid = min(fids) if fids else None
-        tables.append(
-            {
-                "family": family,
-                "name": FAMILY_NAMES.get(family, family),
-                "rows": [_table_row(row, columns, best_fid) for row in members],
-            }
-        )
-    return tables
-
-
-def grid_figure(run_dir: Path, row: Mapping[str, Any]) -> dict[str, Any]:
-    """The row's sample grid as an inline PNG, or a note saying why it cannot be shown."""
-    figure: dict[str, Any] = {"row_id": row["row_id"], "src": None, "note": None}
+def grid_figure(run_dir: Path, row: Mapping[str, Any], formats: Sequence[ColumnFormat]) -> dict[str, Any]:
+    """The row's sample grid as an inline PNG (or a note saying why it cannot be shown), captioned
+    with the row's label and metrics as the table shows them."""
+    figure: dict[str, Any] = {"row_id": row["row_id"], "src": None, "note": None, "label": row_label(row),
+                              "metrics": row_metrics_text(row, formats), "caption": row_caption(row, formats)}
     grid = row.get("grid")
     if not grid:
         figure["note"] = "No sample grid recorded for this row."
@@ -246,57 +205,30 @@ def grid_figure(run_dir: Path, row: Mapping[str, Any]) -> dict[str, Any]:
     else:
         data = path.read_bytes()
         if data.startswith(b"\x89PNG\r\n\x1a\n"):
-            figure["src"] = _png_data_uri(data)
+            figure["src"] = png_data_uri(data)
         else:
             figure["note"] = f"Grid image {grid} is not a PNG file."
     return figure
 
 
 def row_details(row: Mapping[str, Any]) -> dict[str, Any]:
-    """Per-row provenance: the σ schedule (4 significant digits), the options, and every other key."""
+    """Per-row provenance: the σ schedule (4 significant digits), the options, and every other key
+    (metric options reduced to those of the row's metrics)."""
     schedule = row.get("schedule")
-    if isinstance(schedule, list) and all(_is_number(sigma) for sigma in schedule):
-        schedule_text = ", ".join(format(sigma, SCHEDULE_SPEC) for sigma in schedule)
+    if isinstance(schedule, list) and all(is_finite_number(sigma) for sigma in schedule):
+        schedule_text = ", ".join(format_general(sigma, SCHEDULE_DIGITS) for sigma in schedule)
     else:
         schedule_text = None if schedule is None else json.dumps(schedule, default=str)
-    other = {key: value for key, value in row.items() if key not in _TABLE_KEYS | _DETAIL_KEYS}
+    other = {key: value for key, value in row.items() if key not in TABLE_KEYS | _DETAIL_KEYS}
+    if "metric_options" in other:
+        other["metric_options"] = computed_metric_options(other["metric_options"], metrics_of_row(row))
     return {
         "row_id": row["row_id"],
-        "label": f"{row['model']} · {_sampler_label(row)} · NFE {row['nfe']}",
+        "label": row_label(row),
         "schedule": schedule_text,
         "schedule_length": len(schedule) if isinstance(schedule, list) else None,
         "options": row.get("options"),
         "other": other,
-    }
-
-
-def format_number(value: Any, spec: str) -> str:
-    """Format a number with ``spec``; missing is "—", anything else non-numeric is shown as text."""
-    if value is None:
-        return MISSING
-    if _is_number(value):
-        return format(value, spec)
-    return str(value)
-
-
-def _table_row(row: Mapping[str, Any], columns: Sequence[MetricColumn], best_fid: float | None) -> dict[str, Any]:
-    metrics = []
-    for column in columns:
-        text = format_number(row.get(column.key), column.spec)
-        spread = row.get(column.spread_key) if column.spread_key else None
-        if text != MISSING and _is_number(spread):
-            text = f"{text} ± {format(spread, column.spec)}"
-        best = column.key == "fid" and best_fid is not None and row.get("fid") == best_fid
-        metrics.append({"text": text, "best": best})
-    return {
-        "row_id": row["row_id"],
-        "model": row["model"],
-        "sampler": _sampler_label(row),
-        "nfe": row["nfe"],
-        "metrics": metrics,
-        "seconds": format_number(row.get("seconds_per_sample"), SECONDS_SPEC),
-        "samples": format_number(row.get("num_samples"), ","),
-        "error": row.get("error") if row.get("status") == FAILED else None,
     }
 
 
@@ -305,7 +237,7 @@ def _counts(rows: Sequence[Mapping[str, Any]]) -> dict[str, int]:
         "rows": len(rows),
         "models": len({str(row["model"]) for row in rows}),
         "families": len({str(row["family"]) for row in rows}),
-        "with_fid": sum(_is_number(row.get("fid")) for row in rows),
+        "with_fid": sum(is_finite_number(row.get("fid")) for row in rows),
     }
 
 
@@ -315,28 +247,6 @@ def _suite_name(metadata: Mapping[str, Any] | None, rows: Sequence[Mapping[str, 
         return str(metadata["suite"])
     suites = {str(row["suite"]) for row in rows if row.get("suite")}
     return suites.pop() if len(suites) == 1 else run_dir.resolve().name
-
-
-def _family_rank(family: Any) -> tuple[int, str]:
-    family = str(family)
-    return (FAMILY_ORDER.index(family), "") if family in FAMILY_ORDER else (len(FAMILY_ORDER), family)
-
-
-def _row_key(row: Mapping[str, Any]) -> tuple[str, str, float]:
-    nfe = row["nfe"]
-    return str(row["model"]), _sampler_label(row), float(nfe) if _is_number(nfe) else math.inf
-
-
-def _sampler_label(row: Mapping[str, Any]) -> str:
-    return str(row.get("sampler_label") or row["sampler"])
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _png_data_uri(data: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
 
 
 def _json_text(value: Any) -> str:
