@@ -5,7 +5,11 @@ elsewhere), ``run`` (a suite file) and ``read_results`` (a run folder), each ret
 a pandas DataFrame; ``Model`` and ``Run`` describe what to evaluate.
 """
 
+import logging
+
 __version__ = "0.1.0"
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())  # a library: silent unless the caller configures logging
 
 _API = ("Model", "Run", "evaluate", "score", "run", "read_results")
 __all__ = ["__version__", *_API]

@@ -35,3 +35,14 @@ def positive_number(text: str) -> float:
 
 positive_integer = integer_at_least(1)
 non_negative_integer = integer_at_least(0)
+
+
+def add_progress_options(parser: argparse.ArgumentParser) -> None:
+    """``--quiet`` and ``--progress`` (either, not both) into ``args.progress``: False, True, or
+    None, where progress bars are drawn only when standard error is a terminal
+    (:func:`cmbench.console.progress_enabled`)."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--quiet", dest="progress", action="store_const", const=False,
+                       help="no progress bars and no messages but warnings and errors; results still print")
+    group.add_argument("--progress", dest="progress", action="store_const", const=True,
+                       help="draw progress bars even when standard error is not a terminal (default: only on a terminal)")

@@ -6,7 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
-from .cli_args import integer_at_least, non_negative_integer, positive_integer
+from .choices import DEVICES, OFFICIAL_REFERENCE_DEST, QUANTISATIONS, REFERENCE_FORMATS, STATS_BATCH_SIZE, STATS_KEEP
+from .cli_args import add_progress_options, integer_at_least, non_negative_integer, positive_integer
 
 
 def _stats_compute(args: argparse.Namespace) -> int:
@@ -31,7 +32,7 @@ def _stats_compute(args: argparse.Namespace) -> int:
     source = open_images(args.images, channels=input_channels(extractor), quantisation=quantisation, limit=args.limit)
     layers = args.layers.split(",") if args.layers else None
     stats = compute_reference_stats(source, extractor, layers=layers, keep=args.keep_features,
-                                    batch_size=args.batch_size, device=device, progress=not args.quiet)
+                                    batch_size=args.batch_size, device=device, progress=args.progress)
     save_reference(args.out, stats, overwrite=args.overwrite)
     kept = stats.features.get("pool")
     print(f"wrote {args.out}: {stats.meta['source']}, layers "
@@ -59,7 +60,7 @@ def _stats_fetch(args: argparse.Namespace) -> int:
     from .metrics.reference_registry import fetch_reference, find_entry, load_registry
 
     entry = find_entry(load_registry(args.registry), args.name)
-    path, digest, downloaded = fetch_reference(entry, args.dest, progress=not args.quiet)
+    path, digest, downloaded = fetch_reference(entry, args.dest, progress=args.progress)
     check = "verified against the registry" if entry.sha256 else "the registry has no published sha256 to check"
     print(f"{'downloaded' if downloaded else 'already present'}: {path}\nsha256 {digest} ({check})\n"
           f"format {entry.format}, profile {entry.profile}; use it as reference: {{path: {path}}}")
@@ -82,11 +83,6 @@ def _stats_info(args: argparse.Namespace) -> int:
 
 
 def add_stats_parser(sub) -> None:
-    from .images import QUANTISATIONS
-    from .metrics.reference_formats import FORMATS
-    from .metrics.reference_registry import DEFAULT_DEST
-    from .stats import DEFAULT_BATCH_SIZE, DEFAULT_KEEP
-
     stats = sub.add_parser("stats", help="reference statistics: compute them from images, list and fetch official ones")
     group = stats.add_subparsers(dest="stats_command", required=True)
 
@@ -99,15 +95,15 @@ def add_stats_parser(sub) -> None:
     compute.add_argument("--images", required=True,
                          help="an image folder (PNG/JPEG, recursive, sorted by path), an .npz with NHWC images in arr_0, or toy:SPLIT")
     compute.add_argument("--out", type=Path, required=True, help="reference file (.npz) to write")
-    compute.add_argument("--keep-features", type=non_negative_integer, default=DEFAULT_KEEP, metavar="N",
-                         help=f"keep the first N pool feature rows for precision/recall, KID, density/coverage (default {DEFAULT_KEEP}; 0: none)")
-    compute.add_argument("--batch-size", type=positive_integer, default=DEFAULT_BATCH_SIZE, help=f"images per extraction batch (default {DEFAULT_BATCH_SIZE}; no effect on the numbers)")
+    compute.add_argument("--keep-features", type=non_negative_integer, default=STATS_KEEP, metavar="N",
+                         help=f"keep the first N pool feature rows for precision/recall, KID, density/coverage (default {STATS_KEEP}; 0: none)")
+    compute.add_argument("--batch-size", type=positive_integer, default=STATS_BATCH_SIZE, help=f"images per extraction batch (default {STATS_BATCH_SIZE}; no effect on the numbers)")
     compute.add_argument("--quantisation", choices=QUANTISATIONS, help="float images in an .npz: how they become uint8 (see Metrics and conventions)")
     compute.add_argument("--layers", help="comma-separated layers (default: every layer the extractor has)")
     compute.add_argument("--limit", type=integer_at_least(2), help="use only the first N images")
-    compute.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    compute.add_argument("--device", choices=DEVICES, default="auto")
     compute.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
-    compute.add_argument("--quiet", action="store_true")
+    add_progress_options(compute)
     compute.set_defaults(func=_stats_compute)
 
     listing = group.add_parser("list", help="list the official reference files in the registry")
@@ -116,12 +112,13 @@ def add_stats_parser(sub) -> None:
 
     fetch = group.add_parser("fetch", help="download an official reference file named in the registry")
     fetch.add_argument("name", help="registry name (or file name), see `cmbench stats list`")
-    fetch.add_argument("--dest", type=Path, default=DEFAULT_DEST, help=f"folder to put it in (default {DEFAULT_DEST})")
+    fetch.add_argument("--dest", type=Path, default=OFFICIAL_REFERENCE_DEST,
+                       help=f"folder to put it in (default {OFFICIAL_REFERENCE_DEST})")
     fetch.add_argument("--registry", type=Path, help="registry file (default: the shipped one)")
-    fetch.add_argument("--quiet", action="store_true")
+    add_progress_options(fetch)
     fetch.set_defaults(func=_stats_fetch)
 
     info = group.add_parser("info", help="print a reference file's format, layers, kept features and provenance")
     info.add_argument("file", type=Path)
-    info.add_argument("--format", choices=("auto", *FORMATS), default="auto")
+    info.add_argument("--format", choices=("auto", *REFERENCE_FORMATS), default="auto")
     info.set_defaults(func=_stats_info)

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
+from .console import progress_bar
 from .features import FeatureExtractor
 from .finite import check_features, check_samples, first_non_finite, non_finite_parameters
 from .images import to_uint8
@@ -52,7 +52,7 @@ def generate_features(
     extractor: FeatureExtractor,
     layers: tuple[str, ...],
     keep_images: int = 0,
-    progress: bool = False,
+    progress: bool | None = False,
     desc: str = "",
 ) -> tuple[dict[str, np.ndarray], torch.Tensor, int, float]:
     """Sample the images of ``seeds`` and extract ``layers`` from them in one pass.
@@ -154,7 +154,7 @@ def generate_views(
     device: torch.device,
     views: list[tuple[str, FeatureExtractor, tuple[str, ...]]],
     keep_images: int = 0,
-    progress: bool = False,
+    progress: bool | None = False,
     desc: str = "",
     save: SaveSamples | None = None,
 ) -> tuple[list[dict[str, np.ndarray]], torch.Tensor, int | None, float | None]:
@@ -172,7 +172,7 @@ def generate_views(
         passes.setdefault((quantisation, id(extractor)), (extractor, set()))[1].update(layers)
     chunks = {key: {layer: [] for layer in layers} for key, (_, layers) in passes.items()}
     kept: list[torch.Tensor] = []
-    for batch in tqdm(stream, desc=desc, unit="batch", disable=not progress, leave=False):
+    for batch in progress_bar(stream, progress=progress, desc=desc, unit="batch", leave=False):
         first = to_uint8(batch.images, views[0][0])
         if save is not None:
             save(first.cpu(), None if batch.labels is None else batch.labels.cpu(), batch.seeds)
@@ -224,7 +224,7 @@ def sample_and_score(
     quantisation: str,
     extractor: FeatureExtractor,
     keep_images: int = 0,
-    progress: bool = False,
+    progress: bool | None = False,
     desc: str = "",
     bootstrap: int = 0,
     bootstrap_seed: int = 0,
@@ -255,7 +255,7 @@ def sample_and_score_many(
     batch_size: int,
     device: torch.device,
     keep_images: int = 0,
-    progress: bool = False,
+    progress: bool | None = False,
     desc: str = "",
     bootstrap: int = 0,
     bootstrap_seed: int = 0,

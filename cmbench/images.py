@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-QUANTISATIONS = ("round", "truncate")
+from .choices import QUANTISATIONS
 
 
 def to_uint8(images: torch.Tensor, quantisation: str = "round") -> torch.Tensor:

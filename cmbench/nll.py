@@ -22,8 +22,8 @@ from typing import ClassVar
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
+from .console import progress_bar
 from .likelihood import dequantise, pf_ode_log_likelihood
 from .likelihood_ctm import CTMEvalBPD, ctm_eval_bpd_log_likelihood, ctm_scale
 from .models.base import ModelAdapter
@@ -121,7 +121,7 @@ def evaluate_nll(
     batch_size: int,
     seed: int,
     device: torch.device,
-    progress: bool = True,
+    progress: bool | None = None,
     source: str = "data",
 ) -> dict:
     """Per-image bits/dim (nats/dim when continuous) under ``protocol``, averaged over passes; their
@@ -136,7 +136,7 @@ def evaluate_nll(
     passes = 1 if continuous else passes
     per_image = torch.zeros(len(images), dtype=torch.float64)
     solves, nfe_total = 0, 0
-    bar = tqdm(total=passes * len(images), desc="nll", unit="img", disable=not progress)
+    bar = progress_bar(progress=progress, total=passes * len(images), desc="nll", unit="img")
     for p in range(passes):
         noise = torch.Generator().manual_seed(seed + p)
         draws = torch.Generator().manual_seed(seed + 1_000_003 + p)

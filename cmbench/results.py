@@ -2,8 +2,10 @@
 
 Both files are rewritten atomically after every finished row, so a run killed at any moment
 leaves every finished row intact and no half-written file; rerunning skips finished rows. A row
-remembers the fingerprint of the configuration that produced it: resuming with a changed
-configuration is an error unless the caller asks to recompute (nothing is overwritten silently).
+remembers the fingerprint of the configuration that produced it, and the configuration itself
+(``config``, JSON only, not in the CSV): resuming with a changed configuration is an error unless
+the caller asks to recompute (nothing is overwritten silently), and the error names the settings
+that changed (:func:`config_changes`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ COLUMNS = (
     "checkpoint_sha256", "cmbench_version",
 )
 REQUIRED_ROW_KEYS = ("row_id", "model", "family", "sampler", "nfe")
+JSON_ONLY = ("config",)  # row keys kept out of results.csv (the configuration a fingerprint hashes)
 FAILED = "failed"  # a row's ``status`` when it could not be scored (its ``error`` says why; metrics are null)
 
 
@@ -87,7 +90,9 @@ class ResultStore:
 
 
 def to_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    """Rows as a flat table: nested values (schedule, options) become JSON text."""
+    """Rows as a flat table: nested values (schedule, options) become JSON text; the stored
+    configuration (``config``) is left out."""
+    rows = [{k: v for k, v in r.items() if k not in JSON_ONLY} for r in rows]
     extra = [k for r in rows for k in r if k not in COLUMNS]
     columns = list(COLUMNS) + list(dict.fromkeys(extra))
     flat = [{k: (json.dumps(v) if isinstance(v, (list, dict)) else v) for k, v in r.items()} for r in rows]
@@ -103,3 +108,43 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_jsonable(v) for v in value]
     return value
+
+
+def stored_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A row's configuration as its ``config`` field stores it (JSON values; anything else as text,
+    as the fingerprint hashes it)."""
+    return json.loads(json.dumps(config, default=str))
+
+
+def config_changes(stored: dict[str, Any], current: dict[str, Any], limit: int = 6) -> list[str]:
+    """The settings that differ between two configurations, as ``key.path: old → new`` (sha256
+    digests shortened), at most ``limit`` of them and then how many more."""
+    old, new = _flat(stored_config(stored)), _flat(stored_config(current))
+    changes = [f"{key}: {_shown(old.get(key, _ABSENT))} → {_shown(new.get(key, _ABSENT))}"
+               for key in sorted(old.keys() | new.keys()) if old.get(key, _ABSENT) != new.get(key, _ABSENT)]
+    if len(changes) > limit:
+        changes = [*changes[:limit], f"and {len(changes) - limit} more"]
+    return changes
+
+
+_ABSENT = object()
+_SHA256_HEX = 64
+
+
+def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested mappings as ``{"a.b.c": leaf}``; lists and empty mappings are leaves."""
+    if not isinstance(value, dict) or not value:
+        return {prefix: value}
+    flat: dict[str, Any] = {}
+    for key, item in value.items():
+        flat.update(_flat(item, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
+def _shown(value: Any, width: int = 60) -> str:
+    if value is _ABSENT:
+        return "(not set)"
+    if isinstance(value, str) and len(value) == _SHA256_HEX and all(c in "0123456789abcdef" for c in value):
+        return f"sha256 {value[:12]}…"
+    text = value if isinstance(value, str) else json.dumps(value)
+    return text if len(text) <= width else text[: width - 1] + "…"

@@ -8,14 +8,15 @@ Finished rows and schedules are on disk before the next starts, so a rerun resum
 from __future__ import annotations
 
 import json
+import logging
 import platform
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
 from . import __version__
 from .atomic import atomic_write_bytes, atomic_write_text
@@ -32,7 +33,7 @@ from .models.external import code_sha256
 from .names import inside
 from .nll import TOY_PREFIX, evaluate_nll, load_images, protocol_from_spec
 from .report import image_grid_png, render_report
-from .results import FAILED, ResultStore
+from .results import FAILED, RESULTS_JSONL, ResultStore, config_changes, stored_config
 from .run_lock import output_folder_lock
 from .profiles import PROFILES
 from .references import load_suite_reference, reference_path, reference_sha256
@@ -43,6 +44,10 @@ from .suite import ModelSpec, Row, Suite
 from .threads import ThreadChoice, choose_threads, using_threads
 from .tuning.jobs import apply_schedule, run_tune_job, show_schedule_files
 from .zoo import resolve_checkpoint
+
+logger = logging.getLogger(__name__)
+RowCallback = Callable[[dict[str, Any]], None]
+"""Receives each result row as the run stores it (a failed row has ``status`` "failed" and its ``error``)."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -128,7 +133,7 @@ class RunContext:
             self._reference.append(stats)
         return self._reference[0]
 
-    def tune(self, names, *, recompute_changed: bool, progress: bool) -> dict[str, dict]:
+    def tune(self, names, *, recompute_changed: bool, progress: bool | None) -> dict[str, dict]:
         """The schedule documents of the named tune jobs, searched unless already in the folder."""
         for name in names:
             job = self.suite.tune[name]
@@ -165,10 +170,11 @@ def run_suite(
     *,
     device: str | None = None,
     recompute_changed: bool = False,
-    progress: bool = True,
+    progress: bool | None = None,
     baseline: dict | None = None,
     wait: bool = False,
     models: dict[str, ModelAdapter] | None = None,
+    on_row: RowCallback | None = None,
 ) -> Path:
     """Run the suite's tune jobs, then every unfinished row, into ``out_dir``; returns the report's path.
 
@@ -179,14 +185,17 @@ def run_suite(
     whose samples are not finite is stored as failed (``status: failed``, its ``error``, no
     metrics) and the run goes on; a rerun tries failed rows again. ``models`` are model adapters
     built already, by name (the Python API's models in memory); the rest are built from the suite.
+    ``progress``: draw progress bars (None: only when standard error is a terminal,
+    :func:`cmbench.console.progress_enabled`). ``on_row`` is called with each row as it is stored;
+    messages (rows resumed, rows failed) go to the ``cmbench.runner`` logger.
     """
     threads = choose_threads(suite.threads)
     with output_folder_lock(output_folder(suite, out_dir), wait=wait), using_threads(threads.count):
-        return _run_locked(suite, out_dir, device, recompute_changed, progress, baseline, models, threads)
+        return _run_locked(suite, out_dir, device, recompute_changed, progress, baseline, models, threads, on_row)
 
 
-def _run_locked(suite: Suite, out_dir, device, recompute_changed: bool, progress: bool, baseline: dict | None,
-                models: dict[str, ModelAdapter] | None, threads: ThreadChoice) -> Path:
+def _run_locked(suite: Suite, out_dir, device, recompute_changed: bool, progress: bool | None, baseline: dict | None,
+                models: dict[str, ModelAdapter] | None, threads: ThreadChoice, on_row: RowCallback | None) -> Path:
     contexts = run_contexts(suite, out_dir, device, models, threads)
     ctx = next(iter(contexts.values()))
     store = ResultStore(ctx.out)
@@ -194,6 +203,9 @@ def _run_locked(suite: Suite, out_dir, device, recompute_changed: bool, progress
     rows = [apply_schedule(suite, row, schedules, ctx.file_hashes) for row in suite.rows]
     show_schedule_files(suite, ctx.out)
     pending = _pending_rows(rows, store, contexts, recompute_changed)
+    if len(pending) < len(rows):
+        logger.info("%d of %d rows already in %s; %d to run", len(rows) - len(pending), len(rows),
+                 store.run_dir / RESULTS_JSONL, len(pending))
     likelihood_images = load_likelihood_images(suite) if pending and suite.likelihood else None
     likelihoods: dict[str, dict] = {}
     for group in _same_samples(pending):
@@ -204,19 +216,18 @@ def _run_locked(suite: Suite, out_dir, device, recompute_changed: bool, progress
         for row, result in zip(group, results):
             if result["status"] == FAILED:
                 store.put(result)
-                if progress:
-                    tqdm.write(f"FAILED {result['error']}")
+                logger.warning("row %s failed: %s", row.row_id, result["error"])
+                if on_row is not None:
+                    on_row(result)
                 continue
             if likelihood_images is not None:
                 if row.model not in likelihoods:
                     likelihoods[row.model] = suite_likelihood(suite, ctx.model(row.model), likelihood_images, ctx.device, progress)
                 result.update(likelihoods[row.model])
-            view = contexts[row.profile]
-            result["fingerprint"] = view.suite.row_fingerprint(row, view.file_hashes)
+            result.update(row_identity(contexts[row.profile], row))
             store.put(result)
-            if progress:
-                shown = {k: round(v, 4) for k, v in result.items() if k in _metric_columns(view.suite) and v is not None}
-                tqdm.write(f"{row.row_id}: nfe={result['nfe']} {shown}")
+            if on_row is not None:
+                on_row(result)
     if store.rows:
         store.write_csv()
     if baseline is not None:
@@ -240,7 +251,7 @@ def tune_suite(
     *,
     device: str | None = None,
     recompute_changed: bool = False,
-    progress: bool = True,
+    progress: bool | None = None,
     wait: bool = False,
 ) -> tuple[Path, dict[str, dict]]:
     """Run the named tune jobs only; returns the output folder and their schedule documents."""
@@ -254,7 +265,7 @@ def tune_suite(
         return ctx.out, ctx.tune(jobs, recompute_changed=recompute_changed, progress=progress)
 
 
-def evaluate_rows(suite: Suite, rows: list[Row], contexts: dict[str, RunContext], progress: bool) -> list[dict[str, Any]]:
+def evaluate_rows(suite: Suite, rows: list[Row], contexts: dict[str, RunContext], progress: bool | None) -> list[dict[str, Any]]:
     """Result rows for ``rows``, which share their samples: sampled once, scored under each row's profile."""
     first = contexts[rows[0].profile]
     model = first.model(rows[0].model)
@@ -314,7 +325,7 @@ def _result_row(ctx: RunContext, row: Row, model, metrics: dict, sigmas, grid_pa
     se_columns = [se_column(col) for col in scored_columns(suite.metrics)] if bootstrap else []
     return {
         "suite": suite.name, "row_id": row.row_id, "model": row.model, "family": model.family,
-        "sampler": row.sampler, "sampler_label": _label(row), "nfe": nfe, "num_samples": suite.num_samples,
+        "sampler": row.sampler, "sampler_label": sampler_label(row), "nfe": nfe, "num_samples": suite.num_samples,
         **dict.fromkeys(sorted(_metric_columns(suite))), **dict.fromkeys(se_columns), **metrics,
         "seconds_per_sample": None if seconds is None else seconds / suite.num_samples, "seed_start": suite.seed_start,
         "checkpoint_sha256": model.checkpoint_sha256, "model_source": model_source(suite.models[row.model]),
@@ -334,11 +345,17 @@ def failed_row(ctx: RunContext, row: Row, error: str) -> dict[str, Any]:
     """The record of a row that could not be scored: its identity and error, every metric null."""
     model = ctx.model(row.model)
     result = _result_row(ctx, row, model, {}, [], None, row.nfe, float("nan"))
-    result.update(status=FAILED, error=error, fingerprint=ctx.suite.row_fingerprint(row, ctx.file_hashes))
+    result.update(status=FAILED, error=error, **row_identity(ctx, row))
     return result
 
 
-def _label(row: Row) -> str:
+def row_identity(ctx: RunContext, row: Row) -> dict[str, Any]:
+    """The ``fingerprint`` a resumed row must match and the ``config`` it hashes (to name what changed)."""
+    return {"fingerprint": ctx.suite.row_fingerprint(row, ctx.file_hashes),
+            "config": stored_config(ctx.suite.row_config(row, ctx.file_hashes))}
+
+
+def sampler_label(row: Row) -> str:
     """The run's name, else the sampler and its scalar options (time points show as the schedule
     they came from); ``@profile`` when the suite scores rows under several profiles."""
     profile = f" @{row.profile}" if row.profile else ""
@@ -365,7 +382,8 @@ def load_likelihood_images(suite: Suite) -> torch.Tensor:
     return images[: suite.likelihood.get("limit", len(images))]
 
 
-def suite_likelihood(suite: Suite, model: ModelAdapter, images: torch.Tensor, device: torch.device, progress: bool) -> dict:
+def suite_likelihood(suite: Suite, model: ModelAdapter, images: torch.Tensor, device: torch.device,
+                     progress: bool | None) -> dict:
     """bits/dim of ``images`` under ``model`` (None for models without score access): ``bpd``,
     its standard error, the solver's mean NFE and the likelihood protocol that made them, once per model."""
     if not model.has("denoise"):
@@ -422,21 +440,36 @@ def suite_file_hashes(suite: Suite) -> dict[str, str]:
 
 
 def _pending_rows(rows: list[Row], store: ResultStore, contexts: dict[str, RunContext], recompute_changed: bool) -> list[Row]:
-    pending = []
+    """The rows to compute: those not stored, stored as failed, or (with ``recompute_changed``)
+    stored under another configuration, which is otherwise refused naming what changed."""
+    pending, changed = [], []
     for row in rows:
         done = store.get(row.row_id)
         view = contexts[row.profile]
         if done is None or done.get("status") == FAILED:
             pending.append(row)
         elif done.get("fingerprint") != view.suite.row_fingerprint(row, view.file_hashes):
-            if not recompute_changed:
-                raise RuntimeError(
-                    f"{store.run_dir / 'results.jsonl'}: row {row.row_id} was computed with a different "
-                    "configuration than the suite now gives; use another --out folder, or pass "
-                    "--recompute-changed to replace such rows"
-                )
             pending.append(row)
+            changed.append(row)
+    if changed and not recompute_changed:
+        row = changed[0]
+        view = contexts[row.profile]
+        others = f" (and {len(changed) - 1} other row(s))" if len(changed) > 1 else ""
+        raise RuntimeError(
+            f"{store.run_dir / RESULTS_JSONL}: row {row.row_id}{others} was computed with a different configuration "
+            f"than the suite now gives ({_what_changed(store.get(row.row_id), view.suite.row_config(row, view.file_hashes))}); "
+            "use another --out folder, or pass --recompute-changed to replace such rows"
+        )
     return pending
+
+
+def _what_changed(stored: dict[str, Any], current: dict[str, Any]) -> str:
+    """The settings that differ from a stored row's, as a clause of the refusal."""
+    if not isinstance(stored.get("config"), dict):
+        return "rows written by an older cmbench: the changed setting can't be named"
+    changes = config_changes(stored["config"], current)
+    return "; ".join(changes) if changes else ("no setting differs, but the fingerprint does (written by another "
+                                               "cmbench version?)")
 
 
 def _profile_summary(name: str) -> str | None:

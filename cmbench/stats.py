@@ -21,18 +21,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from . import __version__
 from .checkpoints.hashing import sha256_file
+from .choices import STATS_BATCH_SIZE, STATS_KEEP
+from .console import progress_bar
 from .features.base import FeatureExtractor
 from .images import QUANTISATIONS, to_uint8
 from .metrics.fid import StatsAccumulator
 from .metrics.npz_array import NpzArray
 from .metrics.reference import ReferenceStats
 
-DEFAULT_KEEP = 10_000
-DEFAULT_BATCH_SIZE = 256
+DEFAULT_KEEP, DEFAULT_BATCH_SIZE = STATS_KEEP, STATS_BATCH_SIZE
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 TOY_PREFIX = "toy:"
 INCEPTION_CHANNELS = 3
@@ -222,7 +222,7 @@ def compute_reference_stats(
     keep: int = DEFAULT_KEEP,
     batch_size: int = DEFAULT_BATCH_SIZE,
     device: torch.device | str = "cpu",
-    progress: bool = True,
+    progress: bool | None = None,
 ) -> ReferenceStats:
     """Float64 mean and covariance (normaliser N − 1) of every layer in ``layers`` (default: all
     the extractor has), streamed over ``source``; the first ``keep`` ``pool`` rows are kept."""
@@ -233,7 +233,7 @@ def compute_reference_stats(
     sums = {layer: StatsAccumulator() for layer in layers}
     kept: list[np.ndarray] = []
     kept_rows = 0
-    bar = tqdm(total=source.count, desc="reference features", unit="img", disable=not progress)
+    bar = progress_bar(progress=progress, total=source.count, desc="reference features", unit="img")
     for images in source.batches(batch_size):
         features = extractor.extract(images.to(device), layers)
         for layer in layers:
@@ -275,7 +275,7 @@ def attach_image_features(
     limit: int | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     device: torch.device | str = "cpu",
-    progress: bool = True,
+    progress: bool | None = None,
 ) -> ReferenceStats:
     """Fill ``stats.features`` with the run's features of the reference file's stored images
     (an ADM batch's ``arr_0``: the real set precision/recall compare against); returns ``stats``.
@@ -288,7 +288,7 @@ def attach_image_features(
     where = f"{stats.images.path}: {stats.images.key}"
     total = len(stats.images) if limit is None else min(limit, len(stats.images))
     parts: dict[str, list[np.ndarray]] = {layer: [] for layer in layers}
-    bar = tqdm(total=total, desc="reference batch features", unit="img", disable=not progress)
+    bar = progress_bar(progress=progress, total=total, desc="reference batch features", unit="img")
     for images in stats.images.batches(batch_size, total):
         features = extractor.extract(_match_channels(images, channels, where).to(device), layers)
         for layer in layers:

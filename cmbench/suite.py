@@ -125,7 +125,13 @@ class Suite:
         return p if p.is_absolute() else (self.base_dir / p)
 
     def row_fingerprint(self, row: Row, file_hashes: dict[str, str] | None = None) -> str:
-        """A hash of everything that changes a row's numbers; a resumed row must match it.
+        """A hash of everything that changes a row's numbers (:meth:`row_config`); a resumed row must match it."""
+        config = self.row_config(row, file_hashes)
+        return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    def row_config(self, row: Row, file_hashes: dict[str, str] | None = None) -> dict[str, Any]:
+        """Everything that changes a row's numbers, as the fingerprint hashes it (stored in each
+        result row, so a refused resume can name the setting that changed).
 
         ``file_hashes`` holds the sha256 of the files the suite names (checkpoints and sample sets
         by model name, an entry point's module file under "<model>.code", reference statistics
@@ -138,7 +144,7 @@ class Suite:
         files = {k: hashes.get(k) for k in (row.model, "reference", "extractor", "likelihood")}
         if f"{row.model}.code" in hashes:  # only where there is code, so other fingerprints stay as they were
             files[f"{row.model}.code"] = hashes[f"{row.model}.code"]
-        config = {
+        return {
             "files": files,
             "model": self.models[row.model].__dict__, "sampler": row.sampler, "options": row.options,
             "nfe": row.nfe, "num_samples": self.num_samples, "seed_start": self.seed_start,
@@ -146,7 +152,6 @@ class Suite:
             "metric_options": self.metric_options.__dict__, "reference": self.reference,
             "likelihood": self.likelihood, "uncertainty": self.uncertainty, "profile": self.profile,
         }
-        return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def load_suite(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Suite:

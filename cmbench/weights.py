@@ -32,10 +32,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from .atomic import atomic_write
 from .checkpoints.hashing import sha256_file
+from .console import progress_bar
 
 ENV_VAR = "CMBENCH_INCEPTION_WEIGHTS"
 FETCH_COMMAND = "cmbench weights fetch"
@@ -133,7 +133,7 @@ def verify_weights(path: str | os.PathLike, sha256: str = INCEPTION_WEIGHTS.sha2
 def fetch_inception_weights(
     dest_dir: str | os.PathLike | None = None,
     *,
-    progress: bool = True,
+    progress: bool | None = None,
     timeout: float = 60.0,
     spec: WeightsFile = INCEPTION_WEIGHTS,
 ) -> Path:
@@ -165,7 +165,7 @@ def fetch_inception_weights(
     def write(out) -> None:
         digest = hashlib.sha256()
         total = int(response.headers.get("Content-Length") or 0) or None
-        with response, tqdm(total=total, unit="B", unit_scale=True, desc=spec.file_name, disable=not progress) as bar:
+        with response, progress_bar(progress=progress, total=total, unit="B", unit_scale=True, desc=spec.file_name) as bar:
             while block := response.read(1 << 20):
                 digest.update(block)
                 out.write(block)

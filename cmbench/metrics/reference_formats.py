@@ -38,14 +38,12 @@ import numpy as np
 import scipy.linalg
 import torch
 
+from cmbench.choices import ADM, CLEAN_FID, CMBENCH, EDM, OFFICIAL_FORMATS, REFERENCE_FORMATS
 from cmbench.metrics.fid import nonfinite_text
 from cmbench.metrics.npz_array import NpzArray
 
 INCEPTION_TF = "inception-tf"
-CMBENCH = "cmbench"
-ADM, EDM, CLEAN_FID = "adm", "edm", "clean-fid"
-OFFICIAL_FORMATS = (ADM, EDM, CLEAN_FID)
-FORMATS = (CMBENCH, *OFFICIAL_FORMATS)
+FORMATS = REFERENCE_FORMATS
 UNRECORDED = None  # official files carry no extractor hash: meta["extractor_sha256"] is null
 
 FORMAT_DESCRIPTIONS = {

@@ -19,9 +19,10 @@ from pathlib import Path
 from urllib import request
 
 import yaml
-from tqdm import tqdm
 
 from cmbench.atomic import atomic_write
+from cmbench.choices import OFFICIAL_REFERENCE_DEST
+from cmbench.console import progress_bar
 from cmbench.metrics.reference_formats import FORMATS
 from cmbench.validate import Checker
 from cmbench.yaml_input import load_yaml
@@ -29,7 +30,7 @@ from cmbench.yaml_input import load_yaml
 REGISTRY_FORMAT = "cmbench-reference-registry/1"
 REQUIRED_KEYS = ("name", "file", "url", "sha256", "format", "profile", "dataset", "resolution", "source")
 OPTIONAL_KEYS = ("split", "num_images", "notes")
-DEFAULT_DEST = Path("reference_stats") / "official"
+DEFAULT_DEST = OFFICIAL_REFERENCE_DEST
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 CHUNK = 1 << 20
@@ -135,7 +136,7 @@ def _sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def fetch_reference(entry: RegistryEntry, dest_dir: str | os.PathLike = DEFAULT_DEST, *, progress: bool = True,
+def fetch_reference(entry: RegistryEntry, dest_dir: str | os.PathLike = DEFAULT_DEST, *, progress: bool | None = None,
                     timeout: float = 60.0) -> tuple[Path, str, bool]:
     """Download ``entry`` into ``dest_dir`` unless it is there; returns (path, sha256, downloaded).
 
@@ -165,8 +166,8 @@ def fetch_reference(entry: RegistryEntry, dest_dir: str | os.PathLike = DEFAULT_
 
     def write(f) -> None:
         size = response.headers.get("Content-Length") if hasattr(response, "headers") else None
-        with tqdm(total=int(size) if size else None, unit="B", unit_scale=True, desc=entry.file,
-                  disable=not progress) as bar:
+        with progress_bar(progress=progress, total=int(size) if size else None, unit="B", unit_scale=True,
+                          desc=entry.file) as bar:
             while block := response.read(CHUNK):
                 f.write(block)
                 digest.update(block)

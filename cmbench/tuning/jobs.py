@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -24,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
 from .. import __version__
 from ..atomic import atomic_write_bytes
@@ -37,6 +37,7 @@ from .schedule_file import SCHEDULE_FORMAT, read_schedule, schedule_sigmas, writ
 from .spec import SCHEDULE_PREFIX, TuneJob
 
 SCHEDULES_DIR = "schedules"
+logger = logging.getLogger(__name__)
 
 
 def schedule_path(out: Path, name: str) -> Path:
@@ -90,10 +91,11 @@ def run_tune_job(
     *,
     file_hashes: dict[str, str],
     recompute_changed: bool = False,
-    progress: bool = True,
+    progress: bool | None = None,
 ) -> dict[str, Any]:
     """The job's schedule document: read from ``out`` when it is there for this configuration,
-    else searched (resuming from logged evaluations) and written."""
+    else searched (resuming from logged evaluations) and written. Each evaluation's sampling draws
+    a progress bar if ``progress`` (None: on a terminal); the search's steps go to this module's logger."""
     path = schedule_path(out, job.name)
     fingerprint = job_fingerprint(suite, job, file_hashes)
     if path.exists():
@@ -120,21 +122,21 @@ def run_tune_job(
             model, sampler, len(sigmas) - 1, tuned_options(job.options, len(sigmas) - 1, sigmas), seeds,
             metrics=(job.metric_name,), metric_options=suite.metric_options, reference=reference(),
             batch_size=suite.batch_size, device=device, quantisation=suite.quantisation, extractor=extractor,
+            progress=progress, desc=f"tune {job.name} NFE {len(sigmas) - 1}",
         )
         log.add(sigmas, metrics[job.metric], time.perf_counter() - start)
         return metrics[job.metric]
 
     def report(e: Evaluation) -> None:
-        if progress and e.gap is not None:
+        if e.gap is not None:
             where = f"index {e.position}" if job.space == "karras_index" else f"σ {e.sigma:.4g}"
-            tqdm.write(f"tune {job.name}: NFE {e.nfe} gap {e.gap} {where} → {job.metric} {e.value:.4f}")
+            logger.info("tune %s: NFE %d gap %d %s → %s %.4f", job.name, e.nfe, e.gap, where, job.metric, e.value)
 
     started = time.perf_counter()
     found, trace = greedy_time_points(objective, space, job.method, job.max_nfe, maximise=job.maximise, on_evaluation=report)
-    if progress:
-        for s in found:
-            tqdm.write(f"tune {job.name}: NFE {s.nfe} σ {[round(x, 4) for x in s.sigmas]} → {job.metric} "
-                       f"{s.value:.4f} ({s.evaluations} evaluations)")
+    for s in found:
+        logger.info("tune %s: NFE %d σ %s → %s %.4f (%d evaluations)", job.name, s.nfe, [round(x, 4) for x in s.sigmas],
+                 job.metric, s.value, s.evaluations)
     document = _document(suite, job, model, extractor, space, options, fingerprint, file_hashes, found, trace,
                          time.perf_counter() - started)
     write_schedule(path, document, overwrite=True)  # a stale file was refused above unless recompute_changed

@@ -23,9 +23,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from cmbench.checkpoints.native import save_native
+from cmbench.console import progress_bar
 from cmbench.images import from_uint8
 from cmbench.nets import build_network
 from cmbench.zoo.toy.data import IMAGE_SHAPE, NUM_CLASSES, load_toy
@@ -57,7 +57,7 @@ def train_classifier(
     steps: int = DEFAULT_STEPS,
     batch_size: int = 128,
     lr: float = DEFAULT_LR,
-    progress: bool = False,
+    progress: bool | None = False,
 ) -> nn.Module:
     """A :data:`CLASSIFIER_ARCH` net trained on the train split (Adam, cosine-decayed lr), in eval mode.
 
@@ -74,7 +74,7 @@ def train_classifier(
     schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: 0.5 * (1 + math.cos(math.pi * step / steps)))
     net.train()
     order, cursor = torch.randperm(len(x_all), generator=generator), 0
-    bar = tqdm(total=steps, desc="toy classifier", unit="step", disable=not progress)
+    bar = progress_bar(progress=progress, total=steps, desc="toy classifier", unit="step")
     for step in range(steps):
         if cursor + batch_size > len(order):
             order, cursor = torch.randperm(len(x_all), generator=generator), 0
@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"{args.out} already exists; pass --overwrite to replace it")
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
-    net = train_classifier(seed=args.seed, steps=args.steps, batch_size=args.batch_size, lr=args.lr, progress=True)
+    net = train_classifier(seed=args.seed, steps=args.steps, batch_size=args.batch_size, lr=args.lr, progress=None)
     seconds = time.perf_counter() - start
     args.out.parent.mkdir(parents=True, exist_ok=True)
     sha = save_classifier(net, args.out, seed=args.seed, steps=args.steps, seconds=seconds, overwrite=args.overwrite)

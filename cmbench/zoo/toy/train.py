@@ -16,11 +16,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from ... import __version__
 from ...atomic import atomic_write_text
 from ...checkpoints import save_native
+from ...console import progress_bar
 from ...images import from_uint8
 from ...models.base import NoiseRange
 from ...models.networks import ConsistencyModel, CTMModel, EDMModel
@@ -71,7 +71,8 @@ class ToyZooConfig:
     pd_lr: float = 2e-4
 
 
-def train_toy_zoo(out_dir: str | Path, config: ToyZooConfig = ToyZooConfig(), *, overwrite: bool = False, progress: bool = True) -> dict:
+def train_toy_zoo(out_dir: str | Path, config: ToyZooConfig = ToyZooConfig(), *, overwrite: bool = False,
+                  progress: bool | None = None) -> dict:
     """Train every family and write checkpoints and ``manifest.json`` into ``out_dir``."""
     out = Path(out_dir)
     images = from_uint8(load_toy("train")[0])
@@ -143,7 +144,7 @@ def ema_update(ema, online, rate: float) -> None:
 class _Trainer:
     """The shared loop: Adam, an evaluation EMA, seeded batches and noise, a progress bar."""
 
-    def __init__(self, images: torch.Tensor, config: ToyZooConfig, progress: bool):
+    def __init__(self, images: torch.Tensor, config: ToyZooConfig, progress: bool | None):
         self.images, self.config, self.progress = images, config, progress
 
     def fit(self, name: str, online, steps: int, lr: float, seed: int,
@@ -156,7 +157,7 @@ class _Trainer:
         ema = frozen_copy(online)
         optimiser = torch.optim.Adam(online.net.parameters(), lr=lr)
         history, start = [], time.perf_counter()
-        bar = tqdm(range(steps), desc=f"train {name}", disable=not self.progress, leave=False)
+        bar = progress_bar(range(steps), progress=self.progress, desc=f"train {name}", leave=False)
         for step in bar:
             optimiser.param_groups[0]["lr"] = learning_rate(lr, step, steps, lr_decay)
             index = torch.randint(0, len(self.images), (self.config.batch_size,), generator=generator)
