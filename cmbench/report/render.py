@@ -30,8 +30,8 @@ from cmbench.report.plots import png_data_uri, search_trace_png
 from cmbench.report.provenance import computed_metric_options, metrics_of_row, strip_machine_paths
 from cmbench.report.tables import (METRIC_COLUMNS, TABLE_KEYS, ColumnFormat, column_formats, comparison_tables,
                                    metric_header, present_metric_columns, report_time_unit, row_caption, row_label,
-                                   row_metrics_text, sort_rows, with_likelihood_protocol)
-from cmbench.results import RESULTS_JSONL, read_rows
+                                   row_metrics, sort_rows, with_likelihood_protocol)
+from cmbench.results import FAILED, RESULTS_JSONL, read_rows
 from cmbench.tuning.schedule_file import read_schedule
 
 
@@ -192,7 +192,8 @@ def grid_figure(run_dir: Path, row: Mapping[str, Any], formats: Sequence[ColumnF
     """The row's sample grid as an inline PNG (or a note saying why it cannot be shown), captioned
     with the row's label and metrics as the table shows them."""
     figure: dict[str, Any] = {"row_id": row["row_id"], "src": None, "note": None, "label": row_label(row),
-                              "metrics": row_metrics_text(row, formats), "caption": row_caption(row, formats)}
+                              "failed": row.get("status") == FAILED, "metrics": row_metrics(row, formats),
+                              "caption": row_caption(row, formats)}
     grid = row.get("grid")
     if not grid:
         figure["note"] = "No sample grid recorded for this row."

@@ -164,13 +164,17 @@ def row_label(row: Mapping[str, Any]) -> str:
     return f"{row['model']} · {sampler_label(row)} · NFE {row['nfe']}"
 
 
+def row_metrics(row: Mapping[str, Any], formats: Sequence[ColumnFormat]) -> list[tuple[str, str]]:
+    """(metric label, "value ± se") of each metric the row has, as the table shows them."""
+    return [(fmt.column.label, fmt.cell_text(row)) for fmt in formats if fmt.cell_text(row) != MISSING]
+
+
 def row_metrics_text(row: Mapping[str, Any], formats: Sequence[ColumnFormat]) -> str:
-    """The row's metrics as the table shows them ("FID 5.3 ± 1.1, IS 9.63 ± 0.13"), "failed" for
-    a failed row, MISSING when it has none."""
+    """The row's metrics in one line ("FID 5.3 ± 1.1, IS 9.63 ± 0.13"), "failed" for a failed
+    row, MISSING when it has none."""
     if row.get("status") == FAILED:
         return "failed"
-    metrics = [f"{fmt.column.label} {fmt.cell_text(row)}" for fmt in formats if fmt.cell_text(row) != MISSING]
-    return ", ".join(metrics) or MISSING
+    return ", ".join(f"{label} {text}" for label, text in row_metrics(row, formats)) or MISSING
 
 
 def row_caption(row: Mapping[str, Any], formats: Sequence[ColumnFormat]) -> str:
