@@ -91,7 +91,8 @@ def _finish(status: int) -> int:
 def interrupted_message(interrupt: KeyboardInterrupt, argv: list[str]) -> str:
     """The line a Ctrl-C prints: what is kept, and the command that resumes."""
     if isinstance(interrupt, Interrupted):
-        return f"cmbench: interrupted; {interrupt.kept}. To resume, run the same command again: {shlex.join(['cmbench', *argv])}"
+        command = shlex.join(["cmbench", *argv])
+        return f"cmbench: interrupted; {interrupt.kept}. To resume, run the same command again: {command}"
     return "cmbench: interrupted"
 
 

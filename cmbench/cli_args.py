@@ -45,4 +45,5 @@ def add_progress_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--quiet", dest="progress", action="store_const", const=False,
                        help="no progress bars and no messages but warnings and errors; results still print")
     group.add_argument("--progress", dest="progress", action="store_const", const=True,
-                       help="draw progress bars even when standard error is not a terminal (default: only on a terminal)")
+                       help="draw progress bars even when standard error is not a terminal "
+                            "(default: only on a terminal)")

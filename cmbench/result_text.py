@@ -73,7 +73,8 @@ def summary_table(rows: Sequence[Mapping[str, Any]]) -> str:
         return text.rjust(metric_w[i])
 
     def line(first: Sequence[str], rest: Sequence[str]) -> str:
-        return "  ".join([first[0].ljust(name_w[0]), first[1].ljust(name_w[1]), first[2].rjust(name_w[2]), *rest]).rstrip()
+        lead = [first[0].ljust(name_w[0]), first[1].ljust(name_w[1]), first[2].rjust(name_w[2])]
+        return "  ".join([*lead, *rest]).rstrip()
 
     lines = [line(header, [*(h.rjust(w) for h, w in zip(header[3:-1], metric_w)), header[-1].rjust(time_w)])]
     for row, name, ok, row_cells, time in zip(rows, names, done, cells, times):

@@ -127,6 +127,14 @@ def config_changes(stored: dict[str, Any], current: dict[str, Any], limit: int =
     return changes
 
 
+def what_changed(stored_row: dict[str, Any], current: dict[str, Any]) -> str:
+    """Why a stored row no longer matches ``current`` (its configuration now), for a refusal."""
+    if not isinstance(stored_row.get("config"), dict):
+        return "rows written by an older cmbench: the changed setting can't be named"
+    changes = config_changes(stored_row["config"], current)
+    return "; ".join(changes) if changes else "no setting differs, but the fingerprint does (another cmbench version?)"
+
+
 _ABSENT = object()
 _SHA256_HEX = 64
 

@@ -33,7 +33,7 @@ from .models.external import code_sha256
 from .names import inside
 from .nll import TOY_PREFIX, evaluate_nll, load_images, protocol_from_spec
 from .report import image_grid_png, render_report
-from .results import FAILED, RESULTS_JSONL, ResultStore, config_changes, stored_config
+from .results import FAILED, RESULTS_JSONL, ResultStore, stored_config, what_changed
 from .run_lock import output_folder_lock
 from .profiles import PROFILES
 from .references import load_suite_reference, reference_path, reference_sha256
@@ -205,7 +205,7 @@ def _run_locked(suite: Suite, out_dir, device, recompute_changed: bool, progress
     pending = _pending_rows(rows, store, contexts, recompute_changed)
     if len(pending) < len(rows):
         logger.info("%d of %d rows already in %s; %d to run", len(rows) - len(pending), len(rows),
-                 store.run_dir / RESULTS_JSONL, len(pending))
+                    store.run_dir / RESULTS_JSONL, len(pending))
     likelihood_images = load_likelihood_images(suite) if pending and suite.likelihood else None
     likelihoods: dict[str, dict] = {}
     for group in _same_samples(pending):
@@ -452,24 +452,16 @@ def _pending_rows(rows: list[Row], store: ResultStore, contexts: dict[str, RunCo
             pending.append(row)
             changed.append(row)
     if changed and not recompute_changed:
-        row = changed[0]
-        view = contexts[row.profile]
+        row, view = changed[0], contexts[changed[0].profile]
         others = f" (and {len(changed) - 1} other row(s))" if len(changed) > 1 else ""
+        reason = what_changed(store.get(row.row_id), view.suite.row_config(row, view.file_hashes))
         raise RuntimeError(
             f"{store.run_dir / RESULTS_JSONL}: row {row.row_id}{others} was computed with a different configuration "
-            f"than the suite now gives ({_what_changed(store.get(row.row_id), view.suite.row_config(row, view.file_hashes))}); "
-            "use another --out folder, or pass --recompute-changed to replace such rows"
+            f"than the suite now gives ({reason}); use another --out folder, or pass --recompute-changed to "
+            "replace such rows"
         )
     return pending
 
-
-def _what_changed(stored: dict[str, Any], current: dict[str, Any]) -> str:
-    """The settings that differ from a stored row's, as a clause of the refusal."""
-    if not isinstance(stored.get("config"), dict):
-        return "rows written by an older cmbench: the changed setting can't be named"
-    changes = config_changes(stored["config"], current)
-    return "; ".join(changes) if changes else ("no setting differs, but the fingerprint does (written by another "
-                                               "cmbench version?)")
 
 
 def _profile_summary(name: str) -> str | None:

@@ -136,7 +136,7 @@ def run_tune_job(
     found, trace = greedy_time_points(objective, space, job.method, job.max_nfe, maximise=job.maximise, on_evaluation=report)
     for s in found:
         logger.info("tune %s: NFE %d σ %s → %s %.4f (%d evaluations)", job.name, s.nfe, [round(x, 4) for x in s.sigmas],
-                 job.metric, s.value, s.evaluations)
+                    job.metric, s.value, s.evaluations)
     document = _document(suite, job, model, extractor, space, options, fingerprint, file_hashes, found, trace,
                          time.perf_counter() - started)
     write_schedule(path, document, overwrite=True)  # a stale file was refused above unless recompute_changed
