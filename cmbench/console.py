@@ -50,7 +50,7 @@ def write_line(text: str, stream: TextIO | None = None) -> None:
     progress bar being drawn so the two do not mix on a terminal."""
     stream = sys.stdout if stream is None else stream
     tqdm_module = sys.modules.get("tqdm")
-    if tqdm_module is not None and tqdm_module.tqdm._instances:
+    if tqdm_module is not None and getattr(tqdm_module.tqdm, "_instances", None):
         tqdm_module.tqdm.write(text, file=stream)
     else:
         stream.write(text + "\n")
@@ -61,7 +61,7 @@ def close_progress_bars() -> None:
     """Close every progress bar still drawn (before a last message, e.g. after Ctrl-C)."""
     tqdm_module = sys.modules.get("tqdm")
     if tqdm_module is not None:
-        for bar in list(tqdm_module.tqdm._instances):
+        for bar in list(getattr(tqdm_module.tqdm, "_instances", ())):
             bar.close()
 
 

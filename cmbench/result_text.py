@@ -14,7 +14,7 @@ from typing import Any
 
 from .report.numbers import MISSING, TimeUnit
 from .report.tables import ColumnFormat, column_formats, present_metric_columns
-from .results import FAILED
+from .results import FAILED, error_text
 
 MILLISECONDS = TimeUnit("ms", 1e3)
 SEPARATOR = " ± "
@@ -35,11 +35,16 @@ def _sampler(row: Mapping[str, Any]) -> str:
     return str(row.get("sampler_label") or row.get("sampler"))
 
 
+def _shortened(text: str, width: int = 72) -> str:
+    first = text.splitlines()[0] if text else ""
+    return first if len(first) <= width else first[: width - 1] + "…"
+
+
 def row_line(row: Mapping[str, Any], widths: Sequence[int] = (0, 0)) -> str:
     """One finished row: model, sampler, NFE, each metric as value ± se, time per sample (a failed
     row: its id and error). ``widths`` pads the model and sampler (to line up one run's rows)."""
     if row.get("status") == FAILED:
-        return f"{row['row_id']}: {FAILED}: {row.get('error')}"
+        return f"{row['row_id']}: {FAILED}: {error_text(row)}"
     parts = [str(row["model"]).ljust(widths[0]), _sampler(row).ljust(widths[1]), f"NFE {row['nfe']:<3}"]
     parts += [f"{fmt.column.key} {fmt.cell_text(row)}" for fmt in metric_formats([row])]
     timing = per_sample_text(row.get("seconds_per_sample"))
@@ -81,5 +86,5 @@ def summary_table(rows: Sequence[Mapping[str, Any]]) -> str:
         if ok:
             lines.append(line(name, [*(estimate(v, s, i) for i, (v, s) in enumerate(row_cells)), time.rjust(time_w)]))
         else:
-            lines.append(line(name, [f"{FAILED}: {str(row.get('error')).splitlines()[0]}"]))
+            lines.append(line(name, [f"{FAILED}: {_shortened(error_text(row))}"]))
     return "\n".join(lines)

@@ -32,6 +32,11 @@ JSON_ONLY = ("config",)  # row keys kept out of results.csv (the configuration a
 FAILED = "failed"  # a row's ``status`` when it could not be scored (its ``error`` says why; metrics are null)
 
 
+def error_text(row: dict[str, Any]) -> str:
+    """A failed row's error, without the row id it may start with."""
+    return str(row.get("error")).removeprefix(f"{row['row_id']}: ")
+
+
 def read_rows(path: Path) -> list[dict[str, Any]]:
     """Read result rows from a JSON-lines file; a later line with the same row_id replaces an earlier one.
 

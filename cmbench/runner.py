@@ -33,7 +33,7 @@ from .models.external import code_sha256
 from .names import inside
 from .nll import TOY_PREFIX, evaluate_nll, load_images, protocol_from_spec
 from .report import image_grid_png, render_report
-from .results import FAILED, RESULTS_JSONL, ResultStore, stored_config, what_changed
+from .results import FAILED, RESULTS_JSONL, ResultStore, error_text, stored_config, what_changed
 from .run_lock import output_folder_lock
 from .profiles import PROFILES
 from .references import load_suite_reference, reference_path, reference_sha256
@@ -216,7 +216,7 @@ def _run_locked(suite: Suite, out_dir, device, recompute_changed: bool, progress
         for row, result in zip(group, results):
             if result["status"] == FAILED:
                 store.put(result)
-                logger.warning("row %s failed: %s", row.row_id, result["error"])
+                logger.warning("row %s failed: %s", row.row_id, error_text(result))
                 if on_row is not None:
                     on_row(result)
                 continue

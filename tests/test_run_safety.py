@@ -198,3 +198,16 @@ def test_sizes_that_cannot_fit_are_refused_before_sampling():
 def test_seeds_are_a_range_not_a_list():
     seeds = seed_range(5, 10**15)
     assert isinstance(seeds, range) and seeds[0] == 5 and seeds[-1] == 5 + 10**15 - 1 and len(seeds[:3]) == 3
+
+
+def test_a_failed_row_is_one_warning_line_and_marked_in_the_summary(tmp_path, capsys):
+    suite = edm_suite(tmp_path, runs=[{"model": "edm", "sampler": "heun", "nfe": [1]}, {"model": "ref", "sampler": "euler", "nfe": [2]}])
+    save_edm(tmp_path / "edm.pt", nan=True)
+    assert main(["run", str(suite), "--out", str(tmp_path / "out"), "--quiet"]) == 1
+    out, err = capsys.readouterr()
+    warning, summary = err.splitlines()
+    assert warning.startswith("cmbench: warning: row edm.heun.nfe1 failed: non-finite samples for seeds 0, 1, 2")
+    assert summary == "cmbench: 1 row(s) failed: edm.heun.nfe1 (their errors are in results.jsonl and the report)"
+    assert [line.split()[:4] for line in out.split("\n\n")[0].splitlines()] == [["ref", "euler", "NFE", "2"]]
+    table = out.split("\n\n")[1].splitlines()
+    assert table[1].split()[:5] == ["edm", "heun", "1", "failed:", "non-finite"] and table[2].split()[:2] == ["ref", "euler"]
