@@ -41,6 +41,7 @@ def test_value_se_formats() -> None:
     assert format_value_se(5.304, 1.051, 1) == "5.3 ± 1.1"
     assert format_value_se(5.304, None, 1) == "5.3"
     assert format_value_se(5.304, math.nan, 1) == "5.3"
+    assert format_value_se(5.304, -1.0, 1) == "5.3"  # a negative se is no se
     assert format_value_se(-0.0001, 0.0, 2) == "0.00 ± 0.00"  # never "-0.00"
 
 
@@ -110,6 +111,18 @@ def test_nothing_is_ranked_without_standard_errors_or_rivals() -> None:
     assert rank_marks(two_models, "lower", z=3) == [None, None, BEST]
     with pytest.raises(ValueError, match="direction"):
         rank_marks([], "smaller", z=3)
+
+
+def test_saturated_rows_tie_and_a_models_bits_per_dim_counts_once() -> None:
+    """Four sampler rows all at recall 1.000 ± 0 are four measurements that tie (suites/gmm.yaml);
+    one model's bits/dim copied into its rows is one."""
+    recall, bpd = column_formats([], [c for c in METRIC_COLUMNS if c.key in ("recall", "bpd")])
+    rows = [{"row_id": f"mix.heun.nfe{n}", "model": "mix", "recall": 1.0, "recall_se": 0.0, "bpd": 3.0,
+             "bpd_stderr": 0.1} for n in (3, 5, 9)] + [
+        {"row_id": "mix.heun.nfe35", "model": "mix", "recall": 0.94, "recall_se": 0.006, "bpd": 3.0, "bpd_stderr": 0.1}]
+    assert rank_marks([recall.measurement(r) for r in rows], "higher", z=3) == [TIED, TIED, TIED, None]
+    assert rank_marks([bpd.measurement(r) for r in rows], "lower", z=3) == [None] * 4
+    assert recall.measurement({**rows[0], "status": "failed"}) is None
 
 
 # --- provenance -------------------------------------------------------------------------------

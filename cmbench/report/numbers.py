@@ -31,6 +31,11 @@ def is_finite_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def is_standard_error(value: Any) -> bool:
+    """True for a usable standard error: a finite number ≥ 0."""
+    return is_finite_number(value) and value >= 0
+
+
 def decimals_for_significant(value: float, digits: int) -> int:
     """Decimals that show ``digits`` significant digits of ``value`` (0 for values ≥ 10^(digits-1)),
     counted after rounding, so 0.0996 at two digits is "0.10", not "0.100"."""
@@ -58,10 +63,10 @@ def format_fixed(value: Any, decimals: int) -> str:
 
 
 def format_value_se(value: Any, se: Any, decimals: int) -> str:
-    """"value ± se" at ``decimals``; the value alone when the se is not a finite number; MISSING
-    when the value is not."""
+    """"value ± se" at ``decimals``; the value alone when the se is not a finite number ≥ 0;
+    MISSING when the value is not a finite number."""
     text = format_fixed(value, decimals)
-    if text == MISSING or not is_finite_number(se):
+    if text == MISSING or not is_standard_error(se):
         return text
     return f"{text} ± {format_fixed(se, decimals)}"
 

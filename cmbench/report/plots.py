@@ -25,7 +25,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter, NullLocator
 
-from cmbench.report.numbers import format_significant, is_finite_number
+from cmbench.report.numbers import format_significant, is_finite_number, is_standard_error
 
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*")
 MARKER_GLYPHS = {"o": "●", "s": "■", "^": "▲", "D": "◆", "v": "▼", "P": "✚", "X": "✖", "<": "◀", ">": "▶", "*": "★"}
@@ -112,7 +112,7 @@ def metric_series(rows: Iterable[Mapping[str, Any]], key: str, se_key: str, x_ax
     for row in rows:
         y, x, se = row.get(key), x_axis.value(row), row.get(se_key)
         if is_finite_number(y) and is_finite_number(x) and x > 0:
-            point = Point(float(x), float(y), float(se) if is_finite_number(se) and se >= 0 else None)
+            point = Point(float(x), float(y), float(se) if is_standard_error(se) else None)
             series.setdefault(label_of(row), set()).add(point)
     return {label: sorted(points, key=lambda p: (p.x, p.y)) for label, points in sorted(series.items())}
 

@@ -19,7 +19,7 @@ import math
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
-from cmbench.report.numbers import is_finite_number
+from cmbench.report.numbers import is_finite_number, is_standard_error
 
 BEST = "best"
 TIED = "tied"
@@ -46,7 +46,7 @@ def rank_marks(measurements: Sequence[Measurement | None], direction: str, z: fl
         raise ValueError(f"direction must be 'lower' or 'higher', got {direction!r}")
     present = [m if m is not None and is_finite_number(m.value) else None for m in measurements]
     distinct = list(dict.fromkeys(m for m in present if m is not None))
-    if len(distinct) < 2 or not all(is_finite_number(m.se) and m.se >= 0 for m in distinct):
+    if len(distinct) < 2 or not all(is_standard_error(m.se) for m in distinct):
         return [None] * len(measurements)
     best = (min if direction == "lower" else max)(distinct, key=lambda m: m.value)
     tied = {m for m in distinct if not differ_beyond_noise(best, m, z)}

@@ -15,7 +15,7 @@ from typing import Any
 
 from cmbench.metrics import DIRECTIONS, se_column
 from cmbench.report.numbers import (MISSING, TimeUnit, decimals_for_errors, format_value_se, is_finite_number,
-                                    time_unit_for)
+                                    is_standard_error, time_unit_for)
 from cmbench.report.ranking import Measurement, rank_marks
 from cmbench.results import FAILED
 
@@ -37,11 +37,13 @@ ARROWS = {"lower": "↓", "higher": "↑"}
 class MetricColumn:
     """A metric the comparison table can show: result-row key, header, and the decimals used when
     no row has a standard error to match (``decimals`` is then the report's precision for it).
-    The standard error is read from ``se_column(key)``."""
+    The standard error is read from ``se_column(key)``. ``per_model``: measured once per model
+    and copied into each of its rows (bits/dim), so a model's rows repeat one measurement."""
 
     key: str
     label: str
     decimals: int
+    per_model: bool = False
 
     @property
     def se_key(self) -> str:
@@ -62,7 +64,7 @@ METRIC_COLUMNS: tuple[MetricColumn, ...] = (
     MetricColumn("recall", "Recall", 3),
     MetricColumn("density", "Density", 3),
     MetricColumn("coverage", "Coverage", 3),
-    MetricColumn("bpd", "NLL (bits/dim)", 3),
+    MetricColumn("bpd", "NLL (bits/dim)", 3, per_model=True),
 )
 """Metrics in table order. A column appears when at least one row has a number for it."""
 
@@ -88,16 +90,17 @@ class ColumnFormat:
 
     def lacks_se(self, row: Mapping[str, Any]) -> bool:
         """A value without a finite standard error, in a column where other rows have one."""
-        return self.has_se and is_finite_number(row.get(self.column.key)) and not is_finite_number(row.get(self.column.se_key))
+        return self.has_se and is_finite_number(row.get(self.column.key)) and not is_standard_error(row.get(self.column.se_key))
 
     def measurement(self, row: Mapping[str, Any]) -> Measurement | None:
         """The row's value and se for ranking; None for failed rows and rows without a value.
-        A repeated measurement is recognised by model (bits/dim is one per model)."""
+        Its source is the row, or the model for a per-model column (whose rows repeat it)."""
         value = row.get(self.column.key)
         if row.get("status") == FAILED or not is_finite_number(value):
             return None
         se = row.get(self.column.se_key)
-        return Measurement(float(value), float(se) if is_finite_number(se) else None, str(row.get("model")))
+        source = ("model", str(row.get("model"))) if self.column.per_model else ("row", str(row.get("row_id")))
+        return Measurement(float(value), float(se) if is_standard_error(se) else None, source)
 
 
 def sort_rows(rows: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
@@ -125,7 +128,7 @@ def column_formats(rows: Sequence[Mapping[str, Any]], columns: Sequence[MetricCo
     for column in columns:
         errors = [row.get(column.se_key) for row in rows if is_finite_number(row.get(column.key))]
         formats.append(ColumnFormat(column, decimals_for_errors(errors, column.decimals),
-                                    any(is_finite_number(e) for e in errors)))
+                                    any(is_standard_error(e) for e in errors)))
     return formats
 
 
