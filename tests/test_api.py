@@ -109,18 +109,6 @@ def test_api_errors_name_what_is_wrong():
                          {"cm_multistep": [1]}, profile="toy", reference=REFERENCE, num_samples=40)
 
 
-def test_readme_api_example_runs(monkeypatch, capsys):
-    """The README's Python example, as written, from the repository root."""
-    readme = (REFERENCE.parents[1] / "README.md").read_text()
-    block = readme.split("<!-- api-example -->")[1].split("<!-- /api-example -->")[0]
-    code = block.split("```python")[1].split("```")[0]
-    monkeypatch.chdir(REFERENCE.parents[1])
-    exec(compile(code, "README.md", "exec"), {})
-    shown = capsys.readouterr().out
-    assert "model.cm_multistep.nfe1" in shown and "model.cm_multistep.nfe2" in shown
-
-
-
 # --- a hostile user: odd networks, wrong arguments --------------------------------------------------
 
 KW = dict(profile="toy", reference=REFERENCE, num_samples=40, batch_size=40)
