@@ -2,7 +2,8 @@
 
 The public API is :mod:`cmbench.api`: ``evaluate`` (models in memory), ``score`` (images made
 elsewhere), ``run`` (a suite file) and ``read_results`` (a run folder), each returning result rows as
-a pandas DataFrame; ``Model`` and ``Run`` describe what to evaluate.
+a pandas DataFrame; ``Model`` and ``Run`` describe what to evaluate. cmbench prints nothing as a
+library: its messages go to the ``cmbench`` logger of :mod:`logging` (silent until configured).
 """
 
 import logging

@@ -109,7 +109,7 @@ def evaluate(
     batch_size: int = 256,
     out: str | Path | None = None,
     device: str | None = None,
-    progress: bool = False,
+    progress: bool | None = False,
     suite: Mapping[str, Any] | None = None,
     name: str = "api",
 ) -> pd.DataFrame:
@@ -123,7 +123,9 @@ def evaluate(
     ``tune``, ``save_samples``, ``threads``, ...). ``out``: a run folder to keep (results, report, samples);
     without it the run happens in a temporary folder that is removed afterwards. ``device``:
     default the device of the model's parameters (else cuda when present). A module's training
-    mode, ``requires_grad`` flags and device are restored afterwards.
+    mode, ``requires_grad`` flags and device are restored afterwards. Nothing is printed:
+    ``progress=True`` draws progress bars on standard error (None: only on a terminal), and
+    messages (rows resumed or failed) go to the ``cmbench`` logger of :mod:`logging`.
     """
     if isinstance(models, Model):
         models = {"model": models}
@@ -160,7 +162,7 @@ def score(
     quantisation: str | None = None,
     out: str | Path | None = None,
     device: str | None = None,
-    progress: bool = False,
+    progress: bool | None = False,
     name: str = "score",
 ) -> pd.DataFrame:
     """Score images made elsewhere (``.npz`` with ``arr_0``, or image folders), as ``cmbench score``
@@ -183,7 +185,7 @@ def score(
 
 
 def run(suite: str | Path, *, out: str | Path | None = None, overrides: Sequence[str] = (), device: str | None = None,
-        progress: bool = False) -> pd.DataFrame:
+        progress: bool | None = False) -> pd.DataFrame:
     """Run a suite file (or bundled suite name) as ``cmbench run`` does; returns its result rows."""
     from .cli import resolve_suite
 
@@ -199,7 +201,7 @@ def read_results(run_dir: str | Path) -> pd.DataFrame:
     return pd.DataFrame(read_rows(path))
 
 
-def _run(spec: Suite, out, device: str | None, progress: bool, models: dict) -> pd.DataFrame:
+def _run(spec: Suite, out, device: str | None, progress: bool | None, models: dict) -> pd.DataFrame:
     from .runner import run_suite
 
     ids = [row.row_id for row in spec.rows]
