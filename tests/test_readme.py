@@ -105,8 +105,9 @@ class Cover:
 TOY_SMALL = ("--set", "num_samples=64", "--set", "likelihood=null", "--set", "grid_images=8")
 """The toy suite at 64 samples per row, without the bits/dim pass: a few seconds for its 23 rows."""
 
-CI_SMALL = (*TOY_SMALL, "--set", "runs=[{model: edm, sampler: heun, nfe: [9, 35]}, {model: cd, sampler: cm_multistep, nfe: [1]}]")
-"""\"Your own suite in place of toy\": three of its rows."""
+CI_SMALL = (*TOY_SMALL, "--set",
+            "runs=[{model: edm, sampler: heun, nfe: [9, 35]}, {model: cd, sampler: cm_multistep, nfe: [1]}]")
+"""The CI recipe says "your own suite in place of toy": here three of the toy suite's rows."""
 
 EDM_CIFAR10_COND = yaml.safe_load((ROOT / "suites" / "edm_cifar10.yaml").read_text())["models"]["cond"]
 PAPER_SMALL = ("--set", "num_samples=4", "--set", "batch_size=4", "--set", "grid_images=2",
