@@ -10,7 +10,7 @@ them, so a suite says ``profile: adm`` and gets the ADM evaluator's numbers:
 - ``quantisation``: how the samples become uint8 in the paper's sampling code;
 - ``reference_formats``: which reference-statistics files the protocol's numbers are against.
 
-Conventions a profile cannot reproduce yet are listed in its ``differences``; the README shows
+Conventions a profile cannot reproduce yet are listed in its ``differences``; docs/metrics.md shows
 the table (``cmbench profiles`` prints it).
 """
 

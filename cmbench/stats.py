@@ -157,7 +157,7 @@ def _npz_source(path: Path, channels: int | None, quantisation: str | None, limi
     if floating and quantisation is None:
         raise ValueError(
             f"{array.where}: holds float images ({array.dtype}); give the quantisation that turns them into uint8 "
-            f"(--quantisation {' or '.join(QUANTISATIONS)}: see README, Metrics and conventions)"
+            f"(--quantisation {' or '.join(QUANTISATIONS)}: see docs/metrics.md)"
         )
     if not floating and quantisation is not None:
         raise ValueError(f"{array.where}: holds uint8 images already; --quantisation applies to float images only")
