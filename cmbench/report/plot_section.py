@@ -23,8 +23,9 @@ recall, coverage in [0, 1]) and IS stay on linear axes, where their differences 
 
 
 def plot_section(rows: Sequence[Mapping[str, Any]], formats: Sequence[ColumnFormat], unit: TimeUnit) -> dict[str, Any]:
-    """``{"legend": [...], "metrics": [{label, direction, plots: [{src, alt, caption}], note}]}``
-    for the template; metrics without a plottable point are left out."""
+    """``{"legend": [{label, color, glyph}], "metrics": [{key, label, direction, plots: [{src, alt,
+    caption}]}]}`` for the template; metrics without a plottable point are left out, and the
+    legend lists the series that appear in some plot, styled as the plots draw them."""
     styles = series_styles(configuration_label(row) for row in rows)
     metrics = []
     for fmt in formats:
@@ -67,8 +68,9 @@ def _plot(rows, fmt: ColumnFormat, axis: XAxis, styles, title_tail: str, x_words
     column = fmt.column
     series = metric_series(rows, column.key, column.se_key, axis, label_of=label_of)
     arrow = ARROWS.get(column.direction or "", "")
-    png = metric_plot_png(series, styles, x_axis=axis, y_label=column.label, title=f"{column.label} {arrow} {title_tail}",
-                          label_points=label_of is not configuration_label, log_y_allowed=column.key in LOG_SCALE_METRICS)
+    png = metric_plot_png(series, styles, x_axis=axis, y_label=column.label,
+                          title=f"{column.label} {arrow} {title_tail}", label_points=label_of is not configuration_label,
+                          log_y_allowed=column.key in LOG_SCALE_METRICS)
     if png is None:
         return None
     bars = "bars: ± one standard error" if fmt.has_se else "no standard errors recorded"

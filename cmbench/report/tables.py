@@ -90,7 +90,8 @@ class ColumnFormat:
 
     def lacks_se(self, row: Mapping[str, Any]) -> bool:
         """A value without a finite standard error, in a column where other rows have one."""
-        return self.has_se and is_finite_number(row.get(self.column.key)) and not is_standard_error(row.get(self.column.se_key))
+        value, se = row.get(self.column.key), row.get(self.column.se_key)
+        return self.has_se and is_finite_number(value) and not is_standard_error(se)
 
     def measurement(self, row: Mapping[str, Any]) -> Measurement | None:
         """The row's value and se for ranking; None for failed rows and rows without a value.
