@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         report = render_report(run_dir)
         html = report.read_text(encoding="utf-8")
         static = layout_problems(html)
-        print(f"report: {report} ({len(html.encode()) / 1024:.0f} KiB)")
+        print(f"report: {report} ({len(html.encode()) / 1024:.0f} KiB)" + ("" if args.dir else ", removed at exit"))
         results = browse(report, out, args)
     failed = bool(static) or any(r.problems for r in results)
     for problem in static:
