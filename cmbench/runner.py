@@ -473,7 +473,8 @@ def _write_run_metadata(out: Path, suite: Suite, device: torch.device, extractor
     """run.json; with several profiles, the scoring fields are the first profile's and each row
     records its own. ``threads``: how many CPU threads the run used and why."""
     meta = {
-        "suite": suite.name, "suite_file": suite.source, "description": suite.description,
+        "suite": suite.name, "suite_file": suite.source, "suite_sha256": _file_sha256(suite.source),
+        "description": suite.description,
         "cmbench_version": __version__, "torch_version": torch.__version__,
         "python_version": platform.python_version(), "platform": platform.platform(),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
@@ -486,6 +487,11 @@ def _write_run_metadata(out: Path, suite: Suite, device: torch.device, extractor
         "paper": {"source": suite.paper_source, "rows": {row.row_id: row.paper for row in suite.rows if row.paper}},
     }
     atomic_write_text(out / "run.json", json.dumps(meta, indent=2, default=str) + "\n")
+
+
+def _file_sha256(path: str) -> str | None:
+    """The suite file's sha256 (None for a suite built in memory)."""
+    return sha256_file(path) if Path(path).is_file() else None
 
 
 def _now() -> str:

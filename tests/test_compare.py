@@ -443,7 +443,7 @@ def test_run_saves_a_baseline_and_the_report_compares_against_one(tmp_path, caps
     assert f"regression vs {baseline}: " in capsys.readouterr().out
     html = (tmp_path / "b" / "report.html").read_text()
     assert "Regression vs baseline" in html and 'class="verdict verdict-' in html
-    assert f"Baseline: <code>{baseline}, created " in html  # the file given, not the run folder's copy
+    assert f"Baseline: <code>{baseline.name}, created " in html  # the file given (no machine path), not the copy
     assert (tmp_path / "b" / "baseline.json").is_file()
     assert "Regression vs baseline" not in (tmp_path / "a" / "report.html").read_text()
     # The run folder and the baseline file are interchangeable sides.

@@ -22,6 +22,7 @@ from cmbench.metrics.fid import feature_statistics
 from cmbench.metrics.reference_registry import load_registry
 from cmbench.nets import build_network
 from cmbench.nets.edm_presets import EDM_PRESETS
+from cmbench.result_text import metric_formats
 from cmbench.results import read_rows
 from cmbench.runner import run_suite
 from cmbench.suite import load_suite
@@ -126,7 +127,8 @@ def test_first_row_runs_end_to_end_on_cpu_with_random_weights(name, tmp_path, of
     run = json.loads((tmp_path / "out" / "run.json").read_text())
     assert run["paper"] == {"source": suite.paper_source, "rows": {row.row_id: {"fid": 9.5}}}
     html = report.read_text()
-    assert "Measured vs published" in html and f"{result['fid'] - 9.5:+.3f}" in html
+    fid_decimals = next(fmt.decimals for fmt in metric_formats([result]) if fmt.column.key == "fid")
+    assert "Measured vs published" in html and f"{result['fid'] - 9.5:+.{fid_decimals}f}" in html
     assert result["options"] == row.options
     if "clip_denoised" in row.options:  # the EDM-teacher rows sampled as openai's karras_sample does
         assert result["sampler_label"] == "heun clip_denoised=True" and "clip_denoised=True" in html

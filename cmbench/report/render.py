@@ -41,7 +41,7 @@ REPORT_FILE = "report.html"
 TEMPLATE = "report.html.j2"
 SCHEDULE_DIGITS = 4
 
-_DETAIL_KEYS = frozenset({"grid", "schedule", "options"})
+_DETAIL_KEYS = frozenset({"grid", "schedule", "options", "config"})  # config: the fingerprint's input, for resume
 _HEADER_KEYS = frozenset({"description"})  # run.json keys the page shows above the metadata section
 
 
