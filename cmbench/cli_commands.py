@@ -213,7 +213,7 @@ def nll_command(args: argparse.Namespace) -> int:
     if args.model not in suite.models:
         raise ValueError(f"suite {suite.name!r} has no model {args.model!r}; it has: {', '.join(suite.models)}")
     spec = suite.models[args.model]
-    device = resolve_device(args.device or suite.device)
+    device = resolve_device(args.device or suite.device, args.world.local_rank)
     model = build_model(spec.family, spec.options, suite.checkpoint_dir, str(device), name=args.model,
                         base_dir=suite.base_dir)
     if not model.has("denoise"):
@@ -225,9 +225,12 @@ def nll_command(args: argparse.Namespace) -> int:
     with using_threads(threads.count):
         result = evaluate_nll(
             model, images, protocol, continuous=args.continuous, passes=args.passes, batch_size=args.batch_size,
-            seed=args.seed, device=device, progress=args.progress, source=f"--data {args.data}",
+            seed=args.seed, device=device, progress=args.progress, source=f"--data {args.data}", world=args.world,
         )
-    result = {"suite": suite.name, "model": args.model, "data": args.data, **result, "threads": threads.as_dict()}
+    if not args.world.main:  # the main rank reports and writes
+        return 0
+    result = {"suite": suite.name, "model": args.model, "data": args.data, **result, "threads": threads.as_dict(),
+              "world_size": args.world.size}
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:

@@ -19,7 +19,7 @@ def _stats_compute(args: argparse.Namespace) -> int:
         raise FileExistsError(f"reference statistics file {args.out} exists; pass --overwrite to replace it")
     if args.suite and (args.checkpoint or args.weights):
         raise ValueError("--checkpoint and --weights go with --extractor; with --suite the suite's features block names them")
-    device = resolve_device(args.device)
+    device = resolve_device(args.device, args.world.local_rank)
     quantisation = args.quantisation
     if args.suite:
         from .cli import resolve_suite
@@ -32,7 +32,10 @@ def _stats_compute(args: argparse.Namespace) -> int:
     source = open_images(args.images, channels=input_channels(extractor), quantisation=quantisation, limit=args.limit)
     layers = args.layers.split(",") if args.layers else None
     stats = compute_reference_stats(source, extractor, layers=layers, keep=args.keep_features,
-                                    batch_size=args.batch_size, device=device, progress=args.progress)
+                                    batch_size=args.batch_size, device=device, progress=args.progress,
+                                    world=args.world)
+    if not args.world.main:  # the main rank writes the file
+        return 0
     save_reference(args.out, stats, overwrite=args.overwrite)
     kept = stats.features.get("pool")
     print(f"wrote {args.out}: {stats.meta['source']}, layers "

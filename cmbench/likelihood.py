@@ -63,7 +63,7 @@ def pf_ode_log_likelihood(
     device = x.device
     probe = None
     if divergence == "hutchinson":
-        probe = (torch.randint(0, 2, shape, generator=generator) * 2 - 1).to(device, torch.float64)
+        probe = hutchinson_probe(shape, generator).to(device, torch.float64)
     nfe = 0
 
     def drift_and_divergence(sigma: float, state: np.ndarray) -> np.ndarray:
@@ -85,6 +85,12 @@ def pf_ode_log_likelihood(
     x_end, integral = end[: batch * dim].reshape(batch, dim), end[batch * dim:]
     prior = -0.5 * dim * math.log(2 * math.pi * model.sigma_max**2) - (x_end**2).sum(1) / (2 * model.sigma_max**2)
     return LogLikelihood(prior + integral, nfe)
+
+
+def hutchinson_probe(shape: torch.Size, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One Rademacher (±1) probe per entry of ``shape`` (int64, CPU): the solver's only draw from
+    ``generator`` with Hutchinson's divergence (callers replay it to skip a batch's draws)."""
+    return torch.randint(0, 2, shape, generator=generator) * 2 - 1
 
 
 def drift_divergence(drift: torch.Tensor, x: torch.Tensor, probe: torch.Tensor | None) -> torch.Tensor:

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from scipy.integrate import solve_ivp
 
-from .likelihood import LogLikelihood, drift_divergence
+from .likelihood import LogLikelihood, drift_divergence, hutchinson_probe
 from .models.base import ModelAdapter
 
 
@@ -95,14 +95,22 @@ def ctm_eval_bpd_log_likelihood(
     x = x.to(torch.float32)
     batch, device = x.shape[0], x.device
     root_at_start = protocol.root(torch.full((batch,), protocol.t_min, device=device))
-    probe = (torch.randint(0, 2, x.shape, generator=generator) * 2 - 1).to(device, torch.float32)
-    start_noise = torch.randn(x.shape, generator=generator).to(device)
+    probe, start_noise, residual_noise = (draw.to(device) for draw in ctm_draws(x.shape, generator))
     x_end, divergence_integral, nfe = _solve(model, x + _per_image(root_at_start**protocol.rho) * start_noise, probe,
                                              protocol)
     prior = _gaussian_log_density(x_end, protocol.sigma_max)
-    residual_noise = torch.randn(x.shape, generator=generator).to(device)
     residual = _residual(model, x, root_at_start, residual_noise)  # CTM's σ: u(t_min), not u(t_min)^ρ
     return LogLikelihood((prior.double() + divergence_integral.double() - residual).cpu(), nfe)
+
+
+def ctm_draws(shape: torch.Size, generator: torch.Generator | None = None) -> tuple[torch.Tensor, ...]:
+    """Every draw one solve makes from ``generator``, in CTM's order, float32 on the CPU: the
+    Rademacher probe, the ODE's starting noise and the residual's noise. The solve itself draws
+    nothing, so drawing the residual's noise before it gives CTM's numbers; callers replay this to
+    skip a batch's draws."""
+    probe = hutchinson_probe(shape, generator).to(torch.float32)
+    start_noise = torch.randn(shape, generator=generator)
+    return probe, start_noise, torch.randn(shape, generator=generator)
 
 
 def _solve(model: ModelAdapter, x_start: torch.Tensor, probe: torch.Tensor,

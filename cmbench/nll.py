@@ -9,7 +9,8 @@ Two likelihood protocols (docs/likelihood.md):
   (:mod:`cmbench.likelihood_ctm`), for comparing with CTM's published bits/dim; uint8 data only.
 
 An image's number is its mean over passes; the result is the mean over images with its standard
-error.
+error. Under ``torchrun`` the ranks share the batches and the result is one process's, bit for bit
+(:func:`evaluate_nll`).
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ import numpy as np
 import torch
 
 from .console import progress_bar
-from .likelihood import dequantise, pf_ode_log_likelihood
-from .likelihood_ctm import CTMEvalBPD, ctm_eval_bpd_log_likelihood, ctm_scale
+from .distributed import SINGLE, World
+from .likelihood import dequantise, hutchinson_probe, pf_ode_log_likelihood
+from .likelihood_ctm import CTMEvalBPD, ctm_draws, ctm_eval_bpd_log_likelihood, ctm_scale
 from .models.base import ModelAdapter
 
 TOY_PREFIX = "toy:"
@@ -123,40 +125,98 @@ def evaluate_nll(
     device: torch.device,
     progress: bool | None = None,
     source: str = "data",
+    world: World = SINGLE,
 ) -> dict:
     """Per-image bits/dim (nats/dim when continuous) under ``protocol``, averaged over passes; their
     mean and its standard error. Pass p seeds the dequantisation with ``seed + p`` and the solver's
-    draws (Hutchinson probes; CTM's noise) with ``seed + 1_000_003 + p``."""
+    draws (Hutchinson probes; CTM's noise) with ``seed + 1_000_003 + p``.
+
+    Under ``world`` each rank solves its contiguous share of the batches of ``batch_size`` images
+    (``world.part``); the numbers are one process's, bit for bit, whatever the world size.
+    Two things make it so: the RK45 step control of a solve is shared by its whole batch, so ranks
+    solve exactly the batches one process would; and a rank dequantises every image as one process
+    does and replays the draws of the batches before its share (:func:`_skip_draws`), so each batch
+    sees the same random numbers. The per-image values go to the main rank, which summarises them;
+    every rank returns the main rank's dict (:meth:`World.share`), so callers need not ask which rank
+    they are on."""
     if tuple(images.shape[1:]) != model.image_shape:
         raise ValueError(f"{source}: images are {tuple(images.shape[1:])} (CHW), the model makes {model.image_shape}")
     if continuous and isinstance(protocol, CTMEvalBPD):
         raise ValueError("the ctm_eval_bpd protocol scores uint8 images (x = v/127.5 - 1, as CTM's eval_bpd.py); "
                          "drop --continuous, or use protocol exact")
-    dim = images[0].numel()
     passes = 1 if continuous else passes
-    per_image = torch.zeros(len(images), dtype=torch.float64)
+    batches = world.part(math.ceil(len(images) / batch_size))
+    share = _solve_share(model, images, protocol, continuous=continuous, passes=passes, batch_size=batch_size,
+                         seed=seed, device=device, batches=batches, progress=progress)
+    shares = world.gather(share)
+    summary = None
+    if world.main:
+        summary = _summary(shares, continuous=continuous, passes=passes)
+        summary.update({"protocol": protocol.name, **protocol.settings(), "seed": seed,
+                        "checkpoint_sha256": model.checkpoint_sha256, "family": model.family})
+    return world.share(summary)
+
+
+@dataclass(frozen=True)
+class _Share:
+    """One rank's part of the work: the per-image values of its images in order (float64), and how
+    many solves it ran with how many drift evaluations in all."""
+
+    per_image: np.ndarray
+    solves: int
+    nfe: int
+
+
+def _solve_share(model: ModelAdapter, images: torch.Tensor, protocol: LikelihoodProtocol, *, continuous: bool,
+                 passes: int, batch_size: int, seed: int, device: torch.device, batches: range,
+                 progress: bool | None) -> _Share:
+    """The per-image values of the images in batches ``batches``, averaged over passes."""
+    first, stop = batches.start * batch_size, min(batches.stop * batch_size, len(images))
+    per_image = torch.zeros(max(stop - first, 0), dtype=torch.float64)
+    if not batches:  # more ranks than batches: nothing to solve here
+        return _Share(per_image.numpy(), 0, 0)
+    dim = images[0].numel()
     solves, nfe_total = 0, 0
-    bar = progress_bar(progress=progress, total=passes * len(images), desc="nll", unit="img")
+    bar = progress_bar(progress=progress, total=passes * len(per_image), desc="nll", unit="img")
     for p in range(passes):
         noise = torch.Generator().manual_seed(seed + p)
         draws = torch.Generator().manual_seed(seed + 1_000_003 + p)
         x_all = images.to(torch.float64) if continuous else _scaled(images, protocol, noise)
-        for start in range(0, len(images), batch_size):
-            x = x_all[start : start + batch_size].to(device)
-            result = _log_likelihood(model, x, protocol, draws)
+        for number in range(batches.stop):
+            start = number * batch_size
+            x = x_all[start : start + batch_size]
+            if number < batches.start:
+                _skip_draws(protocol, x.shape, draws)
+                continue
+            result = _log_likelihood(model, x.to(device), protocol, draws)
             value = result.nats_per_dim(dim) if continuous else result.bits_per_dim(dim)
-            per_image[start : start + len(x)] += value.cpu() / passes
+            per_image[start - first : start - first + len(x)] += value.cpu() / passes
             solves, nfe_total = solves + 1, nfe_total + result.nfe
             bar.update(len(x))
     bar.close()
+    return _Share(per_image.numpy(), solves, nfe_total)
+
+
+def _summary(shares: list[_Share], *, continuous: bool, passes: int) -> dict:
+    """Mean and standard error of the per-image values of all ranks' shares, in rank order (the
+    images' order), and the mean NFE per solve."""
+    per_image = torch.from_numpy(np.concatenate([share.per_image for share in shares]))
+    solves, nfe_total = sum(share.solves for share in shares), sum(share.nfe for share in shares)
     unit = "nats_per_dim" if continuous else "bpd"
     return {
         unit: float(per_image.mean()),
         "stderr": float(per_image.std() / math.sqrt(len(per_image))) if len(per_image) > 1 else None,
         "num_images": len(per_image), "passes": passes, "nfe_mean": nfe_total / solves,
-        "protocol": protocol.name, **protocol.settings(), "seed": seed,
-        "checkpoint_sha256": model.checkpoint_sha256, "family": model.family,
     }
+
+
+def _skip_draws(protocol: LikelihoodProtocol, shape: torch.Size, draws: torch.Generator) -> None:
+    """Advance ``draws`` past what one solve of a batch of ``shape`` draws under ``protocol``, by
+    making the same draws (cheap next to a solve; torch's CPU generator has no way to jump ahead)."""
+    if isinstance(protocol, CTMEvalBPD):
+        ctm_draws(shape, draws)
+    elif protocol.divergence == "hutchinson":
+        hutchinson_probe(shape, draws)
 
 
 def _scaled(images: torch.Tensor, protocol: LikelihoodProtocol, noise: torch.Generator) -> torch.Tensor:

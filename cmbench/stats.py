@@ -6,6 +6,8 @@ batch by batch; every batch's features go into float64 streaming accumulators
 50k or a million images need no feature matrix in memory. Only the first ``keep`` ``pool``
 rows are kept, the real set of precision/recall, KID and density/coverage (10,000 as the ADM
 evaluator's reference batches). The result is a cmbench reference file with its provenance.
+Under ``torchrun`` each rank streams its share of the batches and rank 0 merges the sums
+(:func:`compute_reference_stats`).
 
 :func:`attach_image_features` does the run-time half of the ADM protocol: it extracts the
 features of an official reference batch's stored images with the run's extractor.
@@ -14,6 +16,7 @@ features of an official reference batch's stored images with the run's extractor
 from __future__ import annotations
 
 import datetime
+import itertools
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +29,7 @@ from . import __version__
 from .checkpoints.hashing import sha256_file
 from .choices import STATS_BATCH_SIZE, STATS_KEEP
 from .console import progress_bar
+from .distributed import SINGLE, World
 from .features.base import FeatureExtractor
 from .images import QUANTISATIONS, to_uint8
 from .metrics.fid import StatsAccumulator
@@ -41,18 +45,29 @@ INCEPTION_CHANNELS = 3
 @dataclass
 class ImageSource:
     """Real images to compute statistics of: ``count`` uint8 NCHW images of ``shape`` (C, H, W),
-    delivered in stored order by :meth:`batches`; ``provenance`` says where they came from."""
+    delivered in stored order by :meth:`batches`; ``provenance`` says where they came from.
+    ``read(batch_size, start)`` yields the batches of ``batch_size`` images from image ``start`` on."""
 
     description: str
     count: int
     shape: tuple[int, int, int]
-    read: Callable[[int], Iterator[torch.Tensor]]
+    read: Callable[[int, int], Iterator[torch.Tensor]]
     provenance: dict = field(default_factory=dict)
 
-    def batches(self, batch_size: int) -> Iterator[torch.Tensor]:
+    def num_batches(self, batch_size: int) -> int:
+        return -(-self.count // batch_size)
+
+    def batches(self, batch_size: int, numbers: range | None = None) -> Iterator[torch.Tensor]:
+        """The images in batches of ``batch_size`` (the last may be smaller): all of them, or the
+        consecutive batches ``numbers`` of that grid (a rank's share), the ones before left unread."""
         if batch_size < 1:
             raise ValueError(f"batch size must be at least 1, got {batch_size}")
-        yield from self.read(batch_size)
+        if numbers is None:
+            numbers = range(self.num_batches(batch_size))
+        if numbers.step != 1 or numbers.start < 0:
+            raise ValueError(f"batches are read in consecutive runs from 0 on, not {numbers}")
+        if numbers:
+            yield from itertools.islice(self.read(batch_size, numbers.start * batch_size), len(numbers))
 
 
 def input_channels(extractor: FeatureExtractor) -> int | None:
@@ -78,8 +93,8 @@ def _match_channels(images: torch.Tensor, channels: int | None, where: str) -> t
     raise ValueError(f"{where}: images have {have} channel(s) but the extractor takes {channels}")
 
 
-def _sliced(images: torch.Tensor) -> Callable[[int], Iterator[torch.Tensor]]:
-    return lambda batch_size: (images[i : i + batch_size] for i in range(0, len(images), batch_size))
+def _sliced(images: torch.Tensor) -> Callable[[int, int], Iterator[torch.Tensor]]:
+    return lambda batch_size, start: (images[i : i + batch_size] for i in range(start, len(images), batch_size))
 
 
 def _toy_source(spec: str, channels: int | None, limit: int | None) -> ImageSource:
@@ -123,8 +138,8 @@ def _folder_source(folder: Path, channels: int | None, limit: int | None) -> Ima
         raise ValueError(f"image folder {folder}: cannot convert images to {channels} channels (1 or 3 are supported)")
     height, width = _read_image(files[0], mode).shape[:2]
 
-    def read(batch_size: int) -> Iterator[torch.Tensor]:
-        for start in range(0, len(files), batch_size):
+    def read(batch_size: int, first: int) -> Iterator[torch.Tensor]:
+        for start in range(first, len(files), batch_size):
             arrays = []
             for path in files[start : start + batch_size]:
                 array = _read_image(path, mode)
@@ -165,9 +180,9 @@ def _npz_source(path: Path, channels: int | None, quantisation: str | None, limi
     _, height, width, have = array.shape
     where = str(path)
 
-    def read(batch_size: int) -> Iterator[torch.Tensor]:
-        done = 0
-        for block in array.batches(batch_size, count):
+    def read(batch_size: int, start: int) -> Iterator[torch.Tensor]:
+        done = start
+        for block in array.batches(batch_size, count, start=start):
             images = torch.from_numpy(block.transpose(0, 3, 1, 2).copy())
             if floating:
                 bad = torch.nonzero(~torch.isfinite(images).flatten(1).all(1)).flatten()
@@ -223,27 +238,30 @@ def compute_reference_stats(
     batch_size: int = DEFAULT_BATCH_SIZE,
     device: torch.device | str = "cpu",
     progress: bool | None = None,
-) -> ReferenceStats:
+    world: World = SINGLE,
+) -> ReferenceStats | None:
     """Float64 mean and covariance (normaliser N − 1) of every layer in ``layers`` (default: all
-    the extractor has), streamed over ``source``; the first ``keep`` ``pool`` rows are kept."""
+    the extractor has), streamed over ``source``; the first ``keep`` ``pool`` rows are kept.
+
+    Under ``world`` each rank extracts the features of its contiguous share of the batches of
+    ``batch_size`` images (``world.part``, the batch grid of one process) into its own
+    accumulators; the main rank merges them in rank order (Chan et al.'s pairwise update) and
+    returns the statistics, the other ranks return None (the caller saves them on the main rank). The image
+    count and the kept ``pool`` rows (the first ``keep`` in image order) are bitwise one
+    process's; the mean and covariance are not, as the sums are grouped differently, but agree to
+    rounding (to 1e-12 relative in the tests). One process computes exactly what it always did."""
     layers = tuple(layers or extractor.layers)
     extractor.check_layers(layers)
     if keep < 0:
         raise ValueError(f"keep must be ≥ 0 feature rows, got {keep}")
-    sums = {layer: StatsAccumulator() for layer in layers}
-    kept: list[np.ndarray] = []
-    kept_rows = 0
-    bar = progress_bar(progress=progress, total=source.count, desc="reference features", unit="img")
-    for images in source.batches(batch_size):
-        features = extractor.extract(images.to(device), layers)
-        for layer in layers:
-            sums[layer].update(features[layer].detach().reshape(len(images), -1).cpu().to(torch.float64).numpy())
-        if "pool" in features and kept_rows < keep:
-            rows = features["pool"][: keep - kept_rows].detach().reshape(-1, features["pool"][0].numel())
-            kept.append(rows.cpu().numpy().copy())
-            kept_rows += len(rows)
-        bar.update(len(images))
-    bar.close()
+    batches = world.part(source.num_batches(batch_size))
+    first = batches.start * batch_size  # the number of images before this rank's share
+    share = _extract_share(source, extractor, layers, keep=max(keep - first, 0), batch_size=batch_size,
+                           device=device, batches=batches, progress=progress)
+    shares = world.gather(share)
+    if not world.main:
+        return None
+    sums, kept = _merged(shares)
     mu, sigma = {}, {}
     for layer, acc in sums.items():
         mu[layer], sigma[layer] = acc.statistics()
@@ -256,15 +274,58 @@ def compute_reference_stats(
         "source": source.description,
         "source_details": source.provenance,
         "layers": {layer: int(mu[layer].shape[0]) for layer in layers},
-        "kept_features": {"pool": kept_rows} if kept else {},
+        "kept_features": {"pool": len(kept)} if kept is not None else {},
         "statistics": "float64 streaming sums (StatsAccumulator), covariance normaliser N − 1",
+        "world_size": world.size,
         "cmbench_version": __version__,
         "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     if "quantisation" in source.provenance:
         meta["quantisation"] = source.provenance["quantisation"]
-    features = {"pool": np.concatenate(kept)} if kept else {}
+    features = {"pool": kept} if kept is not None else {}
     return ReferenceStats(mu=mu, sigma=sigma, features=features, meta=meta)
+
+
+@dataclass
+class _FeatureShare:
+    """One rank's part: float64 accumulators per layer over its images, and its first ``pool`` rows
+    (None when it kept none)."""
+
+    sums: dict[str, StatsAccumulator]
+    kept: np.ndarray | None
+
+
+def _extract_share(source: ImageSource, extractor: FeatureExtractor, layers: tuple[str, ...], *, keep: int,
+                   batch_size: int, device: torch.device | str, batches: range,
+                   progress: bool | None) -> _FeatureShare:
+    """Accumulate the features of the images in batches ``batches``; keep their first ``keep`` ``pool`` rows."""
+    sums = {layer: StatsAccumulator() for layer in layers}
+    kept: list[np.ndarray] = []
+    kept_rows = 0
+    total = max(min(batches.stop * batch_size, source.count) - batches.start * batch_size, 0)
+    bar = progress_bar(progress=progress, total=total, desc="reference features", unit="img")
+    for images in source.batches(batch_size, batches):
+        features = extractor.extract(images.to(device), layers)
+        for layer in layers:
+            sums[layer].update(features[layer].detach().reshape(len(images), -1).cpu().to(torch.float64).numpy())
+        if "pool" in features and kept_rows < keep:
+            rows = features["pool"][: keep - kept_rows].detach().reshape(-1, features["pool"][0].numel())
+            kept.append(rows.cpu().numpy().copy())
+            kept_rows += len(rows)
+        bar.update(len(images))
+    bar.close()
+    return _FeatureShare(sums, np.concatenate(kept) if kept else None)
+
+
+def _merged(shares: list[_FeatureShare]) -> tuple[dict[str, StatsAccumulator], np.ndarray | None]:
+    """The ranks' accumulators merged in rank order, and their kept rows one after another (each rank
+    kept only what the ranks before it left short of ``keep``, so these are the first rows)."""
+    sums = shares[0].sums
+    for share in shares[1:]:
+        for layer, acc in sums.items():
+            acc.merge(share.sums[layer])
+    kept = [share.kept for share in shares if share.kept is not None]
+    return sums, np.concatenate(kept) if kept else None
 
 
 def attach_image_features(

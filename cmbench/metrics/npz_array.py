@@ -71,16 +71,22 @@ class NpzArray:
     def __len__(self) -> int:
         return self.shape[0]
 
-    def batches(self, batch_size: int, limit: int | None = None) -> Iterator[np.ndarray]:
-        """Consecutive row blocks of at most ``batch_size`` rows (the first ``limit`` rows)."""
+    def batches(self, batch_size: int, limit: int | None = None, start: int = 0) -> Iterator[np.ndarray]:
+        """Consecutive row blocks of at most ``batch_size`` rows of the first ``limit`` rows, from row
+        ``start`` on (the rows before it are skipped unread, or for a compressed member decompressed
+        and dropped)."""
         if batch_size < 1:
             raise ValueError(f"batch size must be at least 1, got {batch_size}")
+        if start < 0:
+            raise ValueError(f"start row must be ≥ 0, got {start}")
         total = len(self) if limit is None else min(limit, len(self))
         row_shape = self.shape[1:]
         row_bytes = math.prod(row_shape) * self.dtype.itemsize
         with zipfile.ZipFile(self.path) as archive, archive.open(self.member) as f:
             _read_header(f, self.where)
-            done = 0
+            done = min(start, total)
+            if done:
+                f.seek(done * row_bytes, os.SEEK_CUR)
             while done < total:
                 count = min(batch_size, total - done)
                 data = _read_exact(f, count * row_bytes, self.where)
