@@ -282,7 +282,7 @@ class _CallableNet(nn.Module):
 
 
 def _adapter(key: str, model: Model, spec: Suite, device: str | None):
-    from .runner import resolve_device
+    from .run_context import resolve_device
 
     entry = spec.models[key].options
     net = model.net if isinstance(model.net, nn.Module) else _CallableNet(model.net)

@@ -12,15 +12,20 @@ import argparse
 import os
 import shlex
 import sys
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 
 from . import cli_commands as commands
 from .cli_commands import DEFAULT_SUITE, Interrupted, bundled_suites, resolve_suite  # noqa: F401 - the public names
 from .cli_parser import build_parser
+from .cli_stats import stats_compute_command
 from .console import close_progress_bars, command_line_logging
 
 SUITE_COMMANDS = (commands.run_command, commands.score_command, commands.tune_command, commands.nll_command)
 """Commands whose suite's ``threads`` key ``--threads`` overrides."""
+SCALED_COMMANDS = (*SUITE_COMMANDS, stats_compute_command)
+"""Commands that split their work over the ranks ``torchrun`` starts (:mod:`cmbench.distributed`);
+the others run whole on every rank."""
 
 
 def _threads_for(args: argparse.Namespace):
@@ -48,12 +53,39 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit:  # --help, --version or a usage error, printed: flush it here, where a closed pipe is caught
         _finish(0)
         raise
-    with _threads_for(args), command_line_logging(quiet=getattr(args, "progress", None) is False):
-        return _call(args, argv)
+    from .distributed import SINGLE, launched_world
+
+    try:
+        world = launched_world() if args.func in SCALED_COMMANDS else SINGLE
+    except (ValueError, RuntimeError) as err:  # the launcher's environment is unusable
+        print(f"cmbench: error: {err}", file=sys.stderr)
+        return 2
+    with _joined(world, args), _threads_for(args), \
+            command_line_logging(quiet=getattr(args, "progress", None) is False or not world.main):
+        return _call(args, argv, f" (rank {world.rank} of {world.size})" if world.distributed else "")
 
 
-def _call(args: argparse.Namespace, argv: list[str]) -> int:
-    """The command's handler, its failures turned into one line and an exit status (see main)."""
+@contextmanager
+def _joined(world, args: argparse.Namespace) -> Iterator:
+    """``args.world``: the ranks torchrun started, for the commands that split their work (one
+    process otherwise); the process group is left at the end. On the other ranks than the main one
+    the command draws no progress bars and prints nothing to standard output (the main rank prints
+    the results); errors still show."""
+    from .distributed import leave
+
+    args.world = world
+    if not world.main:
+        args.progress = False
+        _discard_stdout()
+    try:
+        yield world
+    finally:
+        leave(world)
+
+
+def _call(args: argparse.Namespace, argv: list[str], where: str = "") -> int:
+    """The command's handler, its failures turned into one line and an exit status (see main);
+    ``where`` names the rank in a torchrun job."""
     if args.debug:
         return _finish(args.func(args))
     try:
@@ -66,14 +98,14 @@ def _call(args: argparse.Namespace, argv: list[str]) -> int:
         _discard_stdout()
         return 0
     except (ValueError, OSError, RuntimeError) as err:  # incl. config errors, missing files, failed downloads
-        print(f"cmbench: error: {err}", file=sys.stderr)
+        print(f"cmbench: error{where}: {err}", file=sys.stderr)
         return 2
     except MemoryError:
         print("cmbench: error: out of memory; lower num_samples, the reference's num_images or batch_size",
               file=sys.stderr)
         return 2
     except Exception as err:  # noqa: BLE001 - a bug: say so in one line, trace with --debug
-        print(f"cmbench: internal error: {type(err).__name__}: {err} (this is a bug in cmbench; "
+        print(f"cmbench: internal error{where}: {type(err).__name__}: {err} (this is a bug in cmbench; "
               "rerun with --debug for the traceback)", file=sys.stderr)
         return 3
 

@@ -47,3 +47,13 @@ def add_progress_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--progress", dest="progress", action="store_const", const=True,
                        help="draw progress bars even when standard error is not a terminal "
                             "(default: only on a terminal)")
+
+
+def shard_part(text: str):
+    """An argparse type: ``--shard INDEX/COUNT`` (:class:`cmbench.shard_part.ShardPart`)."""
+    from .shard_part import ShardPart
+
+    try:
+        return ShardPart.parse(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err).removeprefix(f"--shard {text!r}: ")) from None

@@ -57,6 +57,7 @@ def resumable(kept: Callable[[], str]) -> Iterator[None]:
 def run_command(args: argparse.Namespace) -> int:
     from .compare import baseline_document, load_side, write_baseline
     from .report.render import regression_section
+    from .shards import SHARDS_FOLDER
     from .suite import load_suite
 
     overrides = [*args.set, *([f"save_samples={args.save_samples}"] if args.save_samples else []), *_threads_set(args)]
@@ -65,6 +66,10 @@ def run_command(args: argparse.Namespace) -> int:
     if args.save_baseline and args.save_baseline.exists() and not args.overwrite_baseline:
         raise FileExistsError(f"baseline file {args.save_baseline} exists; pass --overwrite-baseline to replace it")
     report = run_and_show_rows(suite, args, baseline=baseline)
+    if args.shard is not None:
+        print(f"shard {args.shard}: features stored in {report / SHARDS_FOLDER}; score the rows with "
+              "`cmbench run ... --merge` once every shard is done")
+        return 0
     failed = show_run(report, suite)
     if baseline is not None:
         section = regression_section(report.parent) or {}
@@ -95,7 +100,8 @@ def run_and_show_rows(suite, args: argparse.Namespace, baseline: dict | None = N
     A Ctrl-C becomes :class:`Interrupted`, naming the rows kept."""
     from .result_text import row_line
     from .results import FAILED, RESULTS_JSONL
-    from .runner import output_folder, run_suite, sampler_label
+    from .rows import sampler_label
+    from .runner import output_folder, run_suite
 
     widths = (max(len(row.model) for row in suite.rows), max(len(sampler_label(row)) for row in suite.rows))
 
@@ -105,9 +111,10 @@ def run_and_show_rows(suite, args: argparse.Namespace, baseline: dict | None = N
 
     folder = output_folder(suite, args.out)
     with resumable(lambda: f"{len(suite_rows(folder, suite, ok_only=True))} finished row(s) are kept in "
-                           f"{folder / RESULTS_JSONL} (the row in progress is dropped)"):
+                           f"{folder / RESULTS_JSONL}, and the finished shards of the row in progress"):
         return run_suite(suite, args.out, device=args.device, recompute_changed=args.recompute_changed,
-                         progress=args.progress, baseline=baseline, wait=args.wait, on_row=show)
+                         progress=args.progress, baseline=baseline, wait=args.wait, on_row=show, world=args.world,
+                         shard=getattr(args, "shard", None), merge=getattr(args, "merge", False))
 
 
 def show_run(report: Path, suite) -> list[dict]:
@@ -186,7 +193,8 @@ def tune_command(args: argparse.Namespace) -> int:
     folder = output_folder(suite, args.out)
     with resumable(lambda: f"every finished evaluation is kept in {folder / SCHEDULES_DIR}"):
         out, documents = tune_suite(suite, jobs or list(suite.tune), args.out, device=args.device,
-                                    recompute_changed=args.recompute_changed, progress=args.progress, wait=args.wait)
+                                    recompute_changed=args.recompute_changed, progress=args.progress, wait=args.wait,
+                                    world=args.world)
     for name, document in documents.items():
         objective = document["objective"]
         print(f"{name}: {document['model']['name']} · {document['sampler']} · {document['search']['method']} search "
@@ -204,7 +212,7 @@ def nll_command(args: argparse.Namespace) -> int:
     from .atomic import atomic_write_text
     from .models import build_model
     from .nll import evaluate_nll, load_images, make_protocol
-    from .runner import resolve_device
+    from .run_context import resolve_device
     from .suite import load_suite
     from .threads import choose_threads, using_threads
 

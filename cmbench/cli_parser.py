@@ -10,7 +10,7 @@ from . import __version__
 from . import cli_commands as commands
 from .choices import DEVICES, QUANTISATIONS
 from .cli_args import (add_progress_options, integer_at_least, non_negative_integer, positive_integer,
-                       positive_number)
+                       positive_number, shard_part)
 from .cli_commands import DEFAULT_SUITE
 from .cli_stats import add_stats_parser
 
@@ -41,6 +41,13 @@ def build_parser() -> argparse.ArgumentParser:
                           "under OUT/samples/ (the suite key save_samples)")
     run.add_argument("--baseline", metavar="FILE",
                      help="a baseline file, results file or run folder: the report gets a regression section against it")
+    shards = run.add_mutually_exclusive_group()
+    shards.add_argument("--shard", metavar="I/N", type=shard_part,
+                        help="make only part I of N of every row's samples and store their features under OUT/shards/ "
+                             "(array jobs; shard jobs may share the folder); scores nothing")
+    shards.add_argument("--merge", action="store_true",
+                        help="score the rows whose shards are all stored, sampling nothing; exit 2 naming rows still "
+                             "missing shards")
     run.set_defaults(func=commands.run_command)
 
     score = sub.add_parser(

@@ -10,9 +10,9 @@ from .choices import DEVICES, OFFICIAL_REFERENCE_DEST, QUANTISATIONS, REFERENCE_
 from .cli_args import add_progress_options, integer_at_least, non_negative_integer, positive_integer
 
 
-def _stats_compute(args: argparse.Namespace) -> int:
+def stats_compute_command(args: argparse.Namespace) -> int:
     from .metrics.reference import save_reference
-    from .runner import resolve_device
+    from .run_context import resolve_device
     from .stats import compute_reference_stats, extractor_from_name, extractor_from_suite, input_channels, open_images
 
     if args.out.exists() and not args.overwrite:
@@ -107,7 +107,7 @@ def add_stats_parser(sub) -> None:
     compute.add_argument("--device", choices=DEVICES, default="auto")
     compute.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     add_progress_options(compute)
-    compute.set_defaults(func=_stats_compute)
+    compute.set_defaults(func=stats_compute_command)
 
     listing = group.add_parser("list", help="list the official reference files in the registry")
     listing.add_argument("--registry", type=Path, help="registry file (default: the shipped reference_stats/registry.yaml)")

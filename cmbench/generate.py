@@ -2,8 +2,9 @@
 
 Images are generated seed by seed (:class:`~cmbench.seeds.SampleNoise`), quantised once and passed
 through the feature extractor in the same batch, so only features are kept. The unit of work is a
-list of seeds, so a later multi-process mode gives each rank its own seed slice and gathers the
-features; nothing else changes.
+list of seeds, so under torchrun each rank takes its own run of whole batches and the main rank
+gathers the features (:mod:`cmbench.distributed`); suite rows do the same through shards on disk
+(:mod:`cmbench.row_features`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 import torch
 
 from .console import progress_bar
+from .distributed import SINGLE, World
 from .features import FeatureExtractor
 from .finite import check_features, check_samples, first_non_finite, non_finite_parameters
 from .images import to_uint8
@@ -112,30 +114,32 @@ class SampledBatches:
 class StoredBatches:
     """The images of a stored sample set (:class:`~cmbench.models.samples.SampleSetModel`) for
     ``seeds``: image i of the set stands for the i-th seed, so the first ``len(seeds)`` images are
-    read, in stored order. Nothing is sampled: ``nfe`` and ``seconds`` stay None."""
+    read, in stored order (from image ``first`` when ``seeds`` are a later part of the row's).
+    Nothing is sampled: ``nfe`` and ``seconds`` stay None."""
 
     nfe = None
     seconds = None
 
-    def __init__(self, model, seeds: Sequence[int], *, batch_size: int, device: torch.device):
-        self.model, self.seeds, self.batch_size, self.device = model, seeds, batch_size, device
+    def __init__(self, model, seeds: Sequence[int], *, batch_size: int, device: torch.device, first: int = 0):
+        self.model, self.seeds, self.batch_size, self.device, self.first = model, seeds, batch_size, device, first
 
     def __len__(self) -> int:
         return -(-len(self.seeds) // self.batch_size)
 
     def __iter__(self) -> Iterator[ImageBatch]:
         done = 0
-        for images in self.model.read(len(self.seeds), self.batch_size):
+        for images in self.model.read(len(self.seeds), self.batch_size, start=self.first):
             yield ImageBatch(self.seeds[done : done + len(images)], images.to(self.device), None)
             done += len(images)
 
 
 def image_batches(model: ModelAdapter, sampler: Sampler, sigmas: torch.Tensor, options: Mapping[str, Any],
                   seeds: Sequence[int], *, batch_size: int, device: torch.device,
-                  desc: str = "") -> SampledBatches | StoredBatches:
-    """The images of ``seeds``: sampled, or read from a stored sample set (a model with ``images``)."""
+                  desc: str = "", first: int = 0) -> SampledBatches | StoredBatches:
+    """The images of ``seeds``: sampled, or read from a stored sample set (a model with ``images``)
+    from its image ``first`` (the position of ``seeds[0]`` among the row's seeds)."""
     if model.has("images"):
-        return StoredBatches(model, seeds, batch_size=batch_size, device=device)
+        return StoredBatches(model, seeds, batch_size=batch_size, device=device, first=first)
     return SampledBatches(model, sampler, sigmas, options, seeds, batch_size=batch_size, device=device, desc=desc)
 
 
@@ -157,16 +161,18 @@ def generate_views(
     progress: bool | None = False,
     desc: str = "",
     save: SaveSamples | None = None,
+    first: int = 0,
 ) -> tuple[list[dict[str, np.ndarray]], torch.Tensor, int | None, float | None]:
-    """Sample once (or read a stored sample set) and extract features for several views
-    ``(quantisation, extractor, layers)``.
+    """Sample once (or read a stored sample set, from its image ``first``) and extract features for
+    several views ``(quantisation, extractor, layers)``.
 
     Views with the same quantisation and extractor share one extraction (of their layers'
     union). ``save`` receives every batch under the first view's quantisation. Returns (features
     by layer for each view, the first ``keep_images`` images under the first view's quantisation,
     NFE per image, seconds spent in the sampler); a stored set has neither NFE nor seconds (None).
     """
-    stream = image_batches(model, sampler, sigmas, options, seeds, batch_size=batch_size, device=device, desc=desc)
+    stream = image_batches(model, sampler, sigmas, options, seeds, batch_size=batch_size, device=device, desc=desc,
+                           first=first)
     passes: dict[tuple[str, int], tuple[FeatureExtractor, set[str]]] = {}
     for quantisation, extractor, layers in views:
         passes.setdefault((quantisation, id(extractor)), (extractor, set()))[1].update(layers)
@@ -228,18 +234,21 @@ def sample_and_score(
     desc: str = "",
     bootstrap: int = 0,
     bootstrap_seed: int = 0,
+    world: World = SINGLE,
 ) -> tuple[dict[str, float], torch.Tensor, torch.Tensor, int, float]:
     """The ``metrics`` of ``sampler`` at ``nfe`` on ``seeds``.
 
     Returns (metric values by column, the float64 σ grid, the first ``keep_images`` uint8 images,
     NFE per image, seconds spent in the sampler). With ``bootstrap`` ≥ 2 the values also hold
     each scored column's standard error (``<column>_se``, :mod:`cmbench.metrics.bootstrap`);
-    the metric values themselves do not depend on it.
+    the metric values themselves do not depend on it. Under torchrun (``world``) every rank
+    returns the same values (:func:`sample_and_score_many`).
     """
     scoring = Scoring(quantisation, extractor, tuple(metrics), metric_options, reference)
     (values,), sigmas, grid, made_nfe, seconds = sample_and_score_many(
         model, sampler, nfe, options, seeds, [scoring], batch_size=batch_size, device=device,
         keep_images=keep_images, progress=progress, desc=desc, bootstrap=bootstrap, bootstrap_seed=bootstrap_seed,
+        world=world,
     )
     return values, sigmas, grid, made_nfe, seconds
 
@@ -260,22 +269,60 @@ def sample_and_score_many(
     bootstrap: int = 0,
     bootstrap_seed: int = 0,
     save: SaveSamples | None = None,
+    world: World = SINGLE,
 ) -> tuple[list[dict[str, float]], torch.Tensor, torch.Tensor, int, float | None]:
     """:func:`sample_and_score` under several scorings (evaluator profiles) of the same samples.
 
     A stored sample set is read instead of sampled; its NFE is the ``nfe`` given (what it was
-    made with, as the suite states it) and its seconds None."""
+    made with, as the suite states it) and its seconds None.
+
+    Under torchrun (``world``) each rank samples its share of the batches, the main rank scores
+    all features and every rank returns its values (the grid only on the main rank; seconds are
+    summed over ranks). ``save`` is for one process only."""
     sigmas = sampler.schedule(model.noise_range, nfe, options)
     views = [(s.quantisation, s.extractor, layers_for(s.metrics)) for s in scorings]
-    features, grid, made_nfe, seconds = generate_views(
-        model, sampler, sigmas, options, seeds, batch_size=batch_size, device=device, views=views,
-        keep_images=keep_images, progress=progress, desc=desc, save=save,
-    )
-    results = []
-    for scoring, feats in zip(scorings, features):
-        values = compute_metrics(scoring.metrics, feats, scoring.reference, scoring.metric_options, device=device)
-        if bootstrap:
-            values.update(bootstrap_standard_errors(scoring.metrics, feats, scoring.reference, scoring.metric_options,
-                                                    resamples=bootstrap, seed=bootstrap_seed))
-        results.append(values)
+    if world.distributed and save is not None:
+        raise ValueError("saving samples while sampling on several ranks is done by the row shards, not here")
+    batches = world.part(-(-len(seeds) // batch_size))
+    mine = seeds[batches.start * batch_size : batches.stop * batch_size]
+    made = generate_views(
+        model, sampler, sigmas, options, mine, batch_size=batch_size, device=device, views=views,
+        keep_images=keep_images, progress=progress, desc=desc, save=save, first=batches.start * batch_size,
+    ) if len(mine) else None
+    gathered = world.gather(made) if world.distributed else [made]
+    grid = torch.zeros(0, dtype=torch.uint8)
+
+    def scored() -> tuple[list[dict[str, float]], int | None, float | None]:  # on the main rank
+        nonlocal grid
+        features, grid, made_nfe, seconds = _joined_views(gathered, keep_images) if world.distributed else made
+        return ([score_features(scoring, feats, bootstrap=bootstrap, bootstrap_seed=bootstrap_seed, device=device)
+                 for scoring, feats in zip(scorings, features)], made_nfe, seconds)
+
+    results, made_nfe, seconds = world.decide(scored)
     return results, sigmas, grid, nfe if made_nfe is None else made_nfe, seconds
+
+
+def score_features(scoring: Scoring, features: Mapping[str, np.ndarray], *, bootstrap: int = 0,
+                   bootstrap_seed: int = 0, device: torch.device | str = "cpu") -> dict[str, float]:
+    """``scoring``'s metric values of ``features``; with ``bootstrap`` ≥ 2 also each scored column's
+    standard error (:mod:`cmbench.metrics.bootstrap`)."""
+    values = compute_metrics(scoring.metrics, features, scoring.reference, scoring.metric_options, device=device)
+    if bootstrap:
+        values.update(bootstrap_standard_errors(scoring.metrics, features, scoring.reference, scoring.metric_options,
+                                                resamples=bootstrap, seed=bootstrap_seed))
+    return values
+
+
+def _joined_views(parts: list, keep_images: int) -> tuple[list[dict[str, np.ndarray]], torch.Tensor, int | None,
+                                                           float | None]:
+    """The ranks' :func:`generate_views` results (None from a rank that had no batches) as one
+    process's: features and kept images concatenated in rank order (rank order is seed order)."""
+    made = [part for part in parts if part is not None]
+    features = [{layer: np.concatenate([part[0][view][layer] for part in made]) for layer in made[0][0][view]}
+                for view in range(len(made[0][0]))]
+    grid = torch.cat([part[1] for part in made])[:keep_images]
+    nfes = {part[2] for part in made}
+    if len(nfes) > 1:
+        raise RuntimeError(f"the ranks' samplers made different numbers of evaluations per image: {sorted(nfes)}")
+    seconds = [part[3] for part in made]
+    return features, grid, nfes.pop(), None if None in seconds else sum(seconds)

@@ -24,15 +24,17 @@ class FolderBusyError(RuntimeError):
 
 
 @contextmanager
-def output_folder_lock(folder: str | Path, *, wait: bool = False) -> Iterator[Path]:
-    """Hold the folder's lock for the ``with`` block; without ``wait`` a busy folder is an error at once."""
+def output_folder_lock(folder: str | Path, *, wait: bool = False, shared: bool = False) -> Iterator[Path]:
+    """Hold the folder's lock for the ``with`` block; without ``wait`` a busy folder is an error at once.
+    ``shared``: shard jobs (``--shard``) hold it together, each writing only its own shard files;
+    a run, a merge or a tune waits for all of them (and they for it)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK_FILE
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
             holder = os.pread(fd, 512, 0).decode("utf-8", "replace").strip() or "another process"
             raise FolderBusyError(

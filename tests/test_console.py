@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import cmbench
-from cmbench import runner
+from cmbench import row_features, runner
 from cmbench.cli import main
 from cmbench.console import progress_bar, progress_enabled
 from cmbench.report.tables import column_formats, present_metric_columns
@@ -213,26 +213,27 @@ def test_a_changed_file_is_named_by_its_digests(tmp_path):
 def test_ctrl_c_keeps_finished_rows_drops_the_row_in_progress_and_says_how_to_resume(tmp_path, capsys, monkeypatch):
     suite = write_suite(tmp_path / "suite", tiny_raw())
     out = tmp_path / "out"
-    real = runner.sample_and_score_many
-    calls = []
+    real = row_features.generate_views
+    rows_seen = []
 
-    def interrupt_second_row(*args, save, **kwargs):
-        calls.append(kwargs["desc"])
-        if len(calls) == 1:
-            return real(*args, save=save, **kwargs)
+    def interrupt_second_row(*args, save, desc, **kwargs):
+        rows_seen.append(desc) if desc not in rows_seen else None
+        if len(rows_seen) == 1:
+            return real(*args, save=save, desc=desc, **kwargs)
 
         def save_then_interrupt(*batch):
-            save(*batch)  # the row's sample files are half written
+            save(*batch)  # the row's images are half kept
             raise KeyboardInterrupt
 
-        return real(*args, save=save_then_interrupt, **kwargs)
+        return real(*args, save=save_then_interrupt, desc=desc, **kwargs)
 
-    monkeypatch.setattr(runner, "sample_and_score_many", interrupt_second_row)
+    monkeypatch.setattr(row_features, "generate_views", interrupt_second_row)
     argv = ["run", str(suite), "--out", str(out), "--save-samples", "npz,png"]
     assert main(argv) == 130
     printed = capsys.readouterr()
-    assert printed.err == (f"cmbench: interrupted; 1 finished row(s) are kept in {out / 'results.jsonl'} (the row in "
-                           f"progress is dropped). To resume, run the same command again: {shlex.join(['cmbench', *argv])}\n")
+    assert printed.err == (f"cmbench: interrupted; 1 finished row(s) are kept in {out / 'results.jsonl'}, and the "
+                           "finished shards of the row in progress. To resume, run the same command again: "
+                           f"{shlex.join(['cmbench', *argv])}\n")
     assert len(run_lines(printed.out)) == 1 and "results:" not in printed.out
     assert [row["row_id"] for row in rows(out)] == IDS[:1]
     assert sorted(p.name for p in (out / "samples").iterdir()) == [IDS[0], f"{IDS[0]}.npz"]  # nothing partial
@@ -260,8 +261,8 @@ def test_ctrl_c_on_a_real_run(tmp_path):
         process.kill()
     assert first.startswith("mix   heun") and "±" in first
     assert process.returncode == 130 and rest == ""
-    assert err == (f"cmbench: interrupted; 1 finished row(s) are kept in {Path('out') / 'results.jsonl'} (the row in "
-                   "progress is dropped). To resume, run the same command again: "
+    assert err == (f"cmbench: interrupted; 1 finished row(s) are kept in {Path('out') / 'results.jsonl'}, and the "
+                   "finished shards of the row in progress. To resume, run the same command again: "
                    f"{shlex.join(['cmbench', 'run', str(suite), '--out', 'out'])}\n")
     assert [row["row_id"] for row in rows(tmp_path / "out")] == ["mix.heun.nfe3"]
 

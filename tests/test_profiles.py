@@ -107,18 +107,19 @@ def several(tmp_path, profiles, **changes):
 
 
 def test_several_profiles_sample_once_and_score_each_like_a_single_profile_run(tmp_path, two_toy_profiles, monkeypatch):
-    import cmbench.generate as generate
+    import cmbench.row_features as row_features
     from cmbench.results import read_rows
     from cmbench.runner import run_suite
+    from cmbench.shards import work_units
 
     calls = []
-    real = generate.generate_views
-    monkeypatch.setattr(generate, "generate_views", lambda *a, **k: calls.append(len(k["views"])) or real(*a, **k))
+    real = row_features.generate_views
+    monkeypatch.setattr(row_features, "generate_views", lambda *a, **k: calls.append(len(k["views"])) or real(*a, **k))
     s = several(tmp_path, two_toy_profiles)
     assert [r.row_id for r in s.rows] == ["cd.cm_multistep.nfe1@toy", "cd.cm_multistep.nfe1@toy-truncate",
                                           "cd.cm_multistep.nfe2@toy", "cd.cm_multistep.nfe2@toy-truncate"]
     run_suite(s, tmp_path / "both", device="cpu", progress=False)
-    assert calls == [2, 2]  # one sampling per NFE, scored twice
+    assert calls == [2] * 2 * len(work_units(s.num_samples, s.batch_size))  # one sampling per NFE, scored twice
     both = {r["row_id"]: r for r in read_rows(tmp_path / "both" / "results.jsonl")}
     assert both["cd.cm_multistep.nfe1@toy-truncate"]["quantisation"] == "truncate"
     assert both["cd.cm_multistep.nfe1@toy"]["sampler_label"] == "cm_multistep @toy"

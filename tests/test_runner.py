@@ -19,6 +19,7 @@ from PIL import Image
 import cmbench
 import cmbench.atomic
 import cmbench.runner as runner
+import cmbench.rows as rows_module
 from cmbench.checkpoints import save_native
 from cmbench.features import build_extractor
 from cmbench.features.analytic import MixturePosteriorExtractor, PixelExtractor
@@ -329,7 +330,7 @@ def test_killed_run_resumes_with_only_the_missing_rows(tmp_path, monkeypatch):
     out = tmp_path / "out"
     killer = CountingEvaluate(runner.evaluate_rows, kill_at=3)
     monkeypatch.setattr(runner, "evaluate_rows", killer)
-    monkeypatch.setattr(runner, "_now", lambda: "first-run")
+    monkeypatch.setattr(rows_module, "_now", lambda: "first-run")
     with pytest.raises(KeyboardInterrupt):
         run_suite(load_suite(path), out, device="cpu", progress=False)
     assert killer.calls == RESUME_IDS[:3]
@@ -340,7 +341,7 @@ def test_killed_run_resumes_with_only_the_missing_rows(tmp_path, monkeypatch):
 
     counter = CountingEvaluate(killer.real)
     monkeypatch.setattr(runner, "evaluate_rows", counter)
-    monkeypatch.setattr(runner, "_now", lambda: "second-run")
+    monkeypatch.setattr(rows_module, "_now", lambda: "second-run")
     run_suite(load_suite(path), out, device="cpu", progress=False)
     assert counter.calls == RESUME_IDS[2:]
     rows = read_rows(out)

@@ -20,7 +20,7 @@ import torch
 
 from cmbench.models import GaussianMixture, GaussianMixtureModel, NoiseRange
 from cmbench.models.base import ModelAdapter
-from cmbench.runner import sampler_label as _label
+from cmbench.rows import sampler_label as _label
 from cmbench.samplers import get_sampler
 from cmbench.seeds import SampleNoise
 from cmbench.suite import load_suite

@@ -45,15 +45,23 @@ class SampleSetModel(ModelAdapter):
         sha256 = sha256 or self.source.provenance.get("sha256") or sha256_path(self.path)
         super().__init__(self.source.shape, 0, NoiseRange(), sha256)
 
-    def read(self, count: int, batch_size: int) -> Iterator[torch.Tensor]:
-        """The first ``count`` images as uint8 NCHW batches of at most ``batch_size``."""
+    def check_count(self, count: int) -> None:
+        """Refuse to score more images than the set holds."""
         if count > self.source.count:
             raise ValueError(f"{self.source.description}: holds {self.source.count} images, fewer than the "
                              f"{count} to score (num_samples); lower num_samples or give a larger set")
+
+    def read(self, count: int, batch_size: int, start: int = 0) -> Iterator[torch.Tensor]:
+        """``count`` images from image ``start`` on, as uint8 NCHW batches of at most ``batch_size``
+        (``start`` a multiple of ``batch_size``: a shard's batches are those of a read from the
+        first image, and the images before it are not decoded)."""
+        self.check_count(start + count)
+        if start % batch_size:
+            raise ValueError(f"{self.source.description}: reading from image {start} needs it at a batch boundary "
+                             f"(batch size {batch_size})")
+        first = start // batch_size
         done = 0
-        for images in self.source.batches(batch_size):
+        for images in self.source.batches(batch_size, range(first, first + -(-count // batch_size))):
             images = images[: count - done]
             yield images
             done += len(images)
-            if done == count:
-                return

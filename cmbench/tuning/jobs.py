@@ -28,6 +28,7 @@ import torch
 
 from .. import __version__
 from ..atomic import atomic_write_bytes
+from ..distributed import SINGLE, World
 from ..generate import sample_and_score
 from ..names import inside
 from ..samplers import get_sampler
@@ -92,39 +93,44 @@ def run_tune_job(
     file_hashes: dict[str, str],
     recompute_changed: bool = False,
     progress: bool | None = None,
+    search: bool = True,
+    world: World = SINGLE,
 ) -> dict[str, Any]:
     """The job's schedule document: read from ``out`` when it is there for this configuration,
-    else searched (resuming from logged evaluations) and written. Each evaluation's sampling draws
-    a progress bar if ``progress`` (None: on a terminal); the search's steps go to this module's logger."""
+    else searched (resuming from logged evaluations) and written; without ``search`` (shard jobs)
+    a missing schedule is an error. Each evaluation's sampling draws a progress bar if ``progress``
+    (None: on a terminal); the search's steps go to this module's logger.
+
+    Under torchrun (``world``) every rank walks the same search: each candidate's seeds are shared
+    among the ranks, the main rank scores them and shares the value, and alone reads and writes
+    the files (``reference`` is only called there)."""
     path = schedule_path(out, job.name)
     fingerprint = job_fingerprint(suite, job, file_hashes)
-    if path.exists():
-        document = read_schedule(path)
-        if document.get("fingerprint") == fingerprint:
-            return document
-        if not recompute_changed:
-            raise RuntimeError(f"{path} was tuned under a different configuration than tune.{job.name} now gives; "
-                               "use another --out folder, or pass --recompute-changed to search again")
+    document = world.decide(_stored_schedule, path, fingerprint, job.name, recompute_changed, search)
+    if document is not None:
+        return document
     sampler = get_sampler(job.sampler)
     options = sampler.with_defaults(job.options)
     if job.space == "karras_index":
         space = KarrasIndexSpace(job.karras_steps, model.sigma_min, model.sigma_max, options["rho"])
     else:
         space = LogSigmaSpace(model.sigma_min, model.sigma_max, job.tol)
-    log = EvaluationLog(path.with_suffix(".evaluations.jsonl"), fingerprint)
+    log = EvaluationLog(path.with_suffix(".evaluations.jsonl"), fingerprint) if world.main else None
     seeds = seed_range(job.seed_start, job.num_samples)
 
     def objective(sigmas: tuple[float, ...]) -> float:
-        if sigmas in log.values:
-            return log.values[sigmas]
+        known = world.decide(lambda: log.values.get(sigmas))
+        if known is not None:
+            return known
         start = time.perf_counter()
         metrics, *_ = sample_and_score(
             model, sampler, len(sigmas) - 1, tuned_options(job.options, len(sigmas) - 1, sigmas), seeds,
             metrics=(job.metric_name,), metric_options=suite.metric_options, reference=reference(),
             batch_size=suite.batch_size, device=device, quantisation=suite.quantisation, extractor=extractor,
-            progress=progress, desc=f"tune {job.name} NFE {len(sigmas) - 1}",
+            progress=progress, desc=f"tune {job.name} NFE {len(sigmas) - 1}", world=world,
         )
-        log.add(sigmas, metrics[job.metric], time.perf_counter() - start)
+        if world.main:
+            log.add(sigmas, metrics[job.metric], time.perf_counter() - start)
         return metrics[job.metric]
 
     def report(e: Evaluation) -> None:
@@ -139,8 +145,24 @@ def run_tune_job(
                     job.metric, s.value, s.evaluations)
     document = _document(suite, job, model, extractor, space, options, fingerprint, file_hashes, found, trace,
                          time.perf_counter() - started)
-    write_schedule(path, document, overwrite=True)  # a stale file was refused above unless recompute_changed
-    return document
+    if world.main:
+        write_schedule(path, document, overwrite=True)  # a stale file was refused above unless recompute_changed
+    return world.share(document)
+
+
+def _stored_schedule(path: Path, fingerprint: str, name: str, recompute_changed: bool, search: bool) -> dict | None:
+    """The schedule document already in the folder for this configuration, else None (to search)."""
+    if path.exists():
+        document = read_schedule(path)
+        if document.get("fingerprint") == fingerprint:
+            return document
+        if not recompute_changed:
+            raise RuntimeError(f"{path} was tuned under a different configuration than tune.{name} now gives; "
+                               "use another --out folder, or pass --recompute-changed to search again")
+    if not search:
+        raise RuntimeError(f"tune.{name}: no schedule in {path.parent} yet; shard jobs and merges do not search, so "
+                           "run `cmbench tune` (alone or under torchrun) into this --out folder first")
+    return None
 
 
 def tuned_options(options: dict[str, Any], nfe: int, sigmas) -> dict[str, Any]:
