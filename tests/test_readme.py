@@ -1,13 +1,17 @@
 """The README and docs/ as a reader meets them: every command the README shows runs, and every link resolves.
 
-Every line of a fenced block in README.md that starts with ``cmbench`` must be listed in
-:data:`COVERED`, which says how the test runs it at a small size (a few extra arguments appended:
-fewer samples, no likelihood, fewer rows) and what it checks afterwards. Each fenced block runs as
-one scenario, its commands in order, in an empty working folder holding only the inputs the
-commands name: a README command without an entry fails the test, so none slips in untested. Files
-from outside (the Inception weights, official reference statistics, released checkpoints, your
-samples) are made by the test: random weights in the official file layout, served to the download
-commands through a stand-in for ``urllib.request.urlopen``.
+Every line of a fenced block in README.md that starts with ``cmbench`` or ``torchrun`` must be
+listed in :data:`COVERED`, which says how the test runs it at a small size (a few extra arguments
+appended: fewer samples, no likelihood, fewer rows) and what it checks afterwards. Each fenced
+block runs as one scenario, its commands in order, in an empty working folder holding only the
+inputs the commands name: a README command without an entry fails the test, so none slips in
+untested. Files from outside (the Inception weights, official reference statistics, released
+checkpoints, your samples) are made by the test: random weights in the official file layout,
+served to the download commands through a stand-in for ``urllib.request.urlopen``.
+
+``cmbench`` lines run in this process (:func:`cmbench.cli.main`). ``torchrun`` lines run as real
+gloo jobs on this machine's CPU and the Slurm array line once per array task (:class:`Cover`'s
+``launch``), each compared with one process: the same numbers, bit for bit.
 
 The README's ``pip install`` lines are not run here: its test command (between the
 ``test-command`` markers) is what ``.ci/run`` runs, so CI exercises the editable install with the
@@ -19,9 +23,15 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import shlex
-from collections.abc import Callable
+import shutil
+import string
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -34,10 +44,12 @@ from PIL import Image
 from cmbench.checkpoints import sha256_file
 from cmbench.cli import main
 from cmbench.features.inception import InceptionExtractor
+from cmbench.metrics import METRICS
 from cmbench.metrics import fid as fid_module
 from cmbench.metrics.fid import feature_statistics
 from cmbench.suite import load_suite
 from cmbench import weights as weights_module
+from launch import clean_env, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -83,11 +95,11 @@ def command_key(line: str) -> str:
 
 
 def readme_scenarios() -> list[list[str]]:
-    """The README's ``cmbench`` lines, grouped by the fenced block they are in."""
+    """The README's ``cmbench`` and ``torchrun`` lines, grouped by the fenced block they are in."""
     scenarios = []
     for _, lines in fenced_blocks(README.read_text()):
         commands = [command_key(line.strip().removeprefix("$ ")) for line in lines
-                    if re.match(r"(\$ )?cmbench(\s|$)", line.strip())]
+                    if re.match(r"(\$ )?(cmbench|torchrun)(\s|$)", line.strip())]
         if commands:
             scenarios.append(commands)
     return scenarios
@@ -95,11 +107,25 @@ def readme_scenarios() -> list[list[str]]:
 
 # --- how each README command runs at a small size, and what it must have done -------------------
 
+Ran = tuple[int, str, str]
+"""What a launched line did: its exit status, standard output and standard error."""
+
+
 @dataclass(frozen=True)
 class Cover:
+    """How one README line runs at a small size, and what it must have done.
+
+    ``launch`` is for lines that start processes; it gets the line's words (``small`` appended) and
+    runs them as the README means them, with what only a cluster has substituted: the one-node
+    ``torchrun`` line as written (``auto``: at most 2 processes, :func:`one_node`); the multi-node
+    line as two torchrun agents on 127.0.0.1 at a free port, one process each, meeting through the
+    c10d rendezvous as two nodes do (:func:`several_nodes`); the Slurm array line once per task with
+    its ``SLURM_ARRAY_TASK_*`` variables (:func:`array_jobs`)."""
+
     small: tuple[str, ...]            # appended to the command's arguments
     check: Callable[[Path, str], None]  # (working folder, what the command printed)
     inputs: Callable[["World"], None] | None = None  # makes the files the command reads
+    launch: Callable[[list[str], "World"], Ran] | None = None  # runs the line's words as processes (else main here)
 
 
 TOY_SMALL = ("--set", "num_samples=64", "--set", "likelihood=null", "--set", "grid_images=8")
@@ -185,6 +211,156 @@ def scored(name: str, profile: str, quantisation: str, columns: tuple[str, ...])
         for column in columns:
             assert np.isfinite(row[column]), column
     return check
+
+
+# --- many processes: torchrun launches and array jobs -----------------------------------------------
+
+SCALE_SMALL = (*TOY_SMALL, "--threads", "1", "--set", "batch_size=32", "--set",
+               "runs=[{model: edm, sampler: heun, nfe: [9]},"
+               " {model: cd, sampler: cm_multistep, nfe: [1, 2], schedule: schedules/toy-cd.json}]")
+"""Three of the toy suite's rows at 64 samples in batches of 32: two work units per row, so each of
+two processes makes one. One thread per process, as torchrun gives each of several (the same
+thread count everywhere, so every number can be compared bit for bit)."""
+
+METRIC_COLUMNS = {column for metric in METRICS.values() for column in metric.columns}
+
+
+def metric_values(row: dict) -> dict:
+    """What a row measured: its id, fingerprint, NFE and every metric value with its standard error."""
+    return {key: value for key, value in row.items()
+            if key in ("row_id", "fingerprint", "nfe") or key.removesuffix("_se") in METRIC_COLUMNS}
+
+
+def one_process_rows(folder: Path) -> list[dict]:
+    """The rows one process makes at SCALE_SMALL (run once per scenario, beside the working folder)."""
+    out = folder.parent / "one-process"
+    if not (out / "results.jsonl").is_file():
+        with redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
+            assert main(["run", "toy", "--out", str(out), *SCALE_SMALL, "--quiet"]) == 0
+    return rows_of(out / "results.jsonl")
+
+
+def auto_processes() -> int:
+    """How many processes torchrun's ``--nproc_per_node auto`` starts on this machine: one per
+    accelerator, else one per CPU core this process may use (torch.distributed.run's rule)."""
+    if torch.accelerator.is_available():
+        return torch.accelerator.device_count()
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def node_processes() -> int:
+    """The processes the one-node line starts here: ``auto``'s, at most 2 (see :func:`one_node`)."""
+    return min(auto_processes(), 2)
+
+
+def same_as_one_process(out: str, world_size: Callable[[], int]) -> Callable[[Path, str], None]:
+    """Every row measured as one process measures it (bit for bit), made by ``world_size()`` processes."""
+    def check(folder: Path, printed: str) -> None:
+        rows, size = rows_of(folder / out / "results.jsonl"), world_size()
+        assert [metric_values(row) for row in rows] == [metric_values(row) for row in one_process_rows(folder)]
+        assert all(np.isfinite(row["fid"]) and row["status"] == "ok" for row in rows)
+        assert {row["world_size"] for row in rows} == {size}
+        assert json.loads((folder / out / "run.json").read_text())["world_size"] == size
+        assert (folder / out / "report.html").is_file() and "report.html" in printed
+    return check
+
+
+def identical(folder: Path, printed: str) -> None:
+    """`cmbench compare` of a launch with one process: no verdict but "same", no difference but 0."""
+    assert re.search(r"\b0 worse, \d+ same, 0 better\b", printed), printed[-2000:]
+    table = [line.split() for line in printed.splitlines() if line.endswith(" same")]
+    assert table and all("+0" in words for words in table), printed[-2000:]
+
+
+def shards_stored(folder: Path, printed: str) -> None:
+    """Both array tasks stored their halves of every row (two pieces each) and scored nothing."""
+    assert "shard 0/2" in printed and "shard 1/2" in printed
+    pieces = sorted(path.name for path in (folder / "reports/toy/shards").glob("*/*/*.npz"))
+    assert pieces == sorted(["000000000-000000032.npz", "000000032-000000064.npz"] * 3)
+    assert not (folder / "reports/toy/results.jsonl").exists()
+
+
+def merged(folder: Path, printed: str) -> None:
+    same_as_one_process("reports/toy", lambda: 1)(folder, printed)
+    assert [row["shards_made"] for row in rows_of(folder / "reports/toy/results.jsonl")] == [0, 0, 0]
+    assert not (folder / "reports/toy/shards").exists()  # deleted once the rows are stored
+
+
+def fresh(out: str) -> Callable[["World"], None]:
+    """The README block's launches are alternatives that write the same folder; each of them
+    starts here from an empty one, as on a cluster of its own."""
+    def empty(world: "World") -> None:
+        shutil.rmtree(world.folder / out, ignore_errors=True)
+    return empty
+
+
+def torchrun_executable() -> list[str]:
+    """The ``torchrun`` beside this interpreter, else the module it runs."""
+    script = Path(sys.executable).with_name("torchrun")
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "torch.distributed.run"]
+
+
+def with_option(words: Sequence[str], option: str, value: str) -> list[str]:
+    """``words`` with ``option``'s value replaced (the option is followed by its value)."""
+    words = list(words)
+    words[words.index(option) + 1] = value
+    return words
+
+
+def together(commands: Sequence[Sequence[str]], folder: Path, envs: Sequence[dict[str, str]]) -> Ran:
+    """Start the commands side by side (in ``folder``, each with its environment) and wait for all:
+    the first non-zero exit status (else 0), their standard outputs and errors joined."""
+    procs = [subprocess.Popen(list(command), cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for command, env in zip(commands, envs)]
+    outputs = []
+    try:
+        for proc in procs:
+            outputs.append(proc.communicate(timeout=240))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    codes = [proc.returncode for proc in procs]
+    return (next((code for code in codes if code), 0), "".join(out for out, _ in outputs),
+            "".join(err for _, err in outputs))
+
+
+def one_node(words: list[str], world: "World") -> Ran:
+    """A one-node launch as written (``--standalone`` picks a free port), where ``auto`` means at
+    most 2 processes, as on this project's 2-core machines; on a bigger machine 2 in its place,
+    to keep the test short. Launcher variables are cleared, one thread per process."""
+    if auto_processes() > 2:
+        words = with_option(words, "--nproc_per_node", "2")
+    return together([[*torchrun_executable(), *words[1:]]], world.folder, [clean_env()])
+
+
+def several_nodes(words: list[str], world: "World") -> Ran:
+    """A multi-node line as ``--nnodes`` torchrun agents side by side on this machine, one process
+    each (2 nodes × ``auto`` would be 4 processes on 2 cores): HOST is 127.0.0.1 and the port a free
+    one. The agents meet through the c10d rendezvous as nodes do: the first to bind the endpoint
+    hosts it, the other joins as a client."""
+    words = with_option(words, "--nproc_per_node", "1")
+    words = [word.replace("HOST:29500", f"127.0.0.1:{free_port()}") for word in words]
+    nodes = int(words[words.index("--nnodes") + 1])
+    command = [*torchrun_executable(), *words[1:]]
+    return together([command] * nodes, world.folder, [clean_env()] * nodes)
+
+
+def array_jobs(count: int) -> Callable[[list[str], "World"], Ran]:
+    """The line as the ``count`` tasks of a Slurm array (``--array=0-{count - 1}``), one after the
+    other in this process, each with its ``SLURM_ARRAY_TASK_ID`` and ``SLURM_ARRAY_TASK_COUNT`` set
+    and the ``$VARIABLES`` expanded as the shell expands them. (Shard jobs side by side, sharing the
+    folder's lock, are tests/test_scale_out.py's; here a process each would cost a torch import.)"""
+    def launch(words: list[str], world: "World") -> Ran:
+        printed, errors, codes = io.StringIO(), io.StringIO(), []
+        for index in range(count):
+            world.monkeypatch.setenv("SLURM_ARRAY_TASK_ID", str(index))
+            world.monkeypatch.setenv("SLURM_ARRAY_TASK_COUNT", str(count))
+            with redirect_stdout(printed), redirect_stderr(errors):
+                codes.append(main([string.Template(word).substitute(os.environ) for word in words[1:]]))
+        return next((code for code in codes if code), 0), printed.getvalue(), errors.getvalue()
+    return launch
 
 
 # --- the outside world the commands expect -------------------------------------------------------
@@ -289,6 +465,16 @@ COVERED: dict[str, Cover] = {
         SCORE_SMALL, scored("samples_50000x64x64x3", "adm", "truncate", ("fid", "sfid", "is_mean", "precision", "recall")), adm_files),
     "cmbench score my-samples/ --reference cifar10-32x32.npz --profile edm": Cover(
         SCORE_SMALL, scored("my-samples", "edm", "round", ("fid",)), edm_png_folder),
+    # Many GPUs and nodes
+    "torchrun --standalone --nproc_per_node auto -m cmbench run toy": Cover(
+        SCALE_SMALL, same_as_one_process("reports/toy", node_processes), launch=one_node),
+    "torchrun --nnodes 2 --nproc_per_node auto --rdzv_backend c10d --rdzv_endpoint HOST:29500 -m cmbench run toy": Cover(
+        SCALE_SMALL, same_as_one_process("reports/toy", lambda: 2), fresh("reports/toy"), launch=several_nodes),
+    "cmbench run toy --out reports/toy-one": Cover(SCALE_SMALL, same_as_one_process("reports/toy-one", lambda: 1)),
+    "cmbench compare reports/toy reports/toy-one": Cover((), identical),
+    "cmbench run toy --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT": Cover(
+        SCALE_SMALL, shards_stored, fresh("reports/toy"), launch=array_jobs(2)),
+    "cmbench run toy --merge": Cover(SCALE_SMALL, merged),
 }
 
 
@@ -360,11 +546,14 @@ def test_readme_commands_run_at_small_size(scenario, world, capsys):
             pytest.fail(f"README command not covered: {command}")
         if cover.inputs is not None:
             cover.inputs(world)
-        argv = shlex.split(command)[1:]
+        words = shlex.split(command)
         for placeholder, value in PLACEHOLDERS.items():
-            argv = [word.replace(placeholder, value(world)) for word in argv]
-        code = main([*argv, *cover.small])
-        printed, errors = capsys.readouterr()
+            words = [word.replace(placeholder, value(world)) for word in words]
+        if cover.launch is None:
+            code = main([*words[1:], *cover.small])
+            printed, errors = capsys.readouterr()
+        else:
+            code, printed, errors = cover.launch([*words, *cover.small], world)
         assert code == 0, f"{command}: exit status {code}\n{printed[-3000:]}\n{errors[-3000:]}"
         cover.check(world.folder, printed)
 
