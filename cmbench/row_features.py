@@ -70,20 +70,32 @@ def make_piece(job: RowSamples, first: int, stop: int) -> ShardPiece:
     return ShardPiece(first, stop, dict(zip(job.views, features)), nfe, seconds, images, labels)
 
 
+@dataclass(frozen=True)
+class MadeHere:
+    """What this run did for a row: work units made, and bytes of features and images the main
+    rank received from the other ranks (the row's communication volume)."""
+
+    units: int
+    gathered_bytes: int
+
+
 def make_row_features(job: RowSamples, store: ShardStore, world: World, *, part: ShardPart | None = None,
-                      progress: bool | None = None) -> tuple[MergedShards | None, int]:
+                      progress: bool | None = None) -> tuple[MergedShards | None, MadeHere]:
     """Make the units of the row not stored yet (only ``part``'s with ``--shard``) over the ranks of
-    ``world``; returns (on the main rank, without ``part``: the merged row, else None; how many units
-    this run made). A unit with non-finite samples stops the row on every rank
-    (:class:`NonFiniteSamples`, with the seeds)."""
+    ``world``; returns (on the main rank, without ``part``: the merged row, else None; what this run
+    made). A unit with non-finite samples stops the row on every rank (:class:`NonFiniteSamples`,
+    with the seeds)."""
     units = work_units(len(job.seeds), job.batch_size, part)
     todo = world.decide(lambda: uncovered(units, store.pieces()))
     mine = [todo[i] for i in range(world.rank, len(todo), world.size)]
     bar = progress_bar(progress=progress, total=sum(b - a for a, b in mine), desc=job.desc, unit="img", leave=False)
+    gathered = 0
     for start in range(0, len(todo), world.size):
         index = start + world.rank
         piece = make_piece(job, *todo[index]) if index < len(todo) else None
         pieces = world.gather(piece)
+        if world.main:
+            gathered += sum(other.nbytes for other in pieces[1:] if other is not None)
         error = world.decide(_store, store, pieces)
         if error:
             bar.close()
@@ -91,9 +103,10 @@ def make_row_features(job: RowSamples, store: ShardStore, world: World, *, part:
         if piece is not None:
             bar.update(piece.stop - piece.first)
     bar.close()
+    made = MadeHere(len(todo), gathered)
     if part is not None or not world.main:
-        return None, len(todo)
-    return merge_pieces(store, len(job.seeds), job.desc), len(todo)
+        return None, made
+    return merge_pieces(store, len(job.seeds), job.desc), made
 
 
 def _store(store: ShardStore, pieces: list[ShardPiece | None]) -> str | None:

@@ -20,7 +20,7 @@ from .models import ModelAdapter
 from .names import inside
 from .report import image_grid_png
 from .results import FAILED, stored_config
-from .row_features import RowSamples, kept_images, make_row_features
+from .row_features import MadeHere, RowSamples, kept_images, make_row_features
 from .row_samples import SampleFiles
 from .run_context import RunContext, _now
 from .samplers import get_sampler
@@ -107,7 +107,7 @@ def _check_rows(suite: Suite, rows: list[Row], contexts: dict[str, RunContext], 
 
 
 def _scored_rows(suite: Suite, rows: list[Row], contexts: dict[str, RunContext], model: ModelAdapter,
-                 job: RowSamples, merged, made: int, world: World, seconds: float) -> list[dict[str, Any]]:
+                 job: RowSamples, merged, made: MadeHere, world: World, seconds: float) -> list[dict[str, Any]]:
     """(Main rank.) The rows' records from their merged features: metrics under each row's profile,
     the grid and the saved samples written."""
     first = contexts[rows[0].profile]
@@ -124,7 +124,8 @@ def _scored_rows(suite: Suite, rows: list[Row], contexts: dict[str, RunContext],
                            image_grid_png(torch.from_numpy(images), scale=max(1, 32 // model.image_shape[-1])))
     files = _save_samples(first, suite, model, job, merged)
     nfe = rows[0].nfe if merged.nfe is None else merged.nfe
-    scale_out = {"world_size": world.size, "wall_seconds": round(seconds, 3), "shards_made": made}
+    scale_out = {"world_size": world.size, "wall_seconds": round(seconds, 3), "shards_made": made.units,
+                 "gathered_bytes": made.gathered_bytes}
     return [{**_result_row(contexts[row.profile], row, model, metrics, job.sigmas, grid_path, nfe, merged.seconds),
              **scale_out, "samples": files or None,
              "samples_quantisation": first.suite.quantisation if files else None}

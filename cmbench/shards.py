@@ -96,6 +96,12 @@ class ShardPiece:
     error: str | None = field(default=None)
     """A unit whose samples were not finite carries the error instead (nothing else is kept)."""
 
+    @property
+    def nbytes(self) -> int:
+        """The size of its arrays (what travels from a rank to the main one)."""
+        arrays = [value for layers in self.features.values() for value in layers.values()]
+        return sum(a.nbytes for a in [*arrays, self.images, self.labels] if a is not None)
+
 
 def shard_key(fingerprints: Sequence[str], batch_size: int, kept_images: int) -> str:
     """The folder name of one configuration's pieces: the rows' fingerprints, the batch size and how

@@ -21,7 +21,7 @@ from launch import clean_env, cmbench_process, torchrun
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE = REPO / "reference_stats" / "toy-digits-all.npz"
-VARYING = ("finished_at", "wall_seconds", "seconds_per_sample", "world_size", "shards_made")
+VARYING = ("finished_at", "wall_seconds", "seconds_per_sample", "world_size", "shards_made", "gathered_bytes")
 """Row fields that say how and when a row was made, not what it is."""
 
 
@@ -163,6 +163,7 @@ def test_torchrun_rows_and_tuned_schedule_equal_one_process(one_process, tmp_pat
     proc = torchrun(["run", str(suite), "--out", str(out), "--threads", "1", "--quiet"], tmp_path, env=env)
     same_rows(rows_of(out), rows_of(single))
     assert [r["world_size"] for r in rows_of(out)] == [2, 2]
+    assert all(r["gathered_bytes"] > 0 for r in rows_of(out)) and all(r["gathered_bytes"] == 0 for r in rows_of(single))
     tuned = [json.loads((folder / "schedules" / "cd.json").read_text()) for folder in (out, single)]
     assert tuned[0]["schedules"] == tuned[1]["schedules"] and tuned[0]["trace"] == tuned[1]["trace"]
     assert (tmp_path / "writes.0").read_text().count("results.jsonl") >= 2  # the hook saw rank 0 write
