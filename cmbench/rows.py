@@ -22,7 +22,7 @@ from .report import image_grid_png
 from .results import FAILED, stored_config
 from .row_features import MadeHere, RowSamples, kept_images, make_row_features
 from .row_samples import SampleFiles
-from .run_context import RunContext, _now
+from .run_context import RunContext, utc_now
 from .samplers import get_sampler
 from .seeds import seed_range
 from .shards import ShardPart, ShardStore, missing, shard_key
@@ -116,7 +116,7 @@ def _scored_rows(suite: Suite, rows: list[Row], contexts: dict[str, RunContext],
                                      c.reference()), merged.features[row.row_id], bootstrap=bootstrap,
                              bootstrap_seed=suite.uncertainty["seed"], device=first.device)
               for row, c in ((row, contexts[row.profile]) for row in rows)]
-    images, labels = kept_images(merged, suite.grid_images)
+    images, _ = kept_images(merged, suite.grid_images)
     grid_path = None
     if images is not None and len(images):
         grid_path = f"grids/{job.desc}.png"
@@ -187,7 +187,7 @@ def _result_row(ctx: RunContext, row: Row, model, metrics: dict, sigmas, grid_pa
         "profile": suite.profile or None,
         "metric_options": asdict(suite.metric_options),
         "uncertainty": {"method": "bootstrap", "resamples": bootstrap, "seed": suite.uncertainty["seed"]} if bootstrap else None,
-        "device": str(ctx.device), "finished_at": _now(),
+        "device": str(ctx.device), "finished_at": utc_now(),
     }
 
 

@@ -229,7 +229,7 @@ def _write_run_metadata(out: Path, suite: Suite, device: torch.device, extractor
         "profile": "; ".join(_profile_summary(p) for p in profiles) if profiles else _profile_summary(suite.profile),
         "quantisation": suite.quantisation, "extractor": extractor.identity, "reference": reference_info,
         "metrics": list(suite.metrics), "metric_options": asdict(suite.metric_options),
-        "uncertainty": suite.uncertainty, "regression": suite.regression or None, "started_at": _now(),
+        "uncertainty": suite.uncertainty, "regression": suite.regression or None, "started_at": utc_now(),
         "paper": {"source": suite.paper_source, "rows": {row.row_id: row.paper for row in suite.rows if row.paper}},
     }
     atomic_write_text(out / "run.json", json.dumps(meta, indent=2, default=str) + "\n")
@@ -240,5 +240,5 @@ def _file_sha256(path: str) -> str | None:
     return sha256_file(path) if Path(path).is_file() else None
 
 
-def _now() -> str:
+def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -330,7 +330,7 @@ def test_killed_run_resumes_with_only_the_missing_rows(tmp_path, monkeypatch):
     out = tmp_path / "out"
     killer = CountingEvaluate(runner.evaluate_rows, kill_at=3)
     monkeypatch.setattr(runner, "evaluate_rows", killer)
-    monkeypatch.setattr(rows_module, "_now", lambda: "first-run")
+    monkeypatch.setattr(rows_module, "utc_now", lambda: "first-run")
     with pytest.raises(KeyboardInterrupt):
         run_suite(load_suite(path), out, device="cpu", progress=False)
     assert killer.calls == RESUME_IDS[:3]
@@ -341,7 +341,7 @@ def test_killed_run_resumes_with_only_the_missing_rows(tmp_path, monkeypatch):
 
     counter = CountingEvaluate(killer.real)
     monkeypatch.setattr(runner, "evaluate_rows", counter)
-    monkeypatch.setattr(rows_module, "_now", lambda: "second-run")
+    monkeypatch.setattr(rows_module, "utc_now", lambda: "second-run")
     run_suite(load_suite(path), out, device="cpu", progress=False)
     assert counter.calls == RESUME_IDS[2:]
     rows = read_rows(out)
