@@ -9,10 +9,6 @@ with one process's.
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +31,7 @@ from cmbench.models.gmm import mixture_from_spec
 from cmbench.nll import ExactProtocol, evaluate_nll
 from cmbench.stats import compute_reference_stats, open_images
 from cmbench.zoo.toy.classifier import DEFAULT_CLASSIFIER
+from launch import torchrun
 
 CPU = torch.device("cpu")
 SHAPE = (1, 2, 2)
@@ -204,24 +201,6 @@ def test_other_ranks_do_their_share_and_write_and_print_nothing(tmp_path, capsys
 # --- torchrun -------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def torchrun(argv: list[str], cwd) -> str:
-    """Run ``cmbench argv`` as two gloo processes under torchrun; its standard output (rank 0's)."""
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR",
-                                                             "MASTER_PORT")}
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-               "--master_port", str(free_port()), "-m", "cmbench", *argv]
-    proc = subprocess.run(command, cwd=cwd, env={**env, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
-                          timeout=180)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc.stdout
-
-
 NLL = ["nll", "toy", "--model", "edm", "--data", "toy:test", "--limit", "6", "--batch-size", "2", "--passes", "2",
        "--rtol", "1e-3", "--atol", "1e-3", "--threads", "1", "--quiet"]
 
@@ -230,7 +209,7 @@ def test_torchrun_nll_matches_one_process(tmp_path, capsys):
     """Toy EDM, 6 digits in 3 batches over 2 processes: bits/dim and its standard error bit for bit."""
     assert main([*NLL, "--out", str(tmp_path / "one.json")]) == 0
     capsys.readouterr()
-    printed = torchrun([*NLL, "--out", str(tmp_path / "two.json")], tmp_path)
+    printed = torchrun([*NLL, "--out", str(tmp_path / "two.json")], tmp_path).stdout
     one, two = (json.loads((tmp_path / name).read_text()) for name in ("one.json", "two.json"))
     assert json.loads(printed) == two  # printed once, by rank 0
     assert (one.pop("world_size"), two.pop("world_size")) == (1, 2)
@@ -245,7 +224,7 @@ def test_torchrun_stats_compute_matches_one_process(tmp_path, capsys):
     """Toy digits, 100 images in 7 batches over 2 processes: the same statistics and pool rows."""
     assert main([*STATS, "--out", str(tmp_path / "one.npz")]) == 0
     capsys.readouterr()
-    printed = torchrun([*STATS, "--out", str(tmp_path / "two.npz")], tmp_path)
+    printed = torchrun([*STATS, "--out", str(tmp_path / "two.npz")], tmp_path).stdout
     assert printed.count("wrote ") == 1
     one, two = load_reference(tmp_path / "one.npz"), load_reference(tmp_path / "two.npz")
     assert (one.meta["world_size"], two.meta["world_size"], two.meta["num_images"]) == (1, 2, 100)
