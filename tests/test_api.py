@@ -38,6 +38,7 @@ def test_evaluate_in_memory_equals_cmbench_run_of_the_saved_weights(tmp_path, mo
     rows = cmbench.evaluate(
         cmbench.Model(net, family="cd", image_shape=(1, 8, 8)),
         {"cm_multistep": [1, 2]}, profile="toy", reference=REFERENCE, num_samples=120, batch_size=50,
+        suite={"threads": 1},  # float32 sums follow the thread count: compare like with like
     )
     assert list(rows["row_id"]) == ["model.cm_multistep.nfe1", "model.cm_multistep.nfe2"]
     assert set(rows["model_source"]) == {"memory"}
@@ -49,7 +50,7 @@ def test_evaluate_in_memory_equals_cmbench_run_of_the_saved_weights(tmp_path, mo
         f"name: api\nnum_samples: 120\nbatch_size: 50\nprofile: toy\nreference: {{path: {REFERENCE}}}\n"
         "models:\n  model: {family: cd, checkpoint: model.pt}\n"
         "runs:\n  - {model: model, sampler: cm_multistep, nfe: [1, 2]}\n")
-    assert main(["run", str(tmp_path / "suite.yaml"), "--out", "cli", "--quiet"]) == 0
+    assert main(["run", str(tmp_path / "suite.yaml"), "--out", "cli", "--quiet", "--threads", "1"]) == 0
     native = cmbench.read_results("cli")
     assert list(native["row_id"]) == list(rows["row_id"])
     for column in SCORED + ["nfe", "schedule"]:
