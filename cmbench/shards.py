@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import tempfile
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -35,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic import AtomicFile
 from .names import inside
 from .shard_part import ShardPart
 
@@ -137,19 +136,14 @@ class ShardStore:
         for name in ("images", "labels"):
             if getattr(piece, name) is not None:
                 arrays[name] = getattr(piece, name)
-        self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / f"{piece.first:09d}-{piece.stop:09d}.npz"
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=self.folder)
+        written = AtomicFile(path)
         try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+            np.savez(written.file, **arrays)
+        except BaseException:
+            written.discard()
+            raise
+        written.commit()
         return path
 
     def read(self, first: int, stop: int) -> ShardPiece:
