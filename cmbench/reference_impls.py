@@ -14,6 +14,9 @@ are removed again, so no stand-in leaks into anything else.
 diffusers (the reference for the ``diffusers`` checkpoint format) imports torchvision too;
 :func:`diffusers_imported` keeps the same stub in place while it is used.
 
+lpips (the reference for cmbench's LPIPS) imports torchvision's AlexNet and VGG16 to build its trunk;
+:func:`lpips_imported` serves the trunks a test provides in their place.
+
 cmbench itself never imports these libraries; only tests and ``benchmarks/`` do.
 """
 
@@ -24,7 +27,7 @@ import importlib.abc
 import importlib.machinery
 import sys
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 STUBBED = "torchvision"
@@ -114,3 +117,22 @@ def diffusers_imported() -> Iterator[types.ModuleType]:
     """
     with torchvision_stubbed(dependents=("diffusers",)):
         yield importlib.import_module("diffusers")
+
+
+@contextmanager
+def lpips_imported(
+    *, alexnet: Callable[..., object] | None = None, vgg16: Callable[..., object] | None = None
+) -> Iterator[types.ModuleType]:
+    """The ``lpips`` package, imported under the stub, with the trunks the caller provides.
+
+    lpips builds its trunk as ``torchvision.models.alexnet(pretrained=...).features`` (or
+    ``vgg16``); in the stub those names are replaced by ``alexnet`` / ``vgg16`` (callables taking
+    ``pretrained`` and returning a module with torchvision's ``features``); one left out stays a
+    stand-in that refuses to run. Afterwards no lpips module and no stub is left in ``sys.modules``.
+    """
+    with torchvision_stubbed(dependents=("lpips",)):
+        models = importlib.import_module("torchvision.models")  # the submodule, not a dummy attribute
+        for name, factory in (("alexnet", alexnet), ("vgg16", vgg16)):
+            if factory is not None:
+                setattr(models, name, factory)
+        yield importlib.import_module("lpips")
