@@ -98,12 +98,14 @@ def score_command(args: argparse.Namespace) -> int:
 def run_and_show_rows(suite, args: argparse.Namespace, baseline: dict | None = None) -> Path:
     """Run ``suite`` as ``args`` say, printing each row's line as it finishes; the report's path.
     A Ctrl-C becomes :class:`Interrupted`, naming the rows kept."""
-    from .result_text import row_line
+    from .result_text import row_line, row_model
     from .results import FAILED, RESULTS_JSONL
     from .rows import sampler_label
     from .runner import output_folder, run_suite
 
-    widths = (max(len(row.model) for row in suite.rows), max(len(sampler_label(row)) for row in suite.rows))
+    rows = [*suite.rows, *suite.editing.rows]
+    widths = (max(len(row_model({"model": row.model, "task": row.task})) for row in rows),
+              max(len(sampler_label(row)) for row in rows))
 
     def show(row: dict) -> None:
         if row.get("status") != FAILED:  # a failed row: the runner's warning names it on standard error
@@ -141,7 +143,7 @@ def suite_rows(run_dir: Path, suite, *, ok_only: bool = False) -> list[dict]:
 
     path = run_dir / RESULTS_JSONL
     stored = {row["row_id"]: row for row in read_rows(path)} if path.is_file() else {}
-    rows = [stored[row.row_id] for row in suite.rows if row.row_id in stored]
+    rows = [stored[row.row_id] for row in (*suite.rows, *suite.editing.rows) if row.row_id in stored]
     return [row for row in rows if row.get("status") != FAILED] if ok_only else rows
 
 

@@ -31,6 +31,11 @@ def per_sample_text(seconds: Any) -> str | None:
     return None if text == MISSING else f"{text} {MILLISECONDS.symbol}/sample"
 
 
+def row_model(row: Mapping[str, Any]) -> str:
+    """The model, after its task for an editing row (``box: cd``)."""
+    return f"{row['task']}: {row['model']}" if row.get("task") else str(row["model"])
+
+
 def _sampler(row: Mapping[str, Any]) -> str:
     return str(row.get("sampler_label") or row.get("sampler"))
 
@@ -45,7 +50,7 @@ def row_line(row: Mapping[str, Any], widths: Sequence[int] = (0, 0)) -> str:
     row: its id and error). ``widths`` pads the model and sampler (to line up one run's rows)."""
     if row.get("status") == FAILED:
         return f"{row['row_id']}: {FAILED}: {error_text(row)}"
-    parts = [str(row["model"]).ljust(widths[0]), _sampler(row).ljust(widths[1]), f"NFE {row['nfe']:<3}"]
+    parts = [row_model(row).ljust(widths[0]), _sampler(row).ljust(widths[1]), f"NFE {row['nfe']:<3}"]
     parts += [f"{fmt.column.key} {fmt.cell_text(row)}" for fmt in metric_formats([row])]
     timing = per_sample_text(row.get("seconds_per_sample"))
     return "  ".join([*parts, *([timing] if timing else [])])
@@ -56,7 +61,7 @@ def summary_table(rows: Sequence[Mapping[str, Any]]) -> str:
     column lined up) and ms/sample; a failed row shows its error instead of numbers."""
     formats = metric_formats(rows)
     header = ["model", "sampler", "NFE", *(fmt.column.key for fmt in formats), f"{MILLISECONDS.symbol}/sample"]
-    names = [[str(row["model"]), _sampler(row), str(row["nfe"])] for row in rows]
+    names = [[row_model(row), _sampler(row), str(row["nfe"])] for row in rows]
     done = [row.get("status") != FAILED for row in rows]
     cells = [[fmt.cell_text(row).partition(SEPARATOR)[::2] for fmt in formats] for row in rows]
     times = [MILLISECONDS.format(row.get("seconds_per_sample")) for row in rows]

@@ -126,7 +126,7 @@ def _scored_rows(suite: Suite, rows: list[Row], contexts: dict[str, RunContext],
     nfe = rows[0].nfe if merged.nfe is None else merged.nfe
     scale_out = {"world_size": world.size, "wall_seconds": round(seconds, 3), "shards_made": made.units,
                  "gathered_bytes": made.gathered_bytes}
-    return [{**_result_row(contexts[row.profile], row, model, metrics, job.sigmas, grid_path, nfe, merged.seconds),
+    return [{**result_row(contexts[row.profile], row, model, metrics, job.sigmas, grid_path, nfe, merged.seconds),
              **scale_out, "samples": files or None,
              "samples_quantisation": first.suite.quantisation if files else None}
             for row, metrics in zip(rows, values)]
@@ -169,7 +169,7 @@ def model_source(spec: ModelSpec) -> str:
                 "checkpoint")
 
 
-def _result_row(ctx: RunContext, row: Row, model, metrics: dict, sigmas, grid_path, nfe: int,
+def result_row(ctx: RunContext, row: Row, model, metrics: dict, sigmas, grid_path, nfe: int,
                 seconds: float | None) -> dict[str, Any]:
     suite, bootstrap = ctx.suite, ctx.suite.uncertainty["bootstrap"]
     se_columns = [se_column(col) for col in scored_columns(suite.metrics)] if bootstrap else []
@@ -194,7 +194,7 @@ def _result_row(ctx: RunContext, row: Row, model, metrics: dict, sigmas, grid_pa
 def failed_row(ctx: RunContext, row: Row, error: str) -> dict[str, Any]:
     """The record of a row that could not be scored: its identity and error, every metric null."""
     model = ctx.model(row.model)
-    result = _result_row(ctx, row, model, {}, [], None, row.nfe, float("nan"))
+    result = result_row(ctx, row, model, {}, [], None, row.nfe, float("nan"))
     result.update(status=FAILED, error=error, **row_identity(ctx, row))
     return result
 

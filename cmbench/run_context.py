@@ -191,7 +191,7 @@ def checkpoint_path(suite: Suite, model: str) -> Path:
 def suite_file_hashes(suite: Suite) -> dict[str, str]:
     """sha256 of every checkpoint and sample set (by model name), of every entry point's module file
     ("<model>.code"), of the state dict of every model in memory, and of the reference and
-    likelihood data files."""
+    likelihood and editing data files."""
     hashes = {name: sha256_path(checkpoint_path(suite, name))
               for name, spec in suite.models.items() if "checkpoint" in spec.options}
     for name, spec in suite.models.items():
@@ -206,6 +206,9 @@ def suite_file_hashes(suite: Suite) -> dict[str, str]:
     data = suite.likelihood.get("data", TOY_PREFIX)
     if not data.startswith(TOY_PREFIX):
         hashes["likelihood"] = sha256_file(suite.resolve(data))
+    edited = suite.editing.data or TOY_PREFIX
+    if not edited.startswith(TOY_PREFIX) and suite.resolve(edited).exists():  # a missing one: named before sampling
+        hashes["editing"] = sha256_path(suite.resolve(edited))
     return hashes
 
 

@@ -23,6 +23,7 @@ import torch
 
 from .compare import RUN_BASELINE, write_baseline
 from .distributed import SINGLE, World
+from .editing.run import EDIT_KIND, EditingInputs, evaluate_edit_row, prepare_editing
 from .finite import NonFiniteSamples
 from .models import ModelAdapter
 from .nll import TOY_PREFIX, evaluate_nll, load_images, protocol_from_spec
@@ -103,6 +104,12 @@ def _run_locked(suite: Suite, out_dir, device, recompute_changed: bool, progress
     if world.main and shard is None:
         show_schedule_files(suite, ctx.out)
     pending = world.decide(_pending_rows, rows, store, contexts, recompute_changed)
+    edits = [] if shard is not None else world.decide(
+        _pending_rows, [apply_schedule(suite, row, schedules, ctx.file_hashes) for row in suite.editing.rows], store,
+        {"": ctx}, recompute_changed)
+    editing: list[EditingInputs] = []  # on the main rank, once checked (before any sampling)
+    if edits:
+        world.decide(lambda: editing.append(prepare_editing(ctx, edits)))
     likelihood_images = load_likelihood_images(suite) if pending and suite.likelihood and shard is None else None
     likelihoods: dict[str, dict] = {}
     waiting: list[str] = []
@@ -127,6 +134,8 @@ def _run_locked(suite: Suite, out_dir, device, recompute_changed: bool, progress
             row_shards(contexts, group).remove()
     if shard is not None:
         return ctx.out
+    for row in edits:
+        world.decide(_edit_row, store, row, ctx, editing, progress, on_row)
     report = world.decide(_finish_run, store, ctx.out, baseline)
     if waiting:
         raise RuntimeError(f"{len(waiting)} row group(s) still miss shards, so they were not scored: "
@@ -146,6 +155,17 @@ def _store_row(store: ResultStore, row: Row, result: dict[str, Any], likelihood:
     store.put(result)
     if on_row is not None:
         on_row(result)
+
+
+def _edit_row(store: ResultStore, row: Row, ctx: RunContext, editing: list[EditingInputs], progress: bool | None,
+              on_row: RowCallback | None) -> None:
+    """(Main rank.) Make, score and store one editing row; one whose outputs are not finite is stored
+    as failed, as a generation row is."""
+    try:
+        result = evaluate_edit_row(ctx, row, editing[0], progress)
+    except NonFiniteSamples as error:
+        result = {**failed_row(ctx, row, str(error)), "kind": EDIT_KIND, "task": row.task}
+    _store_row(store, row, result, None, {"": ctx}, on_row)
 
 
 def _finish_run(store: ResultStore, out: Path, baseline: dict | None) -> Path:

@@ -30,6 +30,11 @@ class SampleNoise:
         draws = [torch.randn(tuple(shape), generator=g, dtype=dtype) for g in self._generators]
         return torch.stack(draws).to(self.device)
 
+    def rand(self, shape: Sequence[int], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Uniform [0, 1) draws of per-sample ``shape``."""
+        draws = [torch.rand(tuple(shape), generator=g, dtype=dtype) for g in self._generators]
+        return torch.stack(draws).to(self.device)
+
     def randn_like(self, x: torch.Tensor) -> torch.Tensor:
         """Standard normal noise shaped and typed like ``x`` (whose first axis is the batch)."""
         return self.randn(x.shape[1:], dtype=x.dtype).to(x.device)

@@ -25,6 +25,7 @@ from .models import FAMILIES, NoiseRange, family_maps, validate_model_spec
 from .profiles import with_extra_metrics
 from .samplers import SAMPLERS
 from .sample_files import save_formats
+from .editing.spec import Editing, parse_editing
 from .suite_blocks import (parse_likelihood, parse_metric_names, parse_metric_options, parse_paper_numbers,
                            parse_profile, parse_profiles, parse_reference, parse_regression, parse_uncertainty)
 from .tuning.spec import SCHEDULE_OPTIONS, SCHEDULE_PREFIX, TuneJob, parse_tune_jobs, tunable_samplers
@@ -38,7 +39,7 @@ TOP_OPTIONAL = (
     "description", "seed_start", "batch_size", "device", "quantisation", "output_dir",
     "features", "metrics", "metric_options", "reference", "grid_images", "likelihood", "tune", "profile", "profiles",
     "uncertainty", "regression", "checkpoints_dir", "precision", "compile", "paper", "save_samples",
-    "threads",
+    "threads", "editing",
 )
 NETWORK_DEFAULTS = ("precision", "compile")  # top-level keys that set every network model's default
 
@@ -68,6 +69,7 @@ class Row:
     profile: str = ""  # set when the suite scores rows under several profiles
     profiles: tuple[str, ...] = ()  # the suite's profiles this run asks for (empty: all)
     paper: dict[str, Any] = field(default_factory=dict)  # published numbers for this row: column → value, source
+    task: str = ""  # an editing row's task (the suite's ``editing.tasks``); "" for generation
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,8 @@ class Suite:
     paper_source: str = ""
     threads: int | str = "auto"
     """CPU threads for torch and BLAS: a number, or ``auto`` (:mod:`cmbench.threads`)."""
+    editing: Editing = Editing()
+    """Zero-shot editing rows beside the generation rows (:mod:`cmbench.editing`)."""
     save_samples: tuple[str, ...] = ()
     """Formats each row's images are saved in (``npz``: ADM-style arr_0/arr_1, ``png``: EDM's folder
     layout), under ``samples/`` in the output folder; they change no number, so not the fingerprint."""
@@ -144,7 +148,11 @@ class Suite:
         files = {k: hashes.get(k) for k in (row.model, "reference", "extractor", "likelihood")}
         if f"{row.model}.code" in hashes:  # only where there is code, so other fingerprints stay as they were
             files[f"{row.model}.code"] = hashes[f"{row.model}.code"]
-        return {
+        editing = {}
+        if row.task:  # only editing rows carry these, so generation fingerprints stay as they were
+            files["editing"] = hashes.get("editing")
+            editing = {"editing": self.editing.config(row.task)}
+        return {**editing,
             "files": files,
             "model": self.models[row.model].__dict__, "sampler": row.sampler, "options": row.options,
             "nfe": row.nfe, "num_samples": self.num_samples, "seed_start": self.seed_start,
@@ -240,13 +248,21 @@ def parse_suite(raw: Any, source: str, base_dir: Path) -> Suite:
     seed_start = c.integer(raw.get("seed_start", 0), "seed_start", minimum=0)
     tune = parse_tune_jobs(c, raw.get("tune"), models, metrics, num_samples, seed_start)
     likelihood = parse_likelihood(c, raw.get("likelihood"))
+    editing_only = raw["runs"] == [] and raw.get("editing") is not None  # a suite of editing rows alone
+    rows = [] if editing_only else _expand_profiles(_parse_runs(c, raw["runs"], models, tune, base_dir, tuple(scorings)),
+                                                    tuple(scorings))
+    editing = parse_editing(
+        c, raw.get("editing"),
+        lambda c, runs, where, start: _parse_runs(c, runs, models, tune, base_dir, where=where, start=start),
+        {row.row_id for row in rows})
     suite = Suite(
         name=c.name(raw["name"], "name"),
         source=source,
         base_dir=base_dir,
         num_samples=num_samples,
         models=models,
-        rows=_expand_profiles(_parse_runs(c, raw["runs"], models, tune, base_dir, tuple(scorings)), tuple(scorings)),
+        rows=rows,
+        editing=editing,
         description=str(raw.get("description", "")),
         seed_start=seed_start,
         batch_size=c.integer(raw.get("batch_size", 256), "batch_size", minimum=1),
@@ -359,11 +375,12 @@ def _parse_models(c: Checker, raw: Any, network_defaults: dict[str, Any]) -> dic
 
 
 def _parse_runs(c: Checker, raw: Any, models: dict[str, ModelSpec], tune: dict[str, TuneJob], base_dir: Path,
-                profiles: tuple[str, ...] = ()) -> list[Row]:
+                profiles: tuple[str, ...] = (), *, where: str = "runs", start: int = 0) -> list[Row]:
+    """The rows of the runs ``raw``, which are ``where[start]``, ``where[start + 1]``, … in the file."""
     rows: list[Row] = []
     seen: dict[str, str] = {}
-    for i, run in enumerate(c.sequence(raw, "runs")):
-        path = f"runs[{i}]"
+    for i, run in enumerate(c.sequence(raw, where), start):
+        path = f"{where}[{i}]"
         run = c.mapping(run, path)
         c.keys(run, path, ("model", "sampler"), ("nfe", "name", "options", "schedule", "profiles", "paper"))
         chosen = _run_profiles(c, run, path, profiles)

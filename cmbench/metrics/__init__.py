@@ -166,6 +166,7 @@ METRICS: dict[str, Metric] = {
 DIRECTIONS: dict[str, str] = {
     "fid": "lower", "sfid": "lower", "kid": "lower", "is_mean": "higher", "precision": "higher", "recall": "higher",
     "density": "higher", "coverage": "higher", "bpd": "lower",
+    "psnr": "higher", "ssim": "higher", "lpips": "lower",  # editing rows, against the ground truth
 }
 """The result columns that score a model, each with the direction that is better. Companion
 spreads (``is_std`` over IS splits, ``kid_std`` over KID subsets) describe the metric's own

@@ -65,6 +65,10 @@ METRIC_COLUMNS: tuple[MetricColumn, ...] = (
     MetricColumn("density", "Density", 3),
     MetricColumn("coverage", "Coverage", 3),
     MetricColumn("bpd", "NLL (bits/dim)", 3, per_model=True),
+    MetricColumn("psnr", "PSNR (dB)", 2),
+    MetricColumn("ssim", "SSIM", 4),
+    MetricColumn("lpips", "LPIPS", 4),
+    MetricColumn("consistency_rms", "Residual", 4),
 )
 """Metrics in table order. A column appears when at least one row has a number for it."""
 

@@ -17,6 +17,7 @@ import torch
 
 from ..models.base import NoiseRange
 from .consistency import sample_cm_multistep
+from .chain import FREE, Chain
 from .ctm import sample_ctm_gamma
 from .ddim import sample_ddim
 from .edm import sample_edm
@@ -40,6 +41,9 @@ class Sampler:
     nfe_rule: str
     nfe_ok: Callable[[int], bool]
     build_grid: Callable[[NoiseRange, int, Mapping[str, Any]], torch.Tensor]
+    edits: str = ""
+    """How the sampler edits (zero-shot, :mod:`cmbench.editing`) when run with a :class:`Chain`
+    that holds a measurement; "" when it takes no chain."""
 
     @property
     def options(self) -> dict[str, Any]:
@@ -73,9 +77,17 @@ class Sampler:
         noise,
         labels: torch.Tensor | None,
         options: Mapping[str, Any],
+        chain: Chain = FREE,
     ) -> tuple[torch.Tensor, int]:
+        """The images and NFE of one batch; ``chain`` (:mod:`.chain`) says where the chain starts and
+        what it holds fixed (generation: from noise, nothing)."""
         full = self.with_defaults(options)
         kwargs = {k: full[k] for k in self.sample_options}
+        if chain is not FREE:
+            if not self.edits:
+                raise ValueError(f"sampler {self.name!r} has no replacement step for editing; editing samplers: "
+                                 f"{', '.join(editing_samplers())}")
+            kwargs["chain"] = chain
         return self.sample(model, latents, sigmas, noise=noise, labels=labels, **kwargs)
 
 
@@ -180,6 +192,7 @@ SAMPLERS: dict[str, Sampler] = {
             nfe_rule="Heun with N steps makes 2N − 1 evaluations, so NFE must be odd (1, 3, 5, …)",
             nfe_ok=lambda n: n >= 1 and n % 2 == 1,
             build_grid=lambda r, n, o: _edm_grid(r, (n + 1) // 2, o),
+            edits="the replacement method on EDM's Heun steps (known part noised to each step's σ)",
         ),
         Sampler(
             name="euler",
@@ -191,6 +204,7 @@ SAMPLERS: dict[str, Sampler] = {
             nfe_rule="Euler with N steps makes N evaluations (NFE ≥ 1)",
             nfe_ok=lambda n: n >= 1,
             build_grid=_edm_grid,
+            edits="the replacement method on EDM's Euler steps (known part noised to each step's σ)",
         ),
         Sampler(
             name="cm_multistep",
@@ -202,6 +216,7 @@ SAMPLERS: dict[str, Sampler] = {
             nfe_rule="one consistency evaluation per time point (NFE ≥ 1)",
             nfe_ok=lambda n: n >= 1,
             build_grid=_trajectory_grid,
+            edits="CM Algorithm 4 (replacement after each clamped f, as openai's iterative_* routines)",
         ),
         Sampler(
             name="ctm_gamma",
@@ -213,6 +228,7 @@ SAMPLERS: dict[str, Sampler] = {
             nfe_rule="one jump per step (NFE ≥ 1)",
             nfe_ok=lambda n: n >= 1,
             build_grid=_trajectory_grid,
+            edits="γ-sampling with the replacement after each jump (known part noised to √(s² − σ_min²))",
         ),
         Sampler(
             name="ddim",
@@ -260,6 +276,11 @@ SAMPLERS: dict[str, Sampler] = {
         ),
     )
 }
+
+
+def editing_samplers() -> list[str]:
+    """The samplers that can run an editing chain."""
+    return [s.name for s in SAMPLERS.values() if s.edits]
 
 
 def get_sampler(name: str) -> Sampler:

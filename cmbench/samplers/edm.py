@@ -20,6 +20,7 @@ import torch
 
 from ..models.base import ModelAdapter
 from ..seeds import SampleNoise
+from .chain import FREE, Chain
 
 
 def denoised(model: ModelAdapter, x: torch.Tensor, t: float, labels, clip_denoised: bool) -> torch.Tensor:
@@ -42,10 +43,12 @@ def sample_edm(
     s_max: float = math.inf,
     s_noise: float = 1.0,
     clip_denoised: bool = False,
+    chain: Chain = FREE,
 ) -> tuple[torch.Tensor, int]:
-    """Integrate the PF ODE along ``sigmas`` (t_0 > … > t_N = 0). NFE = 2N − 1 (Heun), N (Euler)."""
+    """Integrate the PF ODE along ``sigmas`` (t_0 > … > t_N = 0). NFE = 2N − 1 (Heun), N (Euler).
+    ``chain`` (:mod:`.chain`): where to start, and what to put back after each step, at its end σ."""
     num_steps = len(sigmas) - 1
-    x = latents.to(torch.float64) * float(sigmas[0])
+    x = chain.start(latents, float(sigmas[0]))
     nfe = 0
 
     def derivative(x: torch.Tensor, t: float) -> torch.Tensor:
@@ -64,5 +67,5 @@ def sample_edm(
         if second_order and t_next > 0:
             d_next = derivative(x_next, t_next)
             x_next = x + (t_next - t_hat) * (0.5 * d_cur + 0.5 * d_next)
-        x = x_next
+        x = chain.replace(x_next, t_next, latents)
     return x, nfe
