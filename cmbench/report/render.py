@@ -4,7 +4,8 @@ A run directory holds ``results.jsonl`` (one result row per line) and ``run.json
 metadata). ``render_report`` turns them into ``report.html``: the suite's description, a
 comparison table per model family (value ± standard error, best marked only beyond noise), plots
 of every computed metric against NFE and against time per sample, the sample grids captioned with
-their row's numbers, and the run's provenance. Everything the page needs is inside the file
+their row's numbers, the zero-shot editing rows by task (:mod:`cmbench.report.editing`; the
+generation sections never see them), and the run's provenance. Everything the page needs is inside the file
 (inline CSS, images as ``data:`` URIs), so it can be mailed, archived as a CI artifact or opened
 offline; it lays out at phone width (tables scroll sideways in their own box, plots stack).
 Every string from the data goes through jinja2's autoescaping (model names and options are user
@@ -23,6 +24,8 @@ import jinja2
 
 from cmbench.atomic import atomic_write_text
 from cmbench.compare import DEFAULT_Z, RUN_BASELINE, CompareError, compare, load_side, resolve_settings, table_cells
+from cmbench.report.editing import edit_rows_in_report_order, editing_section, split_edit_rows
+from cmbench.report.inline_images import inline_grid
 from cmbench.report.numbers import MISSING, format_fixed, format_general, is_finite_number
 from cmbench.report.paper import paper_section
 from cmbench.report.plot_section import plot_section
@@ -52,10 +55,11 @@ def render_report(run_dir: Path | str, *, title: str | None = None) -> Path:
         raise FileNotFoundError(f"run directory {run_dir} does not exist")
     schedules = tuned_schedules(run_dir)
     results = run_dir / RESULTS_JSONL
-    rows = sort_rows(read_rows(results)) if results.exists() or not schedules else []
+    generation, edits = split_edit_rows(read_rows(results) if results.exists() or not schedules else [])
+    rows = sort_rows(generation)
     metadata, metadata_note = load_run_metadata(run_dir / RUN_FILE)
-    suite = _suite_name(metadata, rows, run_dir)
-    formats = column_formats(rows, with_likelihood_protocol(present_metric_columns(rows), rows))
+    suite = _suite_name(metadata, rows + edits, run_dir)
+    formats = column_formats(rows, with_likelihood_protocol(present_metric_columns(rows, METRIC_COLUMNS), rows))
     unit = report_time_unit(rows)
     z = ranking_z(metadata)
 
@@ -73,11 +77,12 @@ def render_report(run_dir: Path | str, *, title: str | None = None) -> Path:
         "legend": table_legend(metadata, formats, z),
         "plots": plot_section(rows, formats, unit),
         "grids": [grid_figure(run_dir, row, formats) for row in rows],
+        "editing": editing_section(run_dir, edits, z),
         "metadata": displayed_metadata(metadata),
         "metadata_note": metadata_note,
-        "details": [row_details(row) for row in rows],
+        "details": [row_details(row) for row in rows + edit_rows_in_report_order(edits)],
         "schedules": schedules,
-        "regression": regression_section(run_dir) if rows else None,
+        "regression": regression_section(run_dir) if rows or edits else None,
         "paper": paper_section(metadata, rows, column_formats(rows, with_likelihood_protocol(METRIC_COLUMNS, rows))),
     }
     html = _environment().get_template(TEMPLATE).render(strip_machine_paths(context, run_dir))
@@ -198,17 +203,8 @@ def grid_figure(run_dir: Path, row: Mapping[str, Any], formats: Sequence[ColumnF
     if not grid:
         figure["note"] = "No sample grid recorded for this row."
         return figure
-    path = (run_dir / str(grid)).resolve()
-    if not path.is_relative_to(run_dir.resolve()):
-        figure["note"] = f"Grid path {grid} lies outside the run directory; not included."
-    elif not path.is_file():
-        figure["note"] = f"Grid image {grid} not found."
-    else:
-        data = path.read_bytes()
-        if data.startswith(b"\x89PNG\r\n\x1a\n"):
-            figure["src"] = png_data_uri(data)
-        else:
-            figure["note"] = f"Grid image {grid} is not a PNG file."
+    image = inline_grid(run_dir, str(grid))
+    figure["src"], figure["note"] = image.src, image.note
     return figure
 
 

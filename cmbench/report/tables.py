@@ -65,16 +65,24 @@ METRIC_COLUMNS: tuple[MetricColumn, ...] = (
     MetricColumn("density", "Density", 3),
     MetricColumn("coverage", "Coverage", 3),
     MetricColumn("bpd", "NLL (bits/dim)", 3, per_model=True),
+)
+"""The metrics of generated sets, in table order. A column appears when at least one row has a
+number for it."""
+
+EDIT_METRIC_COLUMNS: tuple[MetricColumn, ...] = (
     MetricColumn("psnr", "PSNR (dB)", 2),
     MetricColumn("ssim", "SSIM", 4),
     MetricColumn("lpips", "LPIPS", 4),
     MetricColumn("consistency_rms", "Residual", 4),
 )
-"""Metrics in table order. A column appears when at least one row has a number for it."""
+"""The metrics only editing rows have: each output against its own ground truth (PSNR, SSIM,
+LPIPS) and against the measurement it must keep (the data-consistency residual)."""
+
+ALL_METRIC_COLUMNS = METRIC_COLUMNS + EDIT_METRIC_COLUMNS
 
 TABLE_KEYS = frozenset(
     {"row_id", "model", "family", "sampler", "sampler_label", "nfe", "num_samples", "seconds_per_sample"}
-    | {column.key for column in METRIC_COLUMNS} | {column.se_key for column in METRIC_COLUMNS}
+    | {column.key for column in ALL_METRIC_COLUMNS} | {column.se_key for column in ALL_METRIC_COLUMNS}
 )
 """Result-row keys the tables show; row details list the others."""
 
@@ -113,9 +121,10 @@ def sort_rows(rows: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     return sorted(rows, key=lambda row: (_family_rank(row["family"]), *_row_key(row)))
 
 
-def present_metric_columns(rows: Sequence[Mapping[str, Any]]) -> list[MetricColumn]:
-    """The METRIC_COLUMNS for which at least one row holds a finite number."""
-    return [column for column in METRIC_COLUMNS if any(is_finite_number(row.get(column.key)) for row in rows)]
+def present_metric_columns(rows: Sequence[Mapping[str, Any]],
+                           columns: Sequence[MetricColumn] = ALL_METRIC_COLUMNS) -> list[MetricColumn]:
+    """The ``columns`` (in their order) for which at least one row holds a finite number."""
+    return [column for column in columns if any(is_finite_number(row.get(column.key)) for row in rows)]
 
 
 def with_likelihood_protocol(columns: Sequence[MetricColumn], rows: Sequence[Mapping[str, Any]]) -> list[MetricColumn]:
@@ -149,15 +158,16 @@ def comparison_tables(rows: Sequence[Mapping[str, Any]], formats: Sequence[Colum
     families: dict[str, list[Mapping[str, Any]]] = {}
     for row in sort_rows(rows):
         families.setdefault(str(row["family"]), []).append(row)
-    tables = []
-    for family, members in families.items():
-        marks = [_column_marks(members, fmt, z) for fmt in formats]
-        tables.append({
-            "family": family,
-            "name": FAMILY_NAMES.get(family, family),
-            "rows": [_table_row(row, formats, [column[i] for column in marks], unit) for i, row in enumerate(members)],
-        })
-    return tables
+    return [{"family": family, "name": FAMILY_NAMES.get(family, family),
+             "rows": ranked_table_rows(members, formats, unit, z)} for family, members in families.items()]
+
+
+def ranked_table_rows(members: Sequence[Mapping[str, Any]], formats: Sequence[ColumnFormat], unit: TimeUnit,
+                      z: float) -> list[dict[str, Any]]:
+    """The rows of one table, in the given order, each metric cell marked best or tied among
+    ``members`` (:func:`cmbench.report.ranking.rank_marks` with this ``z``)."""
+    marks = [_column_marks(members, fmt, z) for fmt in formats]
+    return [_table_row(row, formats, [column[i] for column in marks], unit) for i, row in enumerate(members)]
 
 
 def metric_header(fmt: ColumnFormat) -> dict[str, Any]:
