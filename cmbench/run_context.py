@@ -17,6 +17,7 @@ from .atomic import atomic_write_text
 from .checkpoints import sha256_file
 from .checkpoints.hashing import sha256_path
 from .distributed import SINGLE, World
+from .editing.data import REFERENCE_DATA
 from .features import FeatureExtractor, build_extractor
 from .memory import check_fits
 from .metrics import ReferenceStats, layers_for
@@ -207,7 +208,9 @@ def suite_file_hashes(suite: Suite) -> dict[str, str]:
     if not data.startswith(TOY_PREFIX):
         hashes["likelihood"] = sha256_file(suite.resolve(data))
     edited = suite.editing.data or TOY_PREFIX
-    if not edited.startswith(TOY_PREFIX) and suite.resolve(edited).exists():  # a missing one: named before sampling
+    if edited == REFERENCE_DATA:
+        hashes["editing"] = hashes.get("reference")
+    elif not edited.startswith(TOY_PREFIX) and suite.resolve(edited).exists():  # a missing one: named before sampling
         hashes["editing"] = sha256_path(suite.resolve(edited))
     return hashes
 

@@ -23,7 +23,7 @@ import torch
 
 from .compare import RUN_BASELINE, write_baseline
 from .distributed import SINGLE, World
-from .editing.run import EDIT_KIND, EditingInputs, evaluate_edit_row, prepare_editing
+from .editing.run import EditingInputs, edit_identity, evaluate_edit_row, prepare_editing
 from .finite import NonFiniteSamples
 from .models import ModelAdapter
 from .nll import TOY_PREFIX, evaluate_nll, load_images, protocol_from_spec
@@ -164,7 +164,7 @@ def _edit_row(store: ResultStore, row: Row, ctx: RunContext, editing: list[Editi
     try:
         result = evaluate_edit_row(ctx, row, editing[0], progress)
     except NonFiniteSamples as error:
-        result = {**failed_row(ctx, row, str(error)), "kind": EDIT_KIND, "task": row.task}
+        result = {**failed_row(ctx, row, str(error)), **edit_identity(ctx.suite, row)}
     _store_row(store, row, result, None, {"": ctx}, on_row)
 
 

@@ -22,6 +22,7 @@ import torch
 
 from cmbench.checkpoints.hashing import sha256_file
 from cmbench.checkpoints.official import official_arch
+from cmbench.editing.spec import Editing
 from cmbench.features.inception import InceptionExtractor
 from cmbench.metrics.fid import feature_statistics
 from cmbench.metrics.reference_registry import load_registry
@@ -33,6 +34,7 @@ from cmbench.runner import run_suite
 from cmbench.suite import load_suite
 
 import edm_snapshots
+from test_metrics_lpips import random_heads_state_dict, random_torchvision_state_dict
 
 SUITES = Path(__file__).resolve().parent.parent / "suites"
 PAPER_SUITES = ("cm_imagenet64", "cm_lsun_bedroom256", "cm_lsun_cat256", "ctm_imagenet64", "edm_cifar10", "edm_imagenet64")
@@ -114,18 +116,28 @@ def test_lsun_cat_is_the_bedroom_recipe_with_its_own_files_and_numbers():
 
 @pytest.mark.filterwarnings("ignore::scipy.linalg.LinAlgWarning")  # 4 samples in 2048-d
 @pytest.mark.parametrize("name", [name for name in PAPER_SUITES if "lsun" not in name])
-def test_first_row_runs_end_to_end_on_cpu_with_random_weights(name, tmp_path, official_inception):
+def test_first_row_runs_end_to_end_on_cpu_with_random_weights(name, tmp_path, official_inception, monkeypatch):
+    """With the suite's first editing task (its data: the reference batch) run by the first model, on
+    4 images, LPIPS from random files in the official formats, where the suite has an editing block."""
     first_nfe = 1
     overrides = [f"checkpoints_dir={tmp_path}", f"reference.dir={tmp_path}", "num_samples=4", "batch_size=4",
                  "grid_images=2", "precision=fp32", "uncertainty={bootstrap: 0}", f"runs.0.nfe=[{first_nfe}]",
                  f"runs.0.paper={{{first_nfe}: {{fid: 9.5}}}}"]
     suite = load_suite(SUITES / f"{name}.yaml", overrides)
     row = suite.rows[0]
-    suite = replace(suite, rows=[row], models={row.model: suite.models[row.model]})
+    editing = Editing()
+    if suite.editing.rows:
+        overrides += ["editing.num_images=4", f"editing.lpips.weights={tmp_path}",
+                      f"editing.runs=[{{model: {row.model}, sampler: {row.sampler}, nfe: [1], options: {{clip_denoised: true}}, "
+                      f"tasks: [{suite.editing.rows[0].task}]}}]"]
+        editing = load_suite(SUITES / f"{name}.yaml", overrides).editing
+        write_lpips_files(tmp_path, monkeypatch)
+    suite = replace(suite, rows=[row], models={row.model: suite.models[row.model]}, editing=editing)
     write_checkpoint(suite.models[row.model].options, tmp_path)
     write_reference(suite, tmp_path, official_inception)
     report = run_suite(suite, tmp_path / "out", device="cpu", progress=False)
-    (result,) = read_rows(tmp_path / "out" / "results.jsonl")
+    result, *edits = read_rows(tmp_path / "out" / "results.jsonl")
+    assert len(edits) == len(editing.rows)
     assert result["row_id"] == row.row_id and result["nfe"] == first_nfe
     assert result["checkpoint_sha256"] == sha256_file(tmp_path / suite.models[row.model].options["checkpoint"])
     assert np.isfinite(result["fid"])
@@ -137,6 +149,20 @@ def test_first_row_runs_end_to_end_on_cpu_with_random_weights(name, tmp_path, of
     assert result["options"] == row.options
     if "clip_denoised" in row.options:  # the EDM-teacher rows sampled as openai's karras_sample does
         assert result["sampler_label"] == "heun clip_denoised=True" and "clip_denoised=True" in html
+    for edited in edits:
+        assert edited["kind"] == "edit" and edited["num_samples"] == 4 and edited["model"] == row.model
+        assert all(np.isfinite(edited[key]) for key in ("psnr", "ssim", "lpips", "fid"))
+        assert edited["consistency_max"] < 1e-6  # the replacement ends the chain (in the network's float32)
+        assert edited["conventions"]["lpips"]["lpips_net"] == "alex" and edited["grid_degraded"]
+
+
+def write_lpips_files(folder: Path, monkeypatch) -> None:
+    """LPIPS-alex's two files with random weights, accepted as if they were the official ones."""
+    from cmbench.metrics import lpips
+
+    torch.save(random_torchvision_state_dict("alex"), folder / lpips.BACKBONE_FILES["alex"].file_name)
+    torch.save(random_heads_state_dict("alex"), folder / lpips.HEADS_FILES["alex"].file_name)
+    monkeypatch.setattr(lpips, "verify_lpips_file", lambda path, spec: sha256_file(path))
 
 
 def test_lsun_bedroom256_loads_its_official_size_checkpoint_strictly(tmp_path):
@@ -200,3 +226,4 @@ def test_a_registry_reference_must_be_of_the_suites_profile(tmp_path):
     with pytest.raises(ConfigError, match=r"reference\.registry: edm-cifar10-32 holds edm-profile statistics; this "
                                           r"scoring uses profile adm"):
         parse_suite(_small_suite(profile="adm", reference={"registry": "edm-cifar10-32"}), "t.yaml", tmp_path)
+

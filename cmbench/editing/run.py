@@ -13,13 +13,13 @@ from ..atomic import atomic_write_bytes
 from ..generate import Scoring, score_features
 from ..metrics.lpips import check_lpips_size, load_lpips, lpips_convention, lpips_distances, lpips_weights_identity
 from ..names import inside
-from ..nll import TOY_PREFIX
 from ..report import image_grid_png
 from ..rows import result_row
 from ..run_context import RunContext
 from ..samplers import get_sampler
 from ..stats import ImageSource, open_images
 from ..suite import Row, Suite
+from .data import editing_data_spec
 from .rows import PerImage, conventions, edit_images, metric_layers, per_image_columns
 
 EDIT_KIND = "edit"
@@ -59,10 +59,8 @@ def prepare_editing(ctx: RunContext, rows: list[Row]) -> EditingInputs:
 
 
 def _open_data(suite: Suite, channels: int) -> ImageSource:
-    spec = suite.editing.data
-    path = spec if spec.startswith(TOY_PREFIX) else str(suite.resolve(spec))
     try:
-        source = open_images(path, channels=channels, limit=suite.editing.num_images)
+        source = open_images(editing_data_spec(suite), channels=channels, limit=suite.editing.num_images)
     except (OSError, ValueError) as err:
         raise ValueError(f"{suite.source}: editing.data: {err}") from None
     if suite.editing.num_images and source.count < suite.editing.num_images:
@@ -113,13 +111,28 @@ def evaluate_edit_row(ctx: RunContext, row: Row, inputs: EditingInputs, progress
     grids = _write_grids(ctx, row, edited, scale=max(1, 32 // model.image_shape[-1]))
     result = result_row(ctx, row, model, metrics, sigmas, grids["grid"], edited.nfe, None)
     result.update(
-        kind=EDIT_KIND, task=row.task, task_kind=task.kind, task_params=task.params, edit_algorithm=sampler.edits,
+        **edit_identity(suite, row), edit_algorithm=edit_algorithm(task, sampler.name),
         edit_data=data.description, num_samples=data.count, **per_image_columns(edited, resamples=bootstrap, seed=seed),
         seconds_per_sample=edited.seconds / data.count, wall_seconds=round(time.perf_counter() - started, 3),
         grid_truth=grids["grid_truth"], grid_degraded=grids["grid_degraded"],
         conventions=conventions(task, model.image_shape, inputs.lpips_identity),
     )
     return result
+
+
+def edit_identity(suite: Suite, row: Row) -> dict[str, Any]:
+    """What an editing row is, failed or not: its kind, task and the task's kind and parameters."""
+    task = suite.editing.tasks[row.task]
+    return {"kind": EDIT_KIND, "task": row.task, "task_kind": task.kind, "task_params": task.params}
+
+
+def edit_algorithm(task, sampler: str) -> str:
+    """How the row edits: the sampler's replacement chain, or (a task that holds nothing) the sampler
+    run from the task's start."""
+    spec = get_sampler(sampler)
+    if task.spec.start_sigma:
+        return f"{spec.summary}, from the task's σ = {task.params['sigma']:g} (nothing held fixed)"
+    return spec.edits
 
 
 def _write_grids(ctx: RunContext, row: Row, edited, scale: int) -> dict[str, str | None]:
