@@ -135,6 +135,18 @@ CI_SMALL = (*TOY_SMALL, "--set",
             "runs=[{model: edm, sampler: heun, nfe: [9, 35]}, {model: cd, sampler: cm_multistep, nfe: [1]}]")
 """The CI recipe says "your own suite in place of toy": here three of the toy suite's rows."""
 
+EDIT_SMALL = ("--set", "editing.num_images=24", "--set", "grid_images=8", "--set",
+              "editing.runs=[{model: cd, sampler: cm_multistep, nfe: [1, 2], tasks: [box, sr2, denoise]}]")
+"""The toy editing suite's CD rows on three tasks, 24 digits each."""
+
+
+def edited(folder: Path, printed: str) -> None:
+    rows = rows_of(folder / "reports" / "toy_edit" / "results.jsonl")
+    assert [row["task"] for row in rows] == ["box", "sr2", "denoise"] * 2 and {row["kind"] for row in rows} == {"edit"}
+    assert all(np.isfinite(row["psnr"]) and np.isfinite(row["psnr_se"]) and row["num_samples"] == 24 for row in rows)
+    assert "Zero-shot editing" in (folder / "reports" / "toy_edit" / "report.html").read_text()
+
+
 EDM_CIFAR10_COND = yaml.safe_load((ROOT / "suites" / "edm_cifar10.yaml").read_text())["models"]["cond"]
 PAPER_SMALL = ("--set", "num_samples=4", "--set", "batch_size=4", "--set", "grid_images=2",
                "--set", "uncertainty.bootstrap=0",
@@ -465,6 +477,8 @@ COVERED: dict[str, Cover] = {
         SCORE_SMALL, scored("samples_50000x64x64x3", "adm", "truncate", ("fid", "sfid", "is_mean", "precision", "recall")), adm_files),
     "cmbench score my-samples/ --reference cifar10-32x32.npz --profile edm": Cover(
         SCORE_SMALL, scored("my-samples", "edm", "round", ("fid",)), edm_png_folder),
+    # Zero-shot editing
+    "cmbench run toy_edit": Cover(EDIT_SMALL, edited),
     # Many GPUs and nodes
     "torchrun --standalone --nproc_per_node auto -m cmbench run toy": Cover(
         SCALE_SMALL, same_as_one_process("reports/toy", node_processes), launch=one_node),
