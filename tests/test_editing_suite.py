@@ -3,14 +3,15 @@ input refused before anything is sampled."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
+import contextlib
+import io
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from cmbench.cli import main
 from cmbench.results import read_rows
 from cmbench.suite import load_suite
 from cmbench.validate import ConfigError
@@ -21,13 +22,23 @@ SMALL = ["editing.runs=[{model: cd, sampler: cm_multistep, nfe: [1, 2, 4], tasks
          "{model: ctm, sampler: ctm_gamma, nfe: [1, 2, 4], tasks: [box, sr2]}]"]
 
 
-def cmbench(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cmbench", *args], cwd=cwd, capture_output=True, text=True,
-                          env={**os.environ, "OMP_NUM_THREADS": "2"})
+@dataclass
+class Done:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def cmbench(*args: str, cwd: Path) -> Done:
+    """``cmbench ARGS`` in this process (``cwd`` is not used: every path given is absolute)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(list(args))
+    return Done(code, out.getvalue(), err.getvalue())
 
 
 @pytest.fixture(scope="module")
-def toy_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+def toy_run(tmp_path_factory) -> tuple[Path, Done]:
     folder = tmp_path_factory.mktemp("toy_edit")
     done = cmbench("run", str(TOY_EDIT), "--out", str(folder / "out"), *(f"--set={s}" for s in SMALL), cwd=folder)
     assert done.returncode == 0, done.stderr
