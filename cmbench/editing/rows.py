@@ -21,7 +21,6 @@ import torch
 from ..console import progress_bar
 from ..finite import NonFiniteSamples, check_features, check_samples, show_seeds
 from ..images import from_uint8, to_uint8
-from ..metrics import layers_for
 from ..metrics.restoration import PSNR_CONVENTION, SSIM_CONVENTION, psnr, ssim, ssim_window
 from ..models import ModelAdapter
 from ..samplers import Sampler
@@ -32,7 +31,7 @@ from .tasks import EditTask
 PerImage = Callable[[torch.Tensor, torch.Tensor], np.ndarray]
 """A full-reference distance per image, (outputs, truths) as uint8 NCHW → float64 [N] (LPIPS)."""
 
-START_CONVENTION = "y + σ_0·z (CM Algorithm 4); denoising starts at y"
+START_CONVENTION = "y + σ_0·z (CM Algorithm 4)"
 
 
 @dataclass
@@ -147,7 +146,3 @@ def conventions(task: EditTask, image_shape: tuple[int, int, int], lpips: dict[s
     return {"psnr": PSNR_CONVENTION, "ssim": {**SSIM_CONVENTION, "window_used": window},
             "lpips": lpips, "start": "y (noisy)" if task.kind == "denoising" else START_CONVENTION,
             "labels": "drawn from each image's seed (class-conditional models)"}
-
-
-def metric_layers(metrics: tuple[str, ...]) -> tuple[str, ...]:
-    return layers_for(metrics) if metrics else ()

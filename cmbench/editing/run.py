@@ -11,6 +11,7 @@ import torch
 
 from ..atomic import atomic_write_bytes
 from ..generate import Scoring, score_features
+from ..metrics import layers_for
 from ..metrics.lpips import check_lpips_size, load_lpips, lpips_convention, lpips_distances, lpips_weights_identity
 from ..names import inside
 from ..report import image_grid_png
@@ -20,7 +21,7 @@ from ..samplers import get_sampler
 from ..stats import ImageSource, open_images
 from ..suite import Row, Suite
 from .data import editing_data_spec
-from .rows import PerImage, conventions, edit_images, metric_layers, per_image_columns
+from .rows import PerImage, conventions, edit_images, per_image_columns
 
 EDIT_KIND = "edit"
 
@@ -101,7 +102,7 @@ def evaluate_edit_row(ctx: RunContext, row: Row, inputs: EditingInputs, progress
     edited = edit_images(
         model, sampler, sigmas, row.options, task, data, suite.seed_start, batch_size=suite.batch_size,
         device=ctx.device, quantisation=suite.quantisation, extractor=ctx.extractor,
-        layers=metric_layers(suite.metrics), lpips=inputs.lpips, keep=suite.grid_images, progress=progress,
+        layers=layers_for(suite.metrics), lpips=inputs.lpips, keep=suite.grid_images, progress=progress,
         desc=row.row_id,
     )
     bootstrap, seed = suite.uncertainty["bootstrap"], suite.uncertainty["seed"]
