@@ -20,9 +20,9 @@ from typing import Any
 from cmbench.metrics import se_column
 from cmbench.report.inline_images import inline_grid
 from cmbench.report.numbers import MISSING, is_finite_number
-from cmbench.report.plots import (SeriesStyle, configuration_label, metric_plot_png, metric_series, nfe_axis,
-                                  png_data_uri, series_styles)
-from cmbench.report.tables import (ARROWS, EDIT_METRIC_COLUMNS, METRIC_COLUMNS, ColumnFormat, column_formats,
+from cmbench.report.plot_section import metric_figure
+from cmbench.report.plots import SeriesStyle, configuration_label, metric_series, nfe_axis, series_styles
+from cmbench.report.tables import (EDIT_METRIC_COLUMNS, METRIC_COLUMNS, ColumnFormat, column_formats,
                                    metric_header, present_metric_columns, ranked_table_rows, report_time_unit,
                                    row_label, sort_rows)
 from cmbench.results import FAILED
@@ -140,16 +140,7 @@ def psnr_plot(task: str, rows: Sequence[Mapping[str, Any]], formats: Sequence[Co
     fmt = _plotted_format(formats)
     if fmt is None:
         return None
-    column, axis = fmt.column, nfe_axis()
-    arrow = ARROWS.get(column.direction or "", "")
-    png = metric_plot_png(metric_series(rows, column.key, column.se_key, axis), styles, x_axis=axis,
-                          y_label=column.label, title=f"{task}: {column.label} {arrow} vs NFE")
-    if png is None:
-        return None
-    bars = "bars: ± one standard error" if fmt.has_se else "no standard errors recorded"
-    return {"src": png_data_uri(png),
-            "alt": f"{task}: {column.label} against function evaluations, one line per model and sampler; {bars}",
-            "caption": f"{task}: {column.label} vs NFE ({bars})"}
+    return metric_figure(rows, fmt, nfe_axis(), styles, "vs NFE", "function evaluations", prefix=f"{task}: ")
 
 
 def _plotted_format(formats: Sequence[ColumnFormat]) -> ColumnFormat | None:

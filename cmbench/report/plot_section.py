@@ -48,7 +48,7 @@ def trade_off_plots(rows: Sequence[Mapping[str, Any]], fmt: ColumnFormat, styles
             (time_axis(unit.symbol, unit.per_second), "time", f"wall-clock {unit.symbol} per sample"))
     plots = []
     for axis, short, long in axes:
-        plot = _plot(rows, fmt, axis, styles, f"vs {short}", long)
+        plot = metric_figure(rows, fmt, axis, styles, f"vs {short}", long)
         if plot is not None:
             plots.append(plot)
     return plots
@@ -58,22 +58,24 @@ def likelihood_plots(rows: Sequence[Mapping[str, Any]], fmt: ColumnFormat) -> li
     """Bits/dim per model against the ODE evaluations that measured it."""
     axis = XAxis("ODE evaluations per image (log₂ scale)", lambda row: row.get("bpd_nfe"), log2_ticks=True)
     styles = series_styles(str(row.get("model")) for row in rows if is_finite_number(row.get(fmt.column.key)))
-    plot = _plot(rows, fmt, axis, styles, "per model", "the probability-flow ODE's evaluations per image",
+    plot = metric_figure(rows, fmt, axis, styles, "per model", "the probability-flow ODE's evaluations per image",
                  label_of=lambda row: str(row.get("model")))
     return [plot] if plot is not None else []
 
 
-def _plot(rows, fmt: ColumnFormat, axis: XAxis, styles, title_tail: str, x_words: str,
-          label_of=configuration_label) -> dict[str, str] | None:
+def metric_figure(rows, fmt: ColumnFormat, axis: XAxis, styles, title_tail: str, x_words: str,
+                  label_of=configuration_label, prefix: str = "") -> dict[str, str] | None:
+    """``fmt``'s metric against ``axis``, one line per series, with standard-error bars: an inline PNG
+    with its alt text and caption (each led by ``prefix``); None when no row has a point."""
     column = fmt.column
     series = metric_series(rows, column.key, column.se_key, axis, label_of=label_of)
     arrow = ARROWS.get(column.direction or "", "")
     png = metric_plot_png(series, styles, x_axis=axis, y_label=column.label,
-                          title=f"{column.label} {arrow} {title_tail}", label_points=label_of is not configuration_label,
+                          title=f"{prefix}{column.label} {arrow} {title_tail}", label_points=label_of is not configuration_label,
                           log_y_allowed=column.key in LOG_SCALE_METRICS)
     if png is None:
         return None
     bars = "bars: ± one standard error" if fmt.has_se else "no standard errors recorded"
     return {"src": png_data_uri(png),
-            "alt": f"{column.label} against {x_words}, one line per model and sampler; {bars}",
-            "caption": f"{column.label} {title_tail} ({bars})"}
+            "alt": f"{prefix}{column.label} against {x_words}, one line per model and sampler; {bars}",
+            "caption": f"{prefix}{column.label} {title_tail} ({bars})"}
