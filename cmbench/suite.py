@@ -24,12 +24,13 @@ from .metrics.bootstrap import DEFAULT_RESAMPLES
 from .models import FAMILIES, NoiseRange, family_maps, validate_model_spec
 from .profiles import with_extra_metrics
 from .samplers import SAMPLERS
-from .sample_files import save_formats
 from .editing.spec import Editing, parse_editing
-from .suite_blocks import (parse_likelihood, parse_metric_names, parse_metric_options, parse_paper_numbers,
-                           parse_profile, parse_profiles, parse_reference, parse_regression, parse_uncertainty)
+from .suite_blocks import (check_metric_sizes, parse_likelihood, parse_metric_names, parse_metric_options,
+                           parse_paper_numbers, parse_profile, parse_profiles, parse_reference, parse_regression,
+                           parse_save_samples, parse_thread_count, parse_uncertainty)
 from .tuning.spec import SCHEDULE_OPTIONS, SCHEDULE_PREFIX, TuneJob, parse_tune_jobs, tunable_samplers
-from .threads import AUTO, parse_threads
+from .threads import AUTO
+from .suite_overrides import apply_override
 from .validate import Checker, ConfigError
 from .yaml_input import describe_yaml_error, load_yaml
 
@@ -179,45 +180,6 @@ def load_suite(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
     return parse_suite(raw, str(path), path.parent)
 
 
-def apply_override(raw: Any, item: str, source: str) -> None:
-    """Set ``a.b.0.c=value`` in the raw suite; the value is parsed as YAML (``nfe=[1,2]``)."""
-    if "=" not in item:
-        raise ConfigError(source, item, "--set needs key.path=value")
-    key, value = item.split("=", 1)
-    parts = key.strip().split(".")
-    if not all(parts):
-        raise ConfigError(source, key, "--set: the key path has an empty part; give key.path=value, e.g. "
-                                       "--set runs.0.nfe=[1,2] (names with dots cannot be set this way)")
-    node = raw
-    for i, part in enumerate(parts[:-1]):
-        node = _child(node, part, ".".join(parts[: i + 1]), source)
-    last = parts[-1]
-    if isinstance(node, list):
-        if not last.isdigit() or int(last) >= len(node):
-            raise ConfigError(source, key, f"--set: index {last!r} is not in a list of {len(node)} items")
-        node[int(last)] = _override_value(value, key, source)
-    elif isinstance(node, dict):
-        node[last] = _override_value(value, key, source)
-    else:
-        raise ConfigError(source, key, "--set: the parent of this key is not a mapping or list")
-
-
-def _override_value(text: str, key: str, source: str) -> Any:
-    try:
-        return load_yaml(text)
-    except yaml.YAMLError as err:
-        raise ConfigError(source, key, f"--set: the value {text!r} is not valid YAML ({describe_yaml_error(err)}); "
-                                       "e.g. --set num_samples=500 or --set runs.0.nfe=[1,2]") from None
-
-
-def _child(node: Any, part: str, path: str, source: str) -> Any:
-    if isinstance(node, list) and part.isdigit() and int(part) < len(node):
-        return node[int(part)]
-    if isinstance(node, dict):
-        return node.setdefault(part, {})
-    raise ConfigError(source, path, "--set: no such key or list index")
-
-
 def parse_suite(raw: Any, source: str, base_dir: Path) -> Suite:
     c = Checker(source)
     raw = c.mapping(raw, "")
@@ -283,33 +245,13 @@ def parse_suite(raw: Any, source: str, base_dir: Path) -> Suite:
         regression=parse_regression(c, raw.get("regression"), metrics, likelihood),
         checkpoints_dir=c.string(raw["checkpoints_dir"], "checkpoints_dir") if "checkpoints_dir" in raw else "",
         paper_source=c.string(raw["paper"], "paper") if "paper" in raw else "",
-        save_samples=_parse_save_samples(c, raw.get("save_samples", False)),
-        threads=_parse_threads(c, raw.get("threads", AUTO)),
+        save_samples=parse_save_samples(c, raw.get("save_samples", False)),
+        threads=parse_thread_count(c, raw.get("threads", AUTO)),
     )
     for name in suite.profiles or ("",):
-        _check_metric_sizes(c, suite.under(name) if name else suite)
+        check_metric_sizes(c, suite.under(name) if name else suite)
     return suite
 
-
-
-def _parse_threads(c: Checker, raw: Any) -> int | str:
-    """``threads: auto`` (the default) or a positive integer."""
-    try:
-        return parse_threads(raw)
-    except ValueError as err:
-        raise c.fail("threads", str(err)) from None
-
-
-def _parse_save_samples(c: Checker, raw: Any) -> tuple[str, ...]:
-    """``save_samples: npz``, ``png``, ``[npz, png]`` or ``npz,png``; false (the default): none."""
-    if raw is False or raw is None:
-        return ()
-    if not isinstance(raw, (str, list)):
-        raise c.fail("save_samples", f"expected npz, png, [npz, png] or false, got {raw!r}")
-    try:
-        return save_formats(raw)
-    except ValueError as err:
-        raise c.fail("save_samples", str(err)) from None
 
 
 def _expand_profiles(rows: list[Row], profiles: tuple[str, ...]) -> list[Row]:
@@ -331,26 +273,6 @@ def _run_profiles(c: Checker, run, path: str, profiles: tuple[str, ...]) -> tupl
     return tuple(c.choice(name, f"{path}.profiles[{j}]", profiles)
                  for j, name in enumerate(c.sequence(run["profiles"], f"{path}.profiles")))
 
-
-
-def _check_metric_sizes(c: Checker, suite: Suite) -> None:
-    """Catch metric settings the sample counts cannot satisfy before anything is sampled."""
-    options = suite.metric_options
-    if "inception_score" in suite.metrics and options.is_split_size is None and options.is_splits > suite.num_samples:
-        raise c.fail("metric_options.is_splits", f"{options.is_splits} splits need at least as many samples; num_samples is {suite.num_samples}")
-    sizes = {"num_samples": suite.num_samples, "reference.num_images": suite.reference.get("num_images")}
-    if "precision_recall" in suite.metrics:
-        for key, size in sizes.items():
-            if size is not None and size <= options.pr_k:
-                raise c.fail("metric_options.pr_k", f"k = {options.pr_k} needs more than k points per set; {key} is {size}")
-    if "kid" in suite.metrics and not options.kid_capped:
-        for key, size in sizes.items():
-            if size is not None and size < options.kid_subset_size:
-                raise c.fail("metric_options.kid_subset_size", f"KID subsets of {options.kid_subset_size} rows need at least as many points per set; {key} is {size}")
-    if "density_coverage" in suite.metrics:
-        size = sizes["reference.num_images"]
-        if size is not None and size <= options.dc_k:
-            raise c.fail("metric_options.dc_k", f"k = {options.dc_k} needs more than k real points; reference.num_images is {size}")
 
 
 def _parse_models(c: Checker, raw: Any, network_defaults: dict[str, Any]) -> dict[str, ModelSpec]:

@@ -1,5 +1,5 @@
 """Parsers of a suite's optional blocks: metrics and evaluator profiles, metric options, reference,
-likelihood, uncertainty and regression. Each takes the raw value and a :class:`~cmbench.validate.Checker`, so every error
+likelihood, uncertainty, regression, threads and saved samples. Each takes the raw value and a :class:`~cmbench.validate.Checker`, so every error
 names the file and key path, and returns plain validated data for :class:`cmbench.suite.Suite`.
 """
 
@@ -16,6 +16,8 @@ from .metrics.fid import FID_SQRT_METHODS
 from .metrics.reference_registry import DEFAULT_DEST, load_registry
 from .nll import PROTOCOLS, ExactProtocol, make_protocol
 from .profiles import PROFILE_KEYS, PROFILES, Profile, with_extra_metrics
+from .sample_files import save_formats
+from .threads import parse_threads
 from .validate import Checker
 
 LIKELIHOOD_KEYS = ("data", "protocol", "passes", "divergence", "limit", "seed", "rtol", "atol", "batch_size")
@@ -227,3 +229,43 @@ def parse_profiles(c: Checker, raw, models: dict) -> dict[str, dict[str, Any]]:
                                          profile.name),
         }
     return scorings
+
+
+def parse_thread_count(c: Checker, raw: Any) -> int | str:
+    """``threads: auto`` (the default) or a positive integer."""
+    try:
+        return parse_threads(raw)
+    except ValueError as err:
+        raise c.fail("threads", str(err)) from None
+
+
+def parse_save_samples(c: Checker, raw: Any) -> tuple[str, ...]:
+    """``save_samples: npz``, ``png``, ``[npz, png]`` or ``npz,png``; false (the default): none."""
+    if raw is False or raw is None:
+        return ()
+    if not isinstance(raw, (str, list)):
+        raise c.fail("save_samples", f"expected npz, png, [npz, png] or false, got {raw!r}")
+    try:
+        return save_formats(raw)
+    except ValueError as err:
+        raise c.fail("save_samples", str(err)) from None
+
+
+def check_metric_sizes(c: Checker, suite: Any) -> None:
+    """Catch metric settings a :class:`~cmbench.suite.Suite`'s sample counts cannot satisfy before anything is sampled."""
+    options = suite.metric_options
+    if "inception_score" in suite.metrics and options.is_split_size is None and options.is_splits > suite.num_samples:
+        raise c.fail("metric_options.is_splits", f"{options.is_splits} splits need at least as many samples; num_samples is {suite.num_samples}")
+    sizes = {"num_samples": suite.num_samples, "reference.num_images": suite.reference.get("num_images")}
+    if "precision_recall" in suite.metrics:
+        for key, size in sizes.items():
+            if size is not None and size <= options.pr_k:
+                raise c.fail("metric_options.pr_k", f"k = {options.pr_k} needs more than k points per set; {key} is {size}")
+    if "kid" in suite.metrics and not options.kid_capped:
+        for key, size in sizes.items():
+            if size is not None and size < options.kid_subset_size:
+                raise c.fail("metric_options.kid_subset_size", f"KID subsets of {options.kid_subset_size} rows need at least as many points per set; {key} is {size}")
+    if "density_coverage" in suite.metrics:
+        size = sizes["reference.num_images"]
+        if size is not None and size <= options.dc_k:
+            raise c.fail("metric_options.dc_k", f"k = {options.dc_k} needs more than k real points; reference.num_images is {size}")
