@@ -65,6 +65,16 @@ _PROFILES: tuple[Profile, ...] = (
         differences="KID over torch-fidelity's seeded subsets (clean-fid draws its own from the global RNG)",
     ),
     Profile(
+        name="cm-cifar10",
+        protocol=("the CM paper's CIFAR-10 table (openai/consistency_models_cifar10 jcm/metrics.py): FID by clean-fid "
+                  "legacy_tensorflow against its CIFAR-10 train statistics, IS by torch-fidelity's calculate_metrics"),
+        extractor="inception-tf",
+        metrics=("fid", "inception_score"),
+        metric_options=MetricOptions(fid_sqrt="sqrtm", is_splits=10, is_shuffle_seed=2020),
+        quantisation="truncate",
+        reference_formats=(CLEAN_FID, CMBENCH),
+    ),
+    Profile(
         name="torch-fidelity",
         protocol="torch-fidelity's defaults (FID, IS, KID)",
         extractor="inception-tf",

@@ -145,14 +145,14 @@ def parse_reference(c: Checker, raw: Any, models: dict, metrics: tuple[str, ...]
     }
 
 
-_REGISTRY_PROFILES = {"clean-fid-legacy-tensorflow": "clean-fid"}  # registry protocol → cmbench profile
+_REGISTRY_PROFILES = {"clean-fid-legacy-tensorflow": ("clean-fid", "cm-cifar10")}  # registry protocol → cmbench profiles
 
 
 def _registry_reference(c: Checker, raw: dict, profile: str) -> dict[str, Any]:
     c.keys(raw, "reference", ("registry",), ("dir",))
     registry = load_registry()
     entry = registry[c.choice(raw["registry"], "reference.registry", registry)]
-    if profile and _REGISTRY_PROFILES.get(entry.profile, entry.profile) != profile:
+    if profile and profile not in _REGISTRY_PROFILES.get(entry.profile, (entry.profile,)):
         raise c.fail("reference.registry", f"{entry.name} holds {entry.profile}-profile statistics; this scoring "
                                            f"uses profile {profile}")
     folder = Path(c.string(raw.get("dir", str(DEFAULT_DEST)), "reference.dir"))

@@ -40,6 +40,25 @@ def test_every_profile_is_consistent():
     assert "sfid" in PROFILES["adm"].metrics and PROFILES["edm"].metrics == ("fid",)
 
 
+def test_the_cm_cifar10_profile_is_clean_fids_fid_with_torch_fidelitys_inception_score():
+    """jcm/metrics.py scores FID with clean-fid (legacy_tensorflow) and IS with torch-fidelity: on
+    the same features the profile's numbers equal those two profiles' numbers, and nothing else."""
+    from cmbench.metrics.reference import REQUIRED_META, ReferenceStats
+
+    cm, clean, fidelity = (PROFILES[name] for name in ("cm-cifar10", "clean-fid", "torch-fidelity"))
+    assert cm.metrics == ("fid", "inception_score") and cm.quantisation == clean.quantisation == "truncate"
+    assert cm.extractor == clean.extractor == fidelity.extractor and cm.reference_formats == clean.reference_formats
+    rng = np.random.default_rng(0)
+    pool, real = rng.normal(size=(64, 16)), rng.normal(0.3, 1.2, size=(80, 16))
+    reference = ReferenceStats.from_features({"pool": real}, meta={key: "test" for key in REQUIRED_META})
+    features = {"pool": pool, "logits": rng.normal(size=(60, 1008))}
+    fid = METRICS["fid"].compute
+    assert fid(features, reference, cm.metric_options) == fid(features, reference, clean.metric_options)
+    score = METRICS["inception_score"].compute
+    assert score(features, reference, cm.metric_options) == score(features, reference, fidelity.metric_options)
+    assert score(features, reference, cm.metric_options) != score(features, reference, MetricOptions())  # the shuffle
+
+
 def test_a_profile_sets_metrics_options_quantisation_and_extractor():
     s = suite(profile="adm", features={"weights": "/somewhere/weights.pth"})
     assert s.profile == "adm" and s.metrics == PROFILES["adm"].metrics and s.quantisation == "truncate"
@@ -51,7 +70,7 @@ def test_a_profile_sets_metrics_options_quantisation_and_extractor():
 @pytest.mark.parametrize("changes, where, message", [
     ({"profile": "toy", "quantisation": "truncate"}, "quantisation", "profile toy sets quantisation"),
     ({"profile": "adm", "features": {"extractor": "toy-classifier"}}, "features.extractor", "uses the 'inception-tf' extractor"),
-    ({"profile": "nope"}, "profile", "accepted: adm, edm, clean-fid, clean-fid-clean, torch-fidelity, toy"),
+    ({"profile": "nope"}, "profile", "accepted: adm, edm, clean-fid, clean-fid-clean, cm-cifar10, torch-fidelity, toy"),
 ])
 def test_profile_conflicts_name_the_key(changes, where, message):
     with pytest.raises(ConfigError, match=message) as error:
