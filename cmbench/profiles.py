@@ -65,6 +65,16 @@ _PROFILES: tuple[Profile, ...] = (
         differences="KID over torch-fidelity's seeded subsets (clean-fid draws its own from the global RNG)",
     ),
     Profile(
+        name="ctm-cifar10",
+        protocol=("CTM's CIFAR-10 numbers (Kim-Dongjun/ctm-cifar10): samples quantised by its image_sample.py, FID by its "
+                  "fid_npzs.py with EDM's detector against EDM's cifar10-32x32.npz"),
+        extractor="inception-tf",
+        metrics=("fid",),
+        metric_options=MetricOptions(fid_sqrt="sqrtm"),
+        quantisation="truncate",
+        reference_formats=(EDM, CMBENCH),
+    ),
+    Profile(
         name="cm-cifar10",
         protocol=("the CM paper's CIFAR-10 table (openai/consistency_models_cifar10 jcm/metrics.py): FID by clean-fid "
                   "legacy_tensorflow against its CIFAR-10 train statistics, IS by torch-fidelity's calculate_metrics"),

@@ -236,7 +236,8 @@ def _write_run_metadata(out: Path, suite: Suite, device: torch.device, extractor
         "quantisation": suite.quantisation, "extractor": extractor.identity, "reference": reference_info,
         "metrics": list(suite.metrics), "metric_options": asdict(suite.metric_options),
         "uncertainty": suite.uncertainty, "regression": suite.regression or None, "started_at": utc_now(),
-        "paper": {"source": suite.paper_source, "rows": {row.row_id: row.paper for row in suite.rows if row.paper}},
+        "paper": {"source": suite.paper_source, "rows": {row.row_id: row.paper for row in suite.rows if row.paper},
+                  **({"unreproducible": suite.unreproducible} if suite.unreproducible else {})},
     }
     atomic_write_text(out / "run.json", json.dumps(meta, indent=2, default=str) + "\n")
 

@@ -26,7 +26,7 @@ from .profiles import with_extra_metrics
 from .samplers import SAMPLERS
 from .editing.spec import Editing, parse_editing
 from .suite_blocks import (check_metric_sizes, parse_likelihood, parse_metric_names, parse_metric_options,
-                           parse_paper_numbers, parse_profile, parse_profiles, parse_reference, parse_regression,
+                           parse_paper_numbers, parse_profile, parse_unreproducible, parse_profiles, parse_reference, parse_regression,
                            parse_save_samples, parse_thread_count, parse_uncertainty)
 from .tuning.spec import SCHEDULE_OPTIONS, SCHEDULE_PREFIX, TuneJob, parse_tune_jobs, tunable_samplers
 from .threads import AUTO
@@ -40,7 +40,7 @@ TOP_OPTIONAL = (
     "description", "seed_start", "batch_size", "device", "quantisation", "output_dir",
     "features", "metrics", "metric_options", "reference", "grid_images", "likelihood", "tune", "profile", "profiles",
     "uncertainty", "regression", "checkpoints_dir", "precision", "compile", "paper", "save_samples",
-    "threads", "editing",
+    "threads", "editing", "unreproducible",
 )
 NETWORK_DEFAULTS = ("precision", "compile")  # top-level keys that set every network model's default
 
@@ -103,6 +103,9 @@ class Suite:
     scorings: dict[str, dict[str, Any]] = field(default_factory=dict)
     checkpoints_dir: str = ""
     paper_source: str = ""
+    unreproducible: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Published rows no file can reproduce (a baseline without a released checkpoint): row label →
+    ``{reason, paper: {column: value}}``, shown in the report beside the measured rows."""
     threads: int | str = "auto"
     """CPU threads for torch and BLAS: a number, or ``auto`` (:mod:`cmbench.threads`)."""
     editing: Editing = Editing()
@@ -245,6 +248,7 @@ def parse_suite(raw: Any, source: str, base_dir: Path) -> Suite:
         regression=parse_regression(c, raw.get("regression"), metrics, likelihood),
         checkpoints_dir=c.string(raw["checkpoints_dir"], "checkpoints_dir") if "checkpoints_dir" in raw else "",
         paper_source=c.string(raw["paper"], "paper") if "paper" in raw else "",
+        unreproducible=parse_unreproducible(c, raw.get("unreproducible"), {row.row_id for row in rows}),
         save_samples=parse_save_samples(c, raw.get("save_samples", False)),
         threads=parse_thread_count(c, raw.get("threads", AUTO)),
     )

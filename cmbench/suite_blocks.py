@@ -145,7 +145,10 @@ def parse_reference(c: Checker, raw: Any, models: dict, metrics: tuple[str, ...]
     }
 
 
-_REGISTRY_PROFILES = {"clean-fid-legacy-tensorflow": ("clean-fid", "cm-cifar10")}  # registry protocol → cmbench profiles
+_REGISTRY_PROFILES = {  # a registry entry's protocol → the cmbench profiles whose numbers are against it
+    "clean-fid-legacy-tensorflow": ("clean-fid", "cm-cifar10"),
+    "edm": ("edm", "ctm-cifar10"),
+}
 
 
 def _registry_reference(c: Checker, raw: dict, profile: str) -> dict[str, Any]:
@@ -178,6 +181,30 @@ def parse_paper_numbers(c: Checker, raw: Any, path: str, nfes: list[int]) -> dic
                    for k, v in numbers.items()}
         if nfe in nfes:
             out[nfe] = numbers
+    return out
+
+
+def parse_unreproducible(c: Checker, raw: Any, row_ids: set[str]) -> dict[str, dict[str, Any]]:
+    """``unreproducible: [{row: LABEL, reason: TEXT, paper: {column: value, source: ...}}, ...]``:
+    a paper's rows that no released file reproduces (CM's PD baseline, say). The report lists their
+    published numbers with the reason instead of a measurement; nothing is sampled for them."""
+    if raw is None:
+        return {}
+    out = {}
+    for i, entry in enumerate(c.sequence(raw, "unreproducible", nonempty=True)):
+        where = f"unreproducible[{i}]"
+        entry = c.mapping(entry, where)
+        c.keys(entry, where, ("row", "reason", "paper"), ())
+        label = c.string(entry["row"], f"{where}.row")
+        if label in row_ids or label in out:
+            raise c.fail(f"{where}.row", f"{label!r} is already a row of this suite; give the published row its own label")
+        numbers = dict(c.mapping(entry["paper"], f"{where}.paper"))
+        if not numbers:
+            raise c.fail(f"{where}.paper", "give the published numbers, e.g. {fid: 8.34}")
+        c.keys(numbers, f"{where}.paper", (), (*DIRECTIONS, "source"))
+        numbers = {k: c.string(v, f"{where}.paper.{k}") if k == "source" else c.number(v, f"{where}.paper.{k}")
+                   for k, v in numbers.items()}
+        out[label] = {"reason": c.string(entry["reason"], f"{where}.reason"), "paper": numbers}
     return out
 
 

@@ -29,6 +29,7 @@ from cmbench.metrics.fid import feature_statistics
 from cmbench.metrics.reference_registry import load_registry
 from cmbench.nets import build_network
 from cmbench.nets.edm_presets import EDM_PRESETS
+from cmbench.profiles import PROFILES
 from cmbench.result_text import metric_formats
 from cmbench.results import read_rows
 from cmbench.runner import run_suite
@@ -39,13 +40,14 @@ from test_metrics_lpips import random_heads_state_dict, random_torchvision_state
 from test_readme import low_rank_trace_sqrt
 
 SUITES = Path(__file__).resolve().parent.parent / "suites"
-PAPER_SUITES = ("cm_imagenet64", "cm_lsun_bedroom256", "cm_lsun_cat256", "ctm_imagenet64", "edm_cifar10", "edm_imagenet64")
+PAPER_SUITES = ("cm_imagenet64", "cm_lsun_bedroom256", "cm_lsun_cat256", "ctm_cifar10", "ctm_imagenet64", "edm_cifar10",
+                "edm_imagenet64")
 
 
 @pytest.mark.parametrize("name", PAPER_SUITES)
 def test_paper_suites_validate_with_official_settings_and_published_numbers(name):
     suite = load_suite(SUITES / f"{name}.yaml")
-    assert suite.num_samples == 50_000 and suite.profile in ("adm", "edm") and suite.paper_source
+    assert suite.num_samples == 50_000 and suite.profile in PROFILES and suite.paper_source
     assert "registry" in suite.reference and suite.checkpoints_dir
     assert any(row.paper for row in suite.rows)
     for spec in suite.models.values():
@@ -77,7 +79,8 @@ def write_checkpoint(spec_options: dict, folder: Path) -> None:
     path = folder / spec_options["checkpoint"]
     if spec_options["format"] == "state_dict":
         preset = official_arch(spec_options["arch"])
-        torch.save(random_full_size(preset.arch, preset.kwargs).state_dict(), path)
+        state = random_full_size(preset.arch, preset.kwargs).state_dict()
+        torch.save({preset.strip_prefix + key: value for key, value in state.items()}, path)  # CTM CIFAR-10: `model.`
         return
     preset = official_arch(path.stem)  # a released snapshot's preset has its file's name
     class_name, kwargs = EDM_PRESETS[path.stem]
@@ -231,3 +234,36 @@ def test_a_registry_reference_must_be_of_the_suites_profile(tmp_path):
                                           r"scoring uses profile adm"):
         parse_suite(_small_suite(profile="adm", reference={"registry": "edm-cifar10-32"}), "t.yaml", tmp_path)
 
+
+
+_PD = {"row": "pd.nfe1", "reason": "no released checkpoint", "paper": {"fid": 8.34, "is_mean": 8.69}}
+
+
+def test_unreproducible_rows_are_shown_with_their_reason_and_never_sampled(tmp_path):
+    from cmbench.report.paper import paper_section
+    from cmbench.report.tables import METRIC_COLUMNS, column_formats
+    from cmbench.suite import parse_suite
+
+    suite = parse_suite(_small_suite(unreproducible=[_PD]), "t.yaml", tmp_path)
+    assert [row.row_id for row in suite.rows] == ["m.cm_multistep.nfe1", "m.cm_multistep.nfe2"]
+    assert suite.unreproducible == {"pd.nfe1": {"reason": "no released checkpoint", "paper": {"fid": 8.34, "is_mean": 8.69}}}
+    metadata = {"paper": {"source": "Table 1", "rows": {}, "unreproducible": suite.unreproducible}}
+    cells = paper_section(metadata, [], column_formats([], METRIC_COLUMNS))["cells"]
+    assert [(c["row_id"], c["paper"], c["measured"], c["diff"]) for c in cells] == [
+        ("pd.nfe1", "8.34", "not reproducible: no released checkpoint", "—"),
+        ("pd.nfe1", "8.69", "not reproducible: no released checkpoint", "—")]
+    assert {c["source"] for c in cells} == {"Table 1"}
+
+
+@pytest.mark.parametrize("entry, where, message", [
+    ({**_PD, "row": "m.cm_multistep.nfe1"}, r"unreproducible\[0\]\.row", "'m.cm_multistep.nfe1' is already a row of this suite"),
+    ({k: v for k, v in _PD.items() if k != "reason"}, r"unreproducible\[0\]\.reason", "missing required key"),
+    ({**_PD, "paper": {"fdi": 1.0}}, r"unreproducible\[0\]\.paper\.fdi", "unknown key"),
+    ({**_PD, "paper": {}}, r"unreproducible\[0\]\.paper", "give the published numbers"),
+])
+def test_unreproducible_rows_are_checked(tmp_path, entry, where, message):
+    from cmbench.suite import parse_suite
+    from cmbench.validate import ConfigError
+
+    with pytest.raises(ConfigError, match=rf"{where}: {message}"):
+        parse_suite(_small_suite(unreproducible=[entry]), "t.yaml", tmp_path)

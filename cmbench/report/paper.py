@@ -23,15 +23,14 @@ def paper_section(metadata: Mapping[str, Any] | None, rows: Sequence[Mapping[str
     by_key = {fmt.column.key: fmt for fmt in formats}
     paper = (metadata or {}).get("paper") or {}
     published = paper.get("rows") or {}
-    if not published:
+    unreproducible = paper.get("unreproducible") or {}
+    if not published and not unreproducible:
         return None
     measured = {str(row["row_id"]): row for row in rows}
     cells = []
     for row_id, numbers in published.items():
         row = measured.get(row_id, {})
-        for column, value in numbers.items():
-            if column == "source":
-                continue
+        for column, value in _numbers(numbers):
             fmt = by_key[column]
             got = row.get(column)
             has = is_finite_number(got)
@@ -41,7 +40,21 @@ def paper_section(metadata: Mapping[str, Any] | None, rows: Sequence[Mapping[str
                 "diff": _signed(got - value, fmt.decimals) if has and is_finite_number(value) else MISSING,
                 "source": numbers.get("source") or paper.get("source") or "",
             })
+    for label, entry in unreproducible.items():
+        numbers = entry.get("paper") or {}
+        for column, value in _numbers(numbers):
+            fmt = by_key[column]
+            cells.append({
+                "row_id": label, "metric": fmt.column.label, "paper": format_fixed(value, fmt.decimals),
+                "measured": f"not reproducible: {entry.get('reason', '')}", "diff": MISSING,
+                "source": numbers.get("source") or paper.get("source") or "",
+            })
     return {"source": paper.get("source") or "", "cells": cells}
+
+
+def _numbers(numbers: Mapping[str, Any]):
+    """The (column, published value) pairs of one row's numbers (its ``source`` is not a column)."""
+    return ((column, value) for column, value in numbers.items() if column != "source")
 
 
 def _signed(value: float, decimals: int) -> str:
