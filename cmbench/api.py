@@ -49,8 +49,10 @@ class Model:
     it is the family's map itself, called with σ: D(x, σ, labels) (edm), f(x, σ, labels) (cd, ct),
     g(x, t, labels, s) (ctm). A ``generator`` is called as ``net(z, labels)`` with z standard normal.
 
-    ``preconditioning`` by family (default first): edm: edm, vp, ve, none; cd / ct: cm (the CM
-    boundary-condition scalings), none; ctm: edm, none; generator: none. PD models set
+    ``preconditioning`` by family (default first): edm: edm, vp, ve, none, trigflow; cd / ct: cm
+    (the CM boundary-condition scalings), none, trigflow; ctm: edm, none; generator: none.
+    ``trigflow`` is sCM's TrigFlow form: net(x_t/σ_data, t, labels) with x_t = cos(t)·x and
+    t = arctan(σ/σ_data) (:mod:`cmbench.models.trigflow`; sampler ``scm``). PD models set
     ``prediction`` (v, x, eps, edm) and ``role`` (student, teacher) instead; a VP diffusion model
     in eps / v / x prediction is ``family="pd", role="teacher"``.
     """

@@ -26,6 +26,7 @@ from cmbench.models.base import MAPS
 from cmbench.models.networks import ConsistencyModel, CTMModel, EDMModel, GeneratorModel
 from cmbench.models.pd import ProgressiveDistillationModel
 from cmbench.models.preconditioning import TimeInput
+from cmbench.models.trigflow import TrigFlowModel
 from cmbench.nets import build_network
 
 RES = 4
@@ -275,6 +276,8 @@ def all_models():
         ("pd", {"role": "teacher"}, ProgressiveDistillationModel(random_net(), SHAPE, role="teacher")),
         ("gmm", {}, GaussianMixtureModel(mixture, SHAPE, ode_steps=2)),
         ("generator", {}, GeneratorModel(_Generator().double(), SHAPE)),
+        ("edm", {"preconditioning": "trigflow"}, TrigFlowModel(random_net(), SHAPE, family="edm")),
+        ("ct", {"preconditioning": "trigflow"}, TrigFlowModel(random_net(), SHAPE, family="ct")),
     ]
 
 
@@ -297,6 +300,7 @@ def test_has_agrees_with_maps_and_with_what_works():
         "jump": lambda m: m.jump(x, sigma, sigma / 2),
         "ddim_x0": lambda m: m.ddim_x0(x, sigma),
         "generate": lambda m: m.generate(x),
+        "trig_consistency": lambda m: m.trig_consistency(x, torch.atan(sigma / 0.5)),
     }
     assert set(calls) == set(MAPS) - {"images"}  # a stored sample set is read, not called
     for family, options, model in all_models():

@@ -16,6 +16,7 @@ from .external import build_entry_point_model, is_external, validate_external_sp
 from .gmm import GaussianMixture, GaussianMixtureModel, mixture_from_spec
 from .loading import build_network_model, check_sigma_range, validate_network_spec
 from .samples import SampleSetModel, validate_samples_spec
+from .trigflow import TRIGFLOW, TRIGFLOW_MAPS
 
 FAMILIES = ("edm", "cd", "ct", "ctm", "pd", "gmm", "generator", "samples")
 _STATIC_MAPS = {
@@ -39,6 +40,8 @@ def family_maps(family: str, options: dict[str, Any]) -> set[str]:
     """The maps a model of ``family`` with these suite options offers."""
     if family == "pd":
         return {"denoise", "ddim_x0"} if options.get("role") == "teacher" else {"ddim_x0"}
+    if options.get("preconditioning") == TRIGFLOW and family in TRIGFLOW_MAPS:
+        return set(TRIGFLOW_MAPS[family])
     return _STATIC_MAPS[family]
 
 

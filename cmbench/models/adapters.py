@@ -4,6 +4,8 @@ user's builder (an entry point) or a model in memory (the Python API).
 ``options`` are a suite model entry's model options merged over what the file or preset says:
 ``image_shape``, ``label_dim``, the σ range and σ_data, ``time_input`` / ``noise_label_scale``
 (and the VP constants), ``preconditioning``, and for PD ``prediction`` and ``role``.
+``preconditioning: trigflow`` (EDM, CD and CT) reads the network in sCM's TrigFlow form
+(:mod:`.trigflow`) whatever the family.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from .base import ModelAdapter, NoiseRange
 from .networks import ConsistencyModel, CTMModel, EDMModel, GeneratorModel
 from .pd import ProgressiveDistillationModel
 from .preconditioning import TimeInput
+from .trigflow import TRIGFLOW, TRIGFLOW_TIME, TrigFlowModel
 
 DEFAULT_PRECONDITIONING = {"edm": "edm", "cd": "cm", "ct": "cm", "ctm": "edm", "generator": "none"}
 
@@ -24,7 +27,7 @@ def network_adapter(family: str, net: nn.Module, options: dict[str, Any], *, sha
                     precision: str = "fp32", compile: bool = False) -> ModelAdapter:
     """The ``family`` adapter of ``net`` under ``options`` (which must hold ``image_shape``)."""
     preconditioning = options.get("preconditioning", DEFAULT_PRECONDITIONING.get(family))
-    default_time = "sigma" if preconditioning == "none" else "log_sigma"
+    default_time = {"none": "sigma", TRIGFLOW: TRIGFLOW_TIME}.get(preconditioning, "log_sigma")
     common = dict(
         image_shape=tuple(options["image_shape"]),
         label_dim=int(options.get("label_dim", 0)),
@@ -40,6 +43,8 @@ def network_adapter(family: str, net: nn.Module, options: dict[str, Any], *, sha
         precision=precision,
         compile=compile,
     )
+    if preconditioning == TRIGFLOW:
+        return TrigFlowModel(net, family=family, **common)
     if family == "edm":
         return EDMModel(net, preconditioning=preconditioning, **common)
     if family in ("cd", "ct"):

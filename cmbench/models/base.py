@@ -11,6 +11,9 @@ tensor with the dtype of ``x``. A family offers only the maps it really has:
   as G(x, σ, σ_min)).
 - ``jump(x, t, s, labels)``: G(x, t, s), the map from time t to time s ≤ t on the PF-ODE
   trajectory (CTM).
+- ``trig_consistency(x_t, t, labels)``: the consistency function in TrigFlow time (sCM, Lu &
+  Song 2024): x_t = cos(t)·x₀ + sin(t)·z with t ∈ [0, π/2], so t = π/2 (σ = ∞) is reachable
+  (CD / CT models with ``preconditioning: trigflow``, :mod:`cmbench.models.trigflow`).
 - ``ddim_x0(x, sigma, labels)``: the clean-image prediction a DDIM step uses. Every model with
   ``denoise`` has it; a PD student has only this one, valid on its own step grid.
 - ``generate(z, labels)``: a one-step generator's image from a standard-normal latent z.
@@ -24,8 +27,9 @@ from dataclasses import dataclass
 import torch
 
 TRAJECTORY_MAPS = ("denoise", "consistency", "jump", "ddim_x0")
-MAPS = (*TRAJECTORY_MAPS, "generate", "images")
+MAPS = (*TRAJECTORY_MAPS, "trig_consistency", "generate", "images")
 SCORE_FAMILIES = "EDM, CTM, PD teachers and the analytic mixture (gmm)"
+TRIGFLOW_TIME_MODELS = "a cd or ct model with preconditioning: trigflow"
 
 
 class MissingMapError(RuntimeError):
@@ -83,6 +87,8 @@ class ModelAdapter:
         hint = ""
         if map_name == "denoise":
             hint = f"; score access (likelihood, Heun/Euler/DDIM sampling) needs {SCORE_FAMILIES}"
+        elif map_name == "trig_consistency":
+            hint = f"; TrigFlow time (the scm sampler) needs {TRIGFLOW_TIME_MODELS}"
         return MissingMapError(
             f"{self.family} models have no {map_name!r} map (they have: {have}){hint}"
         )
@@ -97,6 +103,9 @@ class ModelAdapter:
         self, x: torch.Tensor, t: torch.Tensor, s: torch.Tensor, labels: torch.Tensor | None = None
     ) -> torch.Tensor:
         raise self.missing_map("jump")
+
+    def trig_consistency(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        raise self.missing_map("trig_consistency")
 
     def ddim_x0(self, x: torch.Tensor, sigma: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         if "denoise" not in self.maps:

@@ -20,9 +20,10 @@ the row fingerprint, so changing either makes a rerun refuse the stale rows.
 
 ``preconditioning`` by family: ``edm``: edm (EDMPrecond, the default), vp, ve or none (the network
 is D(x, σ)); ``cd`` / ``ct``: cm (the boundary-condition scalings, the default) or none (the network
-is f(x, σ)); ``ctm``: edm (the default) or none (the network is g(x, t, s)); ``pd``: set by
-``prediction`` (v, x, eps, edm; a ``role: teacher`` in v, x or eps prediction is a VP diffusion
-model); ``generator``: none (the network maps a standard-normal latent to an image).
+is f(x, σ)); ``edm``, ``cd`` and ``ct`` also take trigflow (sCM's TrigFlow form, :mod:`.trigflow`);
+``ctm``: edm (the default) or none (the network is g(x, t, s)); ``pd``: set by ``prediction`` (v, x,
+eps, edm; a ``role: teacher`` in v, x or eps prediction is a VP diffusion model); ``generator``:
+none (the network maps a standard-normal latent to an image).
 """
 
 from __future__ import annotations
@@ -47,9 +48,11 @@ from .base import ModelAdapter
 from .networks import PRECISIONS
 from .pd import PREDICTIONS, ROLES
 from .preconditioning import TIME_INPUTS
+from .trigflow import TRIGFLOW, check_trigflow_time_input
 
 PRECONDITIONING_CHOICES = {
-    "edm": ("edm", "vp", "ve", "none"), "cd": ("cm", "none"), "ct": ("cm", "none"), "ctm": ("edm", "none"),
+    "edm": ("edm", "vp", "ve", "none", TRIGFLOW), "cd": ("cm", "none", TRIGFLOW), "ct": ("cm", "none", TRIGFLOW),
+    "ctm": ("edm", "none"),
     "generator": ("none",),
 }
 EXTERNAL_FAMILIES = ("edm", "cd", "ct", "ctm", "pd", "generator")
@@ -102,6 +105,7 @@ def validate_external_spec(c: Checker, family: str, spec: dict[str, Any], path: 
                  PRECONDITIONING_CHOICES[family])
     if "time_input" in spec:
         c.choice(spec["time_input"], f"{path}.time_input", TIME_INPUTS)
+        check_trigflow_time_input(c, spec, path, spec.get("preconditioning", DEFAULT_PRECONDITIONING.get(family, family)))
     c.choice(spec.get("precision", "fp32"), f"{path}.precision", PRECISIONS)
     c.boolean(spec.get("compile", False), f"{path}.compile")
     for key in ("sigma_data", "noise_label_scale", "beta_d", "beta_min"):

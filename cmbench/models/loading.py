@@ -27,6 +27,7 @@ from .adapters import network_adapter
 from .networks import PRECISIONS
 from .pd import PREDICTIONS, ROLES
 from .preconditioning import PRECONDITIONINGS, TIME_INPUTS
+from .trigflow import TRIGFLOW, check_trigflow_time_input
 
 CHECKPOINT_FORMATS = ("native", "state_dict", "edm_pickle", "diffusers")
 DIFFUSERS_FAMILIES = ("cd", "ct", "edm")  # an ADM net without CTM's s embedding
@@ -35,6 +36,7 @@ NETWORK_OPTIONAL = (
     "time_input", "noise_label_scale", "preconditioning", "precision", "compile",
 )
 PD_OPTIONAL = ("prediction",)
+CHECKPOINT_PRECONDITIONINGS = {"edm": (*PRECONDITIONINGS, TRIGFLOW), "cd": ("cm", TRIGFLOW), "ct": ("cm", TRIGFLOW)}
 _SPEC_ONLY = ("checkpoint", "format", "sha256", "arch", "trust_pickle_code", "precision", "compile")
 
 
@@ -63,10 +65,11 @@ def validate_network_spec(c: Checker, family: str, spec: dict[str, Any], path: s
         if fmt != "edm_pickle":
             raise c.fail(f"{path}.trust_pickle_code", "only edm_pickle checkpoints are pickles with code")
     if "preconditioning" in spec:
-        if family != "edm" or fmt == "edm_pickle":
-            raise c.fail(f"{path}.preconditioning", "only EDM models from native, state_dict or diffusers checkpoints "
-                                                    "take it (an EDM pickle's preconditioner class sets it)")
-        c.choice(spec["preconditioning"], f"{path}.preconditioning", PRECONDITIONINGS)
+        if family not in CHECKPOINT_PRECONDITIONINGS or fmt == "edm_pickle":
+            raise c.fail(f"{path}.preconditioning", "only EDM, CD and CT models from native, state_dict or diffusers "
+                                                    "checkpoints take it (an EDM pickle's preconditioner class sets it)")
+        c.choice(spec["preconditioning"], f"{path}.preconditioning", CHECKPOINT_PRECONDITIONINGS[family])
+    check_trigflow_time_input(c, spec, path, spec.get("preconditioning"))
     if family == "pd":
         c.choice(spec["role"], f"{path}.role", ROLES)
         c.choice(spec.get("prediction", "v"), f"{path}.prediction", PREDICTIONS)

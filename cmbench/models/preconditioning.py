@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 
 PRECONDITIONINGS = ("edm", "vp", "ve")
-TIME_INPUTS = ("log_sigma", "vp", "ve", "inv_cos", "sigmoid_logsnr", "sigma")
+TIME_INPUTS = ("log_sigma", "vp", "ve", "inv_cos", "sigmoid_logsnr", "sigma", "trigflow_t")
 
 
 def edm_scalings(sigma: torch.Tensor, sigma_data: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -80,6 +80,9 @@ class TimeInput:
       its nets multiply by 1000 inside their embedding, so such a port uses scale 1000).
     - ``sigmoid_logsnr``: sigmoid(logsnr) = 1/(1+σ²) (diffusion_distillation's "sigmoid").
     - ``sigma``: σ itself (the default of an already preconditioned network, ``preconditioning: none``).
+    - ``trigflow_t``: TrigFlow time t = arctan(σ/σ_data) itself, sCM's c_noise(t) = t (the default of
+      ``preconditioning: trigflow``; scale 1000 gives 1000·t). It needs σ_data, so only a TrigFlow
+      model evaluates it (:class:`cmbench.models.trigflow.TrigFlowNoiseLabel`); called with σ it refuses.
     """
 
     kind: str = "log_sigma"
@@ -104,6 +107,9 @@ class TimeInput:
             label = sigma
         elif self.kind == "inv_cos":
             label = torch.atan(sigma.clamp(math.exp(-10.0), math.exp(10.0))) / (0.5 * math.pi)
+        elif self.kind == "trigflow_t":
+            raise ValueError("time_input 'trigflow_t' is TrigFlow time t = arctan(σ/σ_data): only models with "
+                             "preconditioning: trigflow take it")
         else:
             label = 1.0 / (1.0 + sigma**2)
         return self.scale * label

@@ -23,6 +23,7 @@ from .ddim import sample_ddim
 from .edm import sample_edm
 from .onestep import read_stored, sample_generator
 from .progdist import sample_progdist
+from .scm import PAPER_INTERMEDIATE_T, T_MAX_CHOICES, sample_scm, scm_grid
 from .schedules import append_zero, cosine_ve_sigmas, karras_index_sigmas, karras_sigmas
 
 TIME_POINT_UNITS = ("sigma", "karras_index")
@@ -103,6 +104,11 @@ _OPTION_RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
         lambda v: all(str(k).isdigit() and isinstance(p, (list, tuple)) for k, p in v.items()),
         "a mapping from NFE to a list of time points, e.g. {2: [0, 22, 39]}",
     ),
+    "t_max": (lambda v: v in T_MAX_CHOICES, " or ".join(f"{k} ({v})" for k, v in T_MAX_CHOICES.items())),
+    "intermediate_t": (
+        lambda v: all(str(k).isdigit() and isinstance(p, (list, tuple)) for k, p in v.items()),
+        "a mapping from NFE to its NFE − 1 TrigFlow times in (0, π/2), e.g. {2: [1.1]}",
+    ),
 }
 
 
@@ -116,6 +122,8 @@ def _check_option(sampler: str, name: str, value: Any, default: Any) -> None:
         accepted = "an integer" if integral else "a number"
     elif isinstance(default, Mapping):
         ok, accepted = isinstance(value, Mapping), "a mapping"
+    elif isinstance(default, str) and name in _OPTION_RANGES:  # a choice: name the choices, whatever came
+        ok, accepted = isinstance(value, str) and _OPTION_RANGES[name][0](value), _OPTION_RANGES[name][1]
     else:
         ok, accepted = isinstance(value, type(default)), type(default).__name__
     if ok and isinstance(value, float) and not math.isfinite(value) and value != default:
@@ -251,6 +259,18 @@ SAMPLERS: dict[str, Sampler] = {
             nfe_rule="one evaluation per Euler step (NFE ≥ 1)",
             nfe_ok=lambda n: n >= 1,
             build_grid=_progdist_grid,
+        ),
+        Sampler(
+            name="scm",
+            requires="trig_consistency",
+            summary="sCM's sampler in TrigFlow time: f at t_max, then re-noise to each intermediate t (2 steps: 1.1)",
+            sample=sample_scm,
+            sample_options=MappingProxyType({"clip_denoised": False}),
+            schedule_options=MappingProxyType({"t_max": "sigma_max", "intermediate_t": PAPER_INTERMEDIATE_T}),
+            nfe_rule="one consistency evaluation per TrigFlow time: t_max, then the NFE's intermediate_t entry "
+                     "(NFE ≥ 1; the default has NFE 2's [1.1], larger NFEs need their own list)",
+            nfe_ok=lambda n: n >= 1,
+            build_grid=scm_grid,
         ),
         Sampler(
             name="onestep",
