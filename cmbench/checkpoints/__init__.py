@@ -8,6 +8,9 @@
 - ``diffusers``: folders as diffusers' ``save_pretrained`` writes them (``UNet2DModel``), mapped onto
   cmbench's ADM net without importing diffusers (``diffusers_unet``; safetensors read by
   ``safetensors_file``).
+- ``flax``: the flax msgpack training states of openai/consistency_models_cifar10, read without JAX
+  or flax (``flax_msgpack``); their ``params_ema`` tree is mapped strictly onto cmbench's NCSN++
+  port (``flax_ncsnpp``).
 """
 
 from cmbench.checkpoints.hashing import sha256_file

@@ -10,6 +10,9 @@ A suite's network model names a ``checkpoint`` and its ``format``:
 - ``diffusers``: a folder as diffusers' ``save_pretrained`` writes it (the Hugging Face copies of
   openai's consistency models), read without diffusers into cmbench's ADM net
   (:mod:`cmbench.checkpoints.diffusers_unet`); its ``config.json`` names the architecture.
+- ``flax``: a flax msgpack training state of openai/consistency_models_cifar10 (the CM paper's
+  CIFAR-10 EDM, CD and CT nets), read without JAX or flax; its ``params_ema`` tree is mapped onto
+  cmbench's NCSN++ port; ``arch`` names the preset (:mod:`cmbench.checkpoints.flax_ncsnpp`).
 
 Suite options override what the file or preset says (σ range, σ_data, time input), and
 ``precision`` / ``compile`` choose how the network runs.
@@ -29,8 +32,9 @@ from .pd import PREDICTIONS, ROLES
 from .preconditioning import PRECONDITIONINGS, TIME_INPUTS
 from .trigflow import TRIGFLOW, check_trigflow_time_input
 
-CHECKPOINT_FORMATS = ("native", "state_dict", "edm_pickle", "diffusers")
+CHECKPOINT_FORMATS = ("native", "state_dict", "edm_pickle", "diffusers", "flax")
 DIFFUSERS_FAMILIES = ("cd", "ct", "edm")  # an ADM net without CTM's s embedding
+FLAX_FAMILIES = ("cd", "ct", "edm")  # the CM paper's CIFAR-10 NCSN++ nets
 NETWORK_OPTIONAL = (
     "format", "sha256", "arch", "trust_pickle_code", "sigma_min", "sigma_max", "sigma_data",
     "time_input", "noise_label_scale", "preconditioning", "precision", "compile",
@@ -55,8 +59,18 @@ def validate_network_spec(c: Checker, family: str, spec: dict[str, Any], path: s
             raise c.fail(f"{path}.arch", f"a state_dict checkpoint needs its architecture preset; accepted: "
                                          f"{', '.join(OFFICIAL_ARCHS)}")
         c.choice(spec["arch"], f"{path}.arch", OFFICIAL_ARCHS)
+    elif fmt == "flax":
+        from ..checkpoints.flax_ncsnpp import FLAX_ARCHS
+
+        if "arch" not in spec:
+            raise c.fail(f"{path}.arch", f"a flax checkpoint needs its architecture preset; accepted: {', '.join(FLAX_ARCHS)}")
+        c.choice(spec["arch"], f"{path}.arch", FLAX_ARCHS)
+        if family not in FLAX_FAMILIES:
+            raise c.fail(f"{path}.format", f"a flax checkpoint holds an NCSN++ net of the CM paper for families "
+                                           f"{', '.join(FLAX_FAMILIES)}, not {family}")
     elif "arch" in spec:
-        raise c.fail(f"{path}.arch", f"only state_dict checkpoints take an arch; a {fmt} checkpoint names its own")
+        raise c.fail(f"{path}.arch", f"only state_dict checkpoints take an arch (and flax ones, from the flax "
+                                     f"presets); a {fmt} checkpoint names its own")
     if fmt == "diffusers" and family not in DIFFUSERS_FAMILIES:
         raise c.fail(f"{path}.format", f"a diffusers UNet2DModel folder holds an ADM net for families "
                                        f"{', '.join(DIFFUSERS_FAMILIES)}, not {family}")
@@ -115,6 +129,11 @@ def load_network(spec: dict[str, Any], family: str, checkpoint_dir: Path, device
         from ..checkpoints.state_dict import load_state_dict_checkpoint
 
         ckpt = load_state_dict_checkpoint(path, spec["arch"], device=device, expected_sha256=expected)
+        return ckpt.net, dict(ckpt.preset.model_options), ckpt.sha256
+    if fmt == "flax":
+        from ..checkpoints.flax_ncsnpp import load_flax_checkpoint
+
+        ckpt = load_flax_checkpoint(path, spec["arch"], device=device, expected_sha256=expected)
         return ckpt.net, dict(ckpt.preset.model_options), ckpt.sha256
     if fmt == "diffusers":
         from ..checkpoints.diffusers_unet import load_diffusers_unet

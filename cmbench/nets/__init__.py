@@ -14,6 +14,7 @@ from torch import nn
 
 from cmbench.nets.adm_unet import ADMUNet
 from cmbench.nets.dhariwal_unet import DhariwalUNet
+from cmbench.nets.ncsnpp import NCSNpp
 from cmbench.nets.small_unet import SmallUNet
 from cmbench.nets.song_unet import SongUNet
 from cmbench.nets.toy_classifier import ToyClassifier
@@ -22,6 +23,7 @@ from cmbench.nets.toy_mlp import ToyMLP
 ARCHITECTURES: dict[str, type[nn.Module]] = {
     "adm_unet": ADMUNet,
     "dhariwal_unet": DhariwalUNet,
+    "ncsnpp": NCSNpp,
     "small_unet": SmallUNet,
     "song_unet": SongUNet,
     "toy_classifier": ToyClassifier,
