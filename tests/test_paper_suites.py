@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from markupsafe import escape  # as the report (jinja2) escapes
 
 from cmbench.checkpoints.hashing import sha256_file
 from cmbench.checkpoints.official import official_arch
@@ -40,8 +41,8 @@ from test_metrics_lpips import random_heads_state_dict, random_torchvision_state
 from test_readme import low_rank_trace_sqrt
 
 SUITES = Path(__file__).resolve().parent.parent / "suites"
-PAPER_SUITES = ("cm_imagenet64", "cm_lsun_bedroom256", "cm_lsun_cat256", "ctm_cifar10", "ctm_imagenet64", "edm_cifar10",
-                "edm_imagenet64")
+PAPER_SUITES = ("cm_cifar10", "cm_imagenet64", "cm_lsun_bedroom256", "cm_lsun_cat256", "ctm_cifar10", "ctm_imagenet64",
+                "edm_cifar10", "edm_imagenet64")
 
 
 @pytest.mark.parametrize("name", PAPER_SUITES)
@@ -51,7 +52,7 @@ def test_paper_suites_validate_with_official_settings_and_published_numbers(name
     assert "registry" in suite.reference and suite.checkpoints_dir
     assert any(row.paper for row in suite.rows)
     for spec in suite.models.values():
-        assert spec.options["format"] in ("state_dict", "edm_pickle")
+        assert spec.options["format"] in ("state_dict", "edm_pickle", "flax")
 
 
 def test_cm_imagenet64_uses_the_official_time_points():
@@ -77,6 +78,10 @@ def random_full_size(arch: str, kwargs: dict) -> torch.nn.Module:
 
 def write_checkpoint(spec_options: dict, folder: Path) -> None:
     path = folder / spec_options["checkpoint"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if spec_options["format"] == "flax":
+        write_flax_checkpoint(spec_options["arch"], path)
+        return
     if spec_options["format"] == "state_dict":
         preset = official_arch(spec_options["arch"])
         state = random_full_size(preset.arch, preset.kwargs).state_dict()
@@ -90,6 +95,27 @@ def write_checkpoint(spec_options: dict, folder: Path) -> None:
     precond.model = random_full_size(preset.arch, kwargs)
     edm_snapshots.write_snapshot(path, precond, class_name, kwargs, src="raise RuntimeError('never run')\n",
                                  precond_name="EDMPrecond")
+
+
+def write_flax_checkpoint(arch: str, path: Path) -> None:
+    """A training state as openai/consistency_models_cifar10 saves it (flax's msgpack of a dict with
+    ``params_ema``), the network official-size with random weights laid out as flax lays them."""
+    import flax.serialization
+
+    from cmbench.checkpoints.flax_ncsnpp import flax_arch, flax_leaves
+
+    preset = flax_arch(arch)
+    net = random_full_size(preset.arch, preset.kwargs)
+    weights = net.state_dict()
+    to_flax = {"conv": lambda a: a.transpose(2, 3, 1, 0), "matrix": lambda a: a.T, "vector": lambda a: a}
+    state = {"step": np.int32(80), "params_ema": {}}
+    for flax_path, leaf in flax_leaves(net).items():
+        *parents, name = flax_path.split("/")
+        node = state
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[name] = np.ascontiguousarray(to_flax[leaf.layout](weights[leaf.torch_key].numpy()))
+    path.write_bytes(flax.serialization.to_bytes(state))
 
 
 def write_reference(suite, folder: Path, weights: Path) -> None:
@@ -127,7 +153,9 @@ def test_first_row_runs_end_to_end_on_cpu_with_random_weights(name, tmp_path, of
     FID's sqrtm (17 s per 2048² matrix on one core) is the exact low-rank square root: 4 images."""
     monkeypatch.setattr(fid_module, "_trace_sqrt_sqrtm", low_rank_trace_sqrt)
     first_nfe = 1
-    overrides = [f"checkpoints_dir={tmp_path}", f"reference.dir={tmp_path}", "num_samples=4", "batch_size=4",
+    options = load_suite(SUITES / f"{name}.yaml").metric_options  # IS in 10 parts (cm_cifar10) needs 10 images
+    samples = 4 if options.is_split_size else max(4, options.is_splits)
+    overrides = [f"checkpoints_dir={tmp_path}", f"reference.dir={tmp_path}", f"num_samples={samples}", "batch_size=4",
                  "grid_images=2", "precision=fp32", "uncertainty={bootstrap: 0}", f"runs.0.nfe=[{first_nfe}]",
                  f"runs.0.paper={{{first_nfe}: {{fid: 9.5}}}}"]
     suite = load_suite(SUITES / f"{name}.yaml", overrides)
@@ -149,8 +177,11 @@ def test_first_row_runs_end_to_end_on_cpu_with_random_weights(name, tmp_path, of
     assert result["checkpoint_sha256"] == sha256_file(tmp_path / suite.models[row.model].options["checkpoint"])
     assert np.isfinite(result["fid"])
     run = json.loads((tmp_path / "out" / "run.json").read_text())
-    assert run["paper"] == {"source": suite.paper_source, "rows": {row.row_id: {"fid": 9.5}}}
+    unreproducible = {"unreproducible": suite.unreproducible} if suite.unreproducible else {}
+    assert run["paper"] == {"source": suite.paper_source, "rows": {row.row_id: {"fid": 9.5}}, **unreproducible}
     html = report.read_text()
+    for label, entry in suite.unreproducible.items():  # cm_cifar10's PD rows: published, never sampled
+        assert f"<td>{label}</td>" in html and escape(f"not reproducible: {entry['reason']}") in html
     fid_decimals = next(fmt.decimals for fmt in metric_formats([result]) if fmt.column.key == "fid")
     assert "Measured vs published" in html and f"{result['fid'] - 9.5:+.{fid_decimals}f}" in html
     assert result["options"] == row.options
