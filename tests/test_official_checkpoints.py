@@ -87,7 +87,7 @@ def test_every_preset_builds_and_says_how_its_network_sees_sigma(name):
     assert channels == 3 and height == width and height in (32, 64, 256)
     openai = name.startswith("adm-")
     assert preset.model_options.get("noise_label_scale", 1.0) == (1000.0 if openai else 1.0)  # 250·ln σ vs ln(σ)/4
-    assert preset.strip_prefix == ("model." if name.startswith("ctm-") else "")
+    assert preset.strip_prefix == ("model." if name.startswith(("ctm-", "dmd2-")) else "")  # whole preconditioners
 
 
 def test_unknown_preset_lists_the_accepted(tmp_path):

@@ -13,7 +13,8 @@ module containers as inert records, numpy scalars, ``dnnlib``'s ``EasyDict`` as 
 refuses anything else before it can be called; each persistent object becomes an
 :class:`ObjectRecord` (its class name, constructor arguments, parameters, buffers and
 submodules as data). From the record of ``ema`` -- a preconditioner (``EDMPrecond``,
-``VPPrecond``, ``VEPrecond`` or ``iDDPMPrecond``) whose ``model`` is a ``SongUNet`` or
+``VPPrecond``, ``VEPrecond``, ``iDDPMPrecond``, or ECT's ``ECMPrecond``, whose snapshots ECT's
+training loop writes as EDM's does) whose ``model`` is a ``SongUNet`` or
 ``DhariwalUNet`` -- cmbench builds its own class of the same name from the recorded
 constructor arguments and loads the recorded weights with ``strict=True``; the
 preconditioner's settings become plain ``options`` for the model adapter.
@@ -44,8 +45,11 @@ from cmbench.checkpoints.edm_records import (
 from cmbench.checkpoints.hashing import read_verified
 from cmbench.checkpoints.native import _check_state_dict
 
-PRECONDITIONERS = {"EDMPrecond": "edm", "VPPrecond": "vp", "VEPrecond": "ve", "iDDPMPrecond": "iddpm"}
-"""EDM preconditioner class name -> cmbench's name for its preconditioning."""
+PRECONDITIONERS = {"EDMPrecond": "edm", "VPPrecond": "vp", "VEPrecond": "ve", "iDDPMPrecond": "iddpm",
+                   "ECMPrecond": "cm"}
+"""EDM-codebase preconditioner class name -> cmbench's name for its preconditioning. ``ECMPrecond``
+is ECT's (locuslab/ect ``training/networks.py``): in eval mode, the consistency-model scalings
+with the σ_min it records (:func:`cmbench.models.preconditioning.consistency_scalings`)."""
 
 NETWORKS: dict[str, str] = {
     "SongUNet": "cmbench.nets.song_unet:SongUNet",
@@ -58,6 +62,7 @@ _PRECOND_OPTIONS = {
     "vp": ("beta_d", "beta_min", "M", "epsilon_t"),
     "ve": (),
     "iddpm": ("C_1", "C_2", "M"),
+    "cm": ("sigma_data",),
 }
 _INT_OPTIONS = ("M",)
 
@@ -68,7 +73,7 @@ class EDMPickle:
     ``net`` has cmbench's call ``net(x, noise_labels, class_labels=None, s_noise_labels=None)``
     with integer class labels. ``preconditioning`` is ``"edm"``, ``"vp"``, ``"ve"`` or
     ``"iddpm"`` (EDM Table 1; iDDPM's net outputs 2·C channels of which the first C are ε, and
-    its c_noise is an index into ``options["sigma_table"]``). ``options`` is plain data:
+    its c_noise is an index into ``options["sigma_table"]``), or ``"cm"`` (ECT's ``ECMPrecond``). ``options`` is plain data:
     ``image_shape`` [C, H, W], ``label_dim``, ``sigma_min``, ``sigma_max``, ``use_fp16`` (as
     recorded; informational), the preconditioner's own constants (``sigma_data``; ``beta_d``,
     ``beta_min``, ``M``, ``epsilon_t``; ``C_1``, ``C_2``, ``M``, ``sigma_table``) and the EDM

@@ -3,8 +3,9 @@
 A snapshot names globals; :class:`_RestrictedUnpickler` resolves only those in
 :data:`ALLOWED_GLOBALS` (tensor and storage rebuilding -- storages re-enter
 ``torch.load(weights_only=True)`` --, ``OrderedDict``, ``set``, torch's module containers as
-inert records, numpy scalars, ``dnnlib``'s ``EasyDict`` as ``dict``, torch dtypes) and refuses
-anything else before it can be called. EDM's ``_reconstruct_persistent_obj(meta)`` resolves to a
+inert records, numpy scalars, ``dnnlib``'s ``EasyDict`` as ``dict``, torch dtypes, and
+``getattr`` on a persistent object as an inert :class:`MethodRecord`) and refuses anything else
+before it can be called. EDM's ``_reconstruct_persistent_obj(meta)`` resolves to a
 function that returns an :class:`ObjectRecord` (class name, constructor arguments, parameters,
 buffers, submodules) instead of executing ``meta['module_src']``.
 """
@@ -142,6 +143,31 @@ def _persistent_record(meta) -> ObjectRecord:
     )
 
 
+@dataclass(frozen=True)
+class MethodRecord:
+    """A bound method a snapshot pickled as ``getattr(obj, name)``, as data: nothing is looked up.
+
+    ECT's loss object (locuslab/ect ``training/loss.py``, ``ECMLoss.__init__``) keeps
+    ``self.t_to_r = self.t_to_r_sigmoid`` (or ``t_to_r_const``), and pickle writes a bound method
+    as a call of ``builtins.getattr`` on its persistent owner. The snapshot's ``loss_fn`` is never
+    used here; the record only lets the rest of the file load.
+    """
+
+    owner: str
+    name: str
+
+
+def _method_record(owner, name) -> MethodRecord:
+    """Stands in for ``builtins.getattr``: only a persistent object's method name is accepted,
+    and only recorded (never looked up)."""
+    if not isinstance(owner, ObjectRecord) or not isinstance(name, str):
+        raise _FormatError(
+            f"getattr on a {type(owner).__name__} with a {type(name).__name__} name; accepted only: a persistent "
+            "object's bound method (as ECT's ECMLoss.t_to_r)"
+        )
+    return MethodRecord(owner.class_name, name)
+
+
 def _load_storage(data):
     """``torch.storage._load_from_bytes``, but through ``torch.load(weights_only=True)``."""
     if not isinstance(data, (bytes, bytearray)):
@@ -215,6 +241,7 @@ _TORCH_DTYPES = {
 
 ALLOWED_GLOBALS: dict[str, object] = {
     "torch_utils.persistence._reconstruct_persistent_obj": _persistent_record,
+    "builtins.getattr": _method_record,
     "torch.storage._load_from_bytes": _load_storage,
     "torch._utils._rebuild_tensor_v2": _rebuild_tensor_v2,
     "torch._utils._rebuild_parameter": _rebuild_parameter,

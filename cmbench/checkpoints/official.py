@@ -44,6 +44,19 @@ def _edm(name: str, source: str, strip_prefix: str = "") -> OfficialArch:
                         {"image_shape": shape, "label_dim": kwargs.get("label_dim", 0)}, source, strip_prefix)
 
 
+def _dmd2_imagenet64() -> OfficialArch:
+    """DMD2's ImageNet-64 generator (tianweiy/DMD2): ``pytorch_model.bin`` is the state dict of the
+    whole ``EDMPrecond`` (keys ``model.``), which ``demo/imagenet_example.py`` loads strictly into
+    ``EDMPrecond(**get_imagenet_config())``: EDM's ImageNet ADM net (``main/edm/edm_network.py``
+    ``get_imagenet_edm_config``: augment_dim 0, 192 channels, mult 1,2,3,4, 3 blocks, attention at
+    32,16,8) with dropout 0 (no effect when sampling). Its preconditioning is EDM's."""
+    class_name, kwargs = EDM_PRESETS["edm-imagenet-64x64-cond-adm"]
+    shape = [kwargs["in_channels"], kwargs["img_resolution"], kwargs["img_resolution"]]
+    return OfficialArch("dmd2-imagenet-64x64-cond", _ARCH_OF_CLASS[class_name], {**kwargs, "dropout": 0.0},
+                        {"image_shape": shape, "label_dim": kwargs["label_dim"], "preconditioning": "edm"},
+                        "tianweiy/DMD2: pytorch_model.bin (state dict of the whole EDMPrecond generator)", "model.")
+
+
 OFFICIAL_ARCHS: dict[str, OfficialArch] = {
     a.name: a
     for a in (
@@ -54,6 +67,7 @@ OFFICIAL_ARCHS: dict[str, OfficialArch] = {
           for name in EDM_PRESETS if name.startswith("edm-")),
         *(_edm(name, "Kim-Dongjun/ctm-cifar10 (state dict of the whole preconditioner)", strip_prefix="model.")
           for name in EDM_PRESETS if name.startswith("ctm-")),
+        _dmd2_imagenet64(),
     )
 }
 

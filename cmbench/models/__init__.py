@@ -53,9 +53,10 @@ def validate_model_spec(c: Checker, family: str, spec: dict[str, Any], path: str
     if is_external(spec):
         validate_external_spec(c, family, spec, path)
         return
-    if family == "generator":
-        raise c.fail(path, "a one-step generator comes from your code: give entry_point (a builder) and image_shape, "
-                           "or pass it to cmbench.evaluate")
+    if family == "generator" and "checkpoint" not in spec:
+        raise c.fail(path, "a one-step generator comes from your code (give entry_point, a builder, and image_shape, "
+                           "or pass it to cmbench.evaluate) or is an EDM network run once at sigma_init (give "
+                           "checkpoint, format edm_pickle or state_dict, and sigma_init)")
     if family != "gmm":
         validate_network_spec(c, family, spec, path)
         return

@@ -3,7 +3,8 @@ user's builder (an entry point) or a model in memory (the Python API).
 
 ``options`` are a suite model entry's model options merged over what the file or preset says:
 ``image_shape``, ``label_dim``, the σ range and σ_data, ``time_input`` / ``noise_label_scale``
-(and the VP constants), ``preconditioning``, and for PD ``prediction`` and ``role``.
+(and the VP constants), ``preconditioning``, for PD ``prediction`` and ``role``, and for a
+one-step generator whose network is an EDM denoiser ``sigma_init`` (:mod:`.denoiser_generator`).
 ``preconditioning: trigflow`` (EDM, CD and CT) reads the network in sCM's TrigFlow form
 (:mod:`.trigflow`) whatever the family.
 """
@@ -15,6 +16,7 @@ from typing import Any
 from torch import nn
 
 from .base import ModelAdapter, NoiseRange
+from .denoiser_generator import DenoiserGeneratorModel
 from .networks import ConsistencyModel, CTMModel, EDMModel, GeneratorModel
 from .pd import ProgressiveDistillationModel
 from .preconditioning import TimeInput
@@ -51,6 +53,9 @@ def network_adapter(family: str, net: nn.Module, options: dict[str, Any], *, sha
         return ConsistencyModel(net, family=family, preconditioning=preconditioning, **common)
     if family == "ctm":
         return CTMModel(net, preconditioning=preconditioning, **common)
+    if family == "generator" and preconditioning != "none":  # an EDM denoiser run once (SiD, DMD2)
+        return DenoiserGeneratorModel(net, sigma_init=options.get("sigma_init"), preconditioning=preconditioning,
+                                      **common)
     if family == "generator":
         return GeneratorModel(net, **common)
     return ProgressiveDistillationModel(net, prediction=options.get("prediction", "v"), role=options["role"], **common)

@@ -6,13 +6,17 @@ A suite's network model names a ``checkpoint`` and its ``format``:
 - ``state_dict``: an official PyTorch state dict (openai/consistency_models, sony/ctm); ``arch``
   names the preset network and the model defaults (image shape, labels, time input).
 - ``edm_pickle``: an NVlabs/edm ``.pkl`` snapshot, read without running its embedded code
-  unless ``trust_pickle_code: true``; the preconditioner class sets σ range and coefficients.
+  unless ``trust_pickle_code: true``; the preconditioner class sets σ range and coefficients
+  (ECT's ``ECMPrecond``: a ``cd`` / ``ct`` model with the σ_min it records).
 - ``diffusers``: a folder as diffusers' ``save_pretrained`` writes it (the Hugging Face copies of
   openai's consistency models), read without diffusers into cmbench's ADM net
   (:mod:`cmbench.checkpoints.diffusers_unet`); its ``config.json`` names the architecture.
 - ``flax``: a flax msgpack training state of openai/consistency_models_cifar10 (the CM paper's
   CIFAR-10 EDM, CD and CT nets), read without JAX or flax; its ``params_ema`` tree is mapped onto
   cmbench's NCSN++ port; ``arch`` names the preset (:mod:`cmbench.checkpoints.flax_ncsnpp`).
+
+A ``generator`` from a checkpoint (SiD's snapshots, DMD2's state dict) is an EDM denoiser run once
+at its ``sigma_init`` (:mod:`cmbench.models.denoiser_generator`).
 
 Suite options override what the file or preset says (σ range, σ_data, time input), and
 ``precision`` / ``compile`` choose how the network runs.
@@ -27,6 +31,7 @@ from ..validate import Checker
 from ..zoo import resolve_checkpoint
 from .base import ModelAdapter, NoiseRange
 from .adapters import network_adapter
+from .denoiser_generator import check_snapshot_family, validate_generator_options
 from .networks import PRECISIONS
 from .pd import PREDICTIONS, ROLES
 from .preconditioning import PRECONDITIONINGS, TIME_INPUTS
@@ -37,7 +42,7 @@ DIFFUSERS_FAMILIES = ("cd", "ct", "edm")  # an ADM net without CTM's s embedding
 FLAX_FAMILIES = ("cd", "ct", "edm")  # the CM paper's CIFAR-10 NCSN++ nets
 NETWORK_OPTIONAL = (
     "format", "sha256", "arch", "trust_pickle_code", "sigma_min", "sigma_max", "sigma_data",
-    "time_input", "noise_label_scale", "preconditioning", "precision", "compile",
+    "time_input", "noise_label_scale", "preconditioning", "precision", "compile", "sigma_init",
 )
 PD_OPTIONAL = ("prediction",)
 CHECKPOINT_PRECONDITIONINGS = {"edm": (*PRECONDITIONINGS, TRIGFLOW), "cd": ("cm", TRIGFLOW), "ct": ("cm", TRIGFLOW)}
@@ -98,6 +103,7 @@ def validate_network_spec(c: Checker, family: str, spec: dict[str, Any], path: s
         if key in spec:
             c.number(spec[key], f"{path}.{key}", minimum=0, exclusive=True)
     check_sigma_range(c, spec, path, None)
+    validate_generator_options(c, family, spec, path)
 
 
 def check_sigma_range(c: Checker, spec: dict[str, Any], path: str, default: NoiseRange | None) -> None:
@@ -145,6 +151,7 @@ def load_network(spec: dict[str, Any], family: str, checkpoint_dir: Path, device
 
         ckpt = load_edm_pickle(path, device=device, expected_sha256=expected,
                                trust_pickle_code=spec.get("trust_pickle_code", False))
+        check_snapshot_family(ckpt.preconditioning, family, spec["checkpoint"])
         return ckpt.net, edm_pickle_options(ckpt.preconditioning, ckpt.options), ckpt.sha256
     from ..checkpoints import load_native
 
@@ -160,16 +167,20 @@ EDM_SAMPLER_RANGE = (0.002, 80.0)  # EDM's generate.py defaults, clamped to the 
 def edm_pickle_options(preconditioning: str, options: dict[str, Any]) -> dict[str, Any]:
     """Model options of an EDM snapshot: its preconditioner's coefficients and time input, and
     the σ range EDM's ``generate.py`` samples over: [max(0.002, σ_min), min(80, σ_max)] (an
-    EDMPrecond records 0 and ∞; a VPPrecond its ε_t and t = 1 levels)."""
-    if preconditioning not in PRECONDITIONINGS:
+    EDMPrecond records 0 and ∞; a VPPrecond its ε_t and t = 1 levels). ECT's ECMPrecond (``cm``)
+    keeps the σ_min it records, which is its boundary condition f(x, σ_min) = x (0.003 by default in
+    locuslab/ect ``training/networks.py``), and starts at min(80, ∞) = 80, ECT's ``t_max``."""
+    if preconditioning not in (*PRECONDITIONINGS, "cm"):
         raise ValueError(f"EDM snapshots with the {preconditioning!r} preconditioner (iDDPMPrecond) are read but "
-                         f"not evaluated yet: cmbench evaluates {', '.join(PRECONDITIONINGS)} snapshots")
+                         f"not evaluated yet: cmbench evaluates {', '.join(PRECONDITIONINGS)} and ECMPrecond (cm) "
+                         "snapshots")
     keep = ("image_shape", "label_dim", "sigma_data", "beta_d", "beta_min", "M")
     out = {k: options[k] for k in keep if k in options}
-    out["sigma_min"] = max(EDM_SAMPLER_RANGE[0], float(options.get("sigma_min", 0.0)))
+    recorded_min = float(options.get("sigma_min", 0.0))
+    out["sigma_min"] = recorded_min if preconditioning == "cm" else max(EDM_SAMPLER_RANGE[0], recorded_min)
     out["sigma_max"] = min(EDM_SAMPLER_RANGE[1], float(options.get("sigma_max", float("inf"))))
     out["preconditioning"] = preconditioning
-    if preconditioning != "edm":
+    if preconditioning in ("vp", "ve"):
         out["time_input"] = preconditioning  # VPPrecond and VEPrecond each have their own c_noise
     return out
 

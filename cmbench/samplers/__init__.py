@@ -16,12 +16,12 @@ from typing import Any
 import torch
 
 from ..models.base import NoiseRange
-from .consistency import sample_cm_multistep
+from .consistency import RENOISE, sample_cm_multistep
 from .chain import FREE, Chain
 from .ctm import sample_ctm_gamma
 from .ddim import sample_ddim
 from .edm import sample_edm
-from .onestep import read_stored, sample_generator
+from .onestep import generator_grid, read_stored, sample_generator
 from .progdist import sample_progdist
 from .scm import PAPER_INTERMEDIATE_T, T_MAX_CHOICES, sample_scm, scm_grid
 from .schedules import append_zero, cosine_ve_sigmas, karras_index_sigmas, karras_sigmas
@@ -100,6 +100,7 @@ _OPTION_RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "s_churn": (lambda v: v >= 0, "a number ≥ 0 (EDM's S_churn)"),
     "karras_steps": (lambda v: v >= 2, "an integer ≥ 2"),
     "time_point_units": (lambda v: v in TIME_POINT_UNITS, " or ".join(TIME_POINT_UNITS)),
+    "renoise": (lambda v: v in RENOISE, " or ".join(RENOISE) + " (cm: √(τ² − σ_min²), CM Algorithm 1; ect: τ, ECT)"),
     "time_points": (
         lambda v: all(str(k).isdigit() and isinstance(p, (list, tuple)) for k, p in v.items()),
         "a mapping from NFE to a list of time points, e.g. {2: [0, 22, 39]}",
@@ -219,7 +220,7 @@ SAMPLERS: dict[str, Sampler] = {
             requires="consistency",
             summary="consistency-model multistep sampling (CM Algorithm 1)",
             sample=sample_cm_multistep,
-            sample_options=MappingProxyType({"clip_denoised": True}),
+            sample_options=MappingProxyType({"clip_denoised": True, "renoise": "cm"}),
             schedule_options=MappingProxyType(_TRAJECTORY_SCHEDULE),
             nfe_rule="one consistency evaluation per time point (NFE ≥ 1)",
             nfe_ok=lambda n: n >= 1,
@@ -275,13 +276,13 @@ SAMPLERS: dict[str, Sampler] = {
         Sampler(
             name="onestep",
             requires="generate",
-            summary="a one-step generator x = G(z, labels) (family generator)",
+            summary="a one-step generator x = G(z, labels) (family generator; SiD / DMD2: D(σ_init·z; σ_init))",
             sample=sample_generator,
             sample_options=MappingProxyType({}),
             schedule_options=MappingProxyType({}),
             nfe_rule="a one-step generator makes exactly one evaluation (NFE 1)",
             nfe_ok=lambda n: n == 1,
-            build_grid=lambda r, n, o: torch.zeros(0, dtype=torch.float64),
+            build_grid=generator_grid,
         ),
         Sampler(
             name="stored",

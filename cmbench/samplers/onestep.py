@@ -10,8 +10,21 @@ from __future__ import annotations
 
 import torch
 
-from ..models.base import ModelAdapter
+from ..models.base import ModelAdapter, NoiseRange
 from ..seeds import SampleNoise
+
+
+def generator_grid(noise_range: NoiseRange, nfe: int, options) -> torch.Tensor:
+    """The σ of the generator's one evaluation, which the result row records as its schedule.
+
+    A generator whose network is an EDM denoiser run at σ_init (SiD, DMD2;
+    :mod:`cmbench.models.denoiser_generator`) is defined at that single level, its noise range
+    [σ_init, σ_init]: the grid is [σ_init]. A generator that maps the standard-normal latent itself
+    has no σ (its noise range is a default, σ_min < σ_max): the grid is empty.
+    """
+    if noise_range.sigma_min == noise_range.sigma_max:
+        return torch.tensor([noise_range.sigma_max], dtype=torch.float64)
+    return torch.zeros(0, dtype=torch.float64)
 
 
 def sample_generator(
@@ -22,7 +35,8 @@ def sample_generator(
     noise: SampleNoise,
     labels: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, int]:
-    """x = G(z, labels) with z each seed's standard-normal latent; NFE 1."""
+    """x = G(z, labels) with z each seed's standard-normal latent; NFE 1. ``sigmas``
+    (:func:`generator_grid`) only records the σ of the evaluation: the model holds it."""
     return model.generate(latents, labels=labels).to(torch.float64), 1
 
 
