@@ -75,6 +75,18 @@ _PROFILES: tuple[Profile, ...] = (
         reference_formats=(EDM, CMBENCH),
     ),
     Profile(
+        name="dmd2",
+        protocol=("DMD2's ImageNet-64 numbers (tianweiy/DMD2 main/edm/test_folder_edm.py): truncated samples, FID with "
+                  "EDM's detector against EDM's imagenet-64x64.npz"),
+        extractor="inception-tf",
+        metrics=("fid",),
+        metric_options=MetricOptions(fid_sqrt="sqrtm"),
+        quantisation="truncate",
+        reference_formats=(EDM, CMBENCH),
+        differences=("sample i's class is i mod 1000 (cmbench: drawn from the sample's seed); the covariance sum "
+                     "starts at ones (cmbench: zeros, a change of 1/(N − 1) in every entry)"),
+    ),
+    Profile(
         name="cm-cifar10",
         protocol=("the CM paper's CIFAR-10 table (openai/consistency_models_cifar10 jcm/metrics.py): FID by clean-fid "
                   "legacy_tensorflow against its CIFAR-10 train statistics, IS by torch-fidelity's calculate_metrics"),

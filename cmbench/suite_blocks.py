@@ -147,7 +147,7 @@ def parse_reference(c: Checker, raw: Any, models: dict, metrics: tuple[str, ...]
 
 _REGISTRY_PROFILES = {  # a registry entry's protocol → the cmbench profiles whose numbers are against it
     "clean-fid-legacy-tensorflow": ("clean-fid", "cm-cifar10"),
-    "edm": ("edm", "ctm-cifar10"),
+    "edm": ("edm", "ctm-cifar10", "dmd2"),
 }
 
 

@@ -363,7 +363,8 @@ PAPER = {"ect_cifar10": {1: 3.60, 2: 2.11}, "sid_cifar10": {1: 1.923}, "sid_imag
 @pytest.mark.parametrize("name", sorted(PAPER))
 def test_paper_suites_validate_with_official_settings_and_published_numbers(name):
     suite = load_suite(SUITES / f"{name}.yaml")
-    assert suite.num_samples == 50_000 and suite.profile == "edm" and suite.paper_source and suite.checkpoints_dir
+    profile = "dmd2" if name.startswith("dmd2") else "edm"  # DMD2's script truncates where EDM rounds
+    assert suite.num_samples == 50_000 and suite.profile == profile and suite.paper_source and suite.checkpoints_dir
     assert suite.reference["registry"] == ("edm-cifar10-32" if "cifar10" in name else "edm-imagenet-64")
     first = suite.rows[0]
     assert {row.nfe: row.paper["fid"] for row in suite.rows if row.model == first.model} == PAPER[name]
@@ -420,6 +421,7 @@ def test_first_row_runs_end_to_end_on_cpu_with_random_weights(name, tmp_path, of
     (result,) = read_rows(tmp_path / "out" / "results.jsonl")
     assert result["row_id"] == row.row_id and result["nfe"] == row.nfe == 1 and np.isfinite(result["fid"])
     assert result["checkpoint_sha256"] == sha256_file(tmp_path / suite.models[row.model].options["checkpoint"])
-    assert result["options"] == json.loads(json.dumps(row.options)) and result["quantisation"] == "round"
+    assert result["options"] == json.loads(json.dumps(row.options)) and result["quantisation"] == suite.quantisation
+    assert suite.quantisation == ("truncate" if name.startswith("dmd2") else "round")  # as each official script
     expected_schedule = {"ect_cifar10": [80.0, 0.002], "sid_cifar10": [2.5], "dmd2_imagenet64": [80.0]}[name]
     assert result["schedule"] == expected_schedule
