@@ -11,8 +11,8 @@ QUANTISATIONS = ("round", "truncate")
 """How images in [-1, 1] become uint8 (:mod:`cmbench.images`)."""
 
 CMBENCH = "cmbench"
-ADM, EDM, CLEAN_FID = "adm", "edm", "clean-fid"
-OFFICIAL_FORMATS = (ADM, EDM, CLEAN_FID)
+ADM, EDM, CLEAN_FID, EDM2 = "adm", "edm", "clean-fid", "edm2"
+OFFICIAL_FORMATS = (ADM, EDM, CLEAN_FID, EDM2)
 REFERENCE_FORMATS = (CMBENCH, *OFFICIAL_FORMATS)
 """Reference-statistics file formats (:mod:`cmbench.metrics.reference_formats`)."""
 
@@ -22,3 +22,6 @@ ADM evaluator's reference batches)."""
 STATS_BATCH_SIZE = 256
 OFFICIAL_REFERENCE_DEST = Path("reference_stats") / "official"
 """Where ``cmbench stats fetch`` puts official reference files (under the current folder)."""
+
+WEIGHTS_NAMES = ("inception", "dinov2-vitl14", "clip-vitl14-336")
+"""The feature networks' weights files ``cmbench weights fetch`` knows (:data:`cmbench.weights.WEIGHTS`)."""

@@ -284,15 +284,16 @@ def profiles_command(args: argparse.Namespace) -> int:
 
 
 def weights_fetch_command(args: argparse.Namespace) -> int:
-    from .weights import fetch_inception_weights, find_inception_weights
+    from .weights import WEIGHTS, fetch_weights, find_weights
 
+    spec = WEIGHTS[args.name]
     if args.dest is None:
         try:
-            print(f"already present: {find_inception_weights()}")
+            print(f"already present: {find_weights(spec)}")
             return 0
         except FileNotFoundError:
             pass
-    print(fetch_inception_weights(args.dest, progress=args.progress))
+    print(fetch_weights(spec, args.dest, progress=args.progress))
     return 0
 
 

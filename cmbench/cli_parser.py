@@ -8,7 +8,7 @@ from pathlib import Path
 
 from . import __version__
 from . import cli_commands as commands
-from .choices import DEVICES, QUANTISATIONS
+from .choices import DEVICES, QUANTISATIONS, WEIGHTS_NAMES
 from .cli_args import (add_progress_options, integer_at_least, non_negative_integer, positive_integer,
                        positive_number, shard_part)
 from .cli_commands import DEFAULT_SUITE
@@ -165,9 +165,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_weights_parser(sub) -> None:
-    weights = sub.add_parser("weights", help="network weights cmbench needs from outside (the TF Inception-v3)")
+    weights = sub.add_parser("weights", help="network weights cmbench needs from outside (Inception-v3, DINOv2, CLIP)")
     group = weights.add_subparsers(dest="weights_command", required=True)
-    fetch = group.add_parser("fetch", help="download the Inception-v3 weights file (torch-fidelity's), checking its sha256")
+    fetch = group.add_parser("fetch", help="download a feature network's weights file, checking its sha256 where one is published")
+    fetch.add_argument("name", nargs="?", default="inception", choices=WEIGHTS_NAMES,
+                       help="which file: inception (torch-fidelity's TF Inception-v3; the default), dinov2-vitl14 "
+                            "(FD_DINOv2), clip-vitl14-336 (CMMD)")
     fetch.add_argument("--dest", type=Path, help="folder to put it in (default: torch hub's checkpoints folder)")
     add_progress_options(fetch)
     fetch.set_defaults(func=commands.weights_fetch_command)

@@ -37,11 +37,13 @@ def stats_compute_command(args: argparse.Namespace) -> int:
     if not args.world.main:  # the main rank writes the file
         return 0
     save_reference(args.out, stats, overwrite=args.overwrite)
-    kept = stats.features.get("pool")
+    kept = ", ".join(f"{len(rows)} {layer}" for layer, rows in stats.features.items()) or "0 pool"
+    others = "".join(f"; {layer}: {who['extractor']} (sha256 {who['extractor_sha256']})"
+                     for layer, who in stats.meta.get("layer_extractors", {}).items())
     print(f"wrote {args.out}: {stats.meta['source']}, layers "
           + ", ".join(f"{layer} ({dim}-d)" for layer, dim in stats.meta["layers"].items())
-          + f", {0 if kept is None else len(kept)} pool rows kept; extractor {stats.meta['extractor']} "
-          f"(sha256 {stats.meta['extractor_sha256']})")
+          + f", {kept} rows kept; extractor {stats.meta['extractor']} "
+          f"(sha256 {stats.meta['extractor_sha256']}){others}")
     return 0
 
 
@@ -92,9 +94,13 @@ def add_stats_parser(sub) -> None:
     compute = group.add_parser("compute", help="statistics of real images (float64 streaming), with kept features for precision/recall")
     which = compute.add_mutually_exclusive_group(required=True)
     which.add_argument("--suite", help="use this suite's features block (a file or bundled suite name)")
-    which.add_argument("--extractor", help="feature extractor by name (e.g. toy-classifier, pixels, inception-tf)")
-    compute.add_argument("--checkpoint", help="with --extractor: the extractor's checkpoint (toy-classifier)")
-    compute.add_argument("--weights", help="with --extractor: the extractor's weights file")
+    which.add_argument("--extractor", action="append",
+                       help="feature extractor by name (e.g. toy-classifier, pixels, inception-tf, dinov2-vitl14, "
+                            "clip-vitl14-336); repeat it for one file with several networks' layers (e.g. inception-tf "
+                            "and dinov2-vitl14 for the edm2 profile)")
+    compute.add_argument("--checkpoint", help="with --extractor: the first extractor's checkpoint (toy-classifier)")
+    compute.add_argument("--weights", help="with --extractor: the first extractor's weights file (the others' are "
+                                           "found as `cmbench weights` describes)")
     compute.add_argument("--images", required=True,
                          help="an image folder (PNG/JPEG, recursive, sorted by path), an .npz with NHWC images in arr_0, or toy:SPLIT")
     compute.add_argument("--out", type=Path, required=True, help="reference file (.npz) to write")

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from .metrics import MetricOptions
-from .metrics.reference_formats import ADM, CLEAN_FID, CMBENCH, EDM
+from .metrics.reference_formats import ADM, CLEAN_FID, CMBENCH, EDM, EDM2
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,21 @@ _PROFILES: tuple[Profile, ...] = (
         metric_options=MetricOptions(fid_sqrt="sqrtm"),
         quantisation="round",
         reference_formats=(EDM, CMBENCH),
+    ),
+    Profile(
+        name="edm2",
+        protocol=("EDM2's calculate_metrics.py (FID with NVIDIA's Inception port and FD_DINOv2 with DINOv2 ViT-L/14, "
+                  "images resized to 224 by torch's bicubic + antialias; Fréchet distances by scipy sqrtm) against "
+                  "EDM2's reference statistics"),
+        extractor="inception-tf",
+        metrics=("fid", "fd_dinov2"),
+        metric_options=MetricOptions(fid_sqrt="sqrtm"),
+        quantisation="round",
+        reference_formats=(EDM2, CMBENCH),
+        differences=("EDM2's latent (SD-VAE) models decode with truncation (clamp(0, 1)·255 → uint8; cmbench rounds, "
+                     "as EDM2's pixel models: x·127.5 + 128 → uint8); calc scores a random subset of a larger image "
+                     "folder (cmbench: the row's seeds); sqrtm keeps the real part without pytorch-fid's 1e-6 retry "
+                     "and imaginary-part check (cmbench fails on an imaginary diagonal beyond 1e-3)"),
     ),
     Profile(
         name="clean-fid",
@@ -130,6 +145,15 @@ def _with_clean_mode(profiles: tuple[Profile, ...]):
 
 PROFILES: dict[str, Profile] = {p.name: p for p in _with_clean_mode(_PROFILES)}
 
+METRIC_NETWORK_TEXT = {
+    "fd_dinov2": ("FD_DINOv2 on DINOv2 ViT-L/14's CLS output (dinov2-vitl14: uint8 → float, bicubic + antialias resize "
+                  "to 224, /255, ImageNet mean/std; features.dinov2: {extractor: dinov2-vitl14+pil-resize} for "
+                  "dgm-eval's PIL bicubic)"),
+    "cmmd": ("CMMD on CLIP ViT-L/14@336's normalised image embeddings (clip-vitl14-336), MMD² with a Gaussian kernel "
+             "of σ = 10, ×1000, against every reference row"),
+}
+"""How the metrics that name their own network compute their features."""
+
 PROFILE_KEYS = ("metric_options", "quantisation")
 """Suite keys a profile sets; a suite with a profile leaves them out. ``metrics`` there adds
 metrics to the profile's own (e.g. ``kid``, ``density_coverage``), and ``features`` may add a
@@ -155,6 +179,7 @@ def describe_profiles() -> str:
             f"  FID square root {o.fid_sqrt}; IS {is_split}; precision/recall k = {o.pr_k}; "
             f"KID {o.kid_subsets} × {o.kid_subset_size}{' (capped at the set sizes)' if o.kid_capped else ''}; reference formats {', '.join(p.reference_formats)}",
         ]
+        lines += [f"  {METRIC_NETWORK_TEXT[m]}" for m in p.metrics if m in METRIC_NETWORK_TEXT]
         if p.differences:
             lines.append(f"  not reproduced: {p.differences}")
     return "\n".join(lines)

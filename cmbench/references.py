@@ -41,7 +41,8 @@ def analytic_reference(suite: Suite, model, extractor: FeatureExtractor, layers:
         "source": f"exact draws of analytic model {spec['model']!r} (seeds {seeds[0]}..{seeds[-1]})",
         "quantisation": suite.quantisation,
     }
-    keep = {"pool": min(spec["num_images"], 10000)} if "pool" in features else None
+    keep = {layer: rows for layer, rows in (("pool", min(spec["num_images"], 10000)), ("clip", spec["num_images"]))
+            if layer in features} or None
     return ReferenceStats.from_features(features, meta, keep_features=keep)
 
 
@@ -65,13 +66,15 @@ def load_suite_reference(suite: Suite, models: dict, extractor: FeatureExtractor
     if "path" in suite.reference:
         path = reference_path(suite)
         stats = load_reference(path)
-        stats.check_compatible(extractor.identity, str(path))
+        stats.check_compatible(extractor.identity, str(path), _checked_layers(stats, extractor))
         check_profile_reference(suite, stats, path)
-        if stats.images is not None and "pool" not in stats.features and _needs_real_features(suite):
-            attach_image_features(stats, extractor)  # an ADM batch: the real set is its images
+        missing = [layer for layer in _real_feature_layers(suite) if layer not in stats.features]
+        if stats.images is not None and missing:
+            attach_image_features(stats, extractor, layers=missing)  # an ADM batch: the real set is its images
         _check_reference_covers(stats, suite, path)
         return stats, {"path": str(path), "sha256": sha256_file(path), **stats.meta}
-    stats = analytic_reference(suite, models[suite.reference["model"]], extractor, _reference_layers(suite))
+    layers = tuple(sorted({*_reference_layers(suite), *_real_feature_layers(suite)}))
+    stats = analytic_reference(suite, models[suite.reference["model"]], extractor, layers)
     return stats, {**suite.reference, **stats.meta, "sha256": reference_sha256(suite, extractor)}
 
 
@@ -89,14 +92,27 @@ def reference_sha256(suite: Suite, extractor: FeatureExtractor) -> str | None:
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _needs_real_features(suite: Suite) -> bool:
-    """Whether a metric compares against real feature rows, not just their statistics."""
-    return bool({"precision_recall", "kid", "density_coverage"} & set(suite.metrics))
+REAL_FEATURE_METRICS = {"precision_recall": "pool", "kid": "pool", "density_coverage": "pool", "cmmd": "clip"}
+"""Metrics that compare against real feature rows, not just their statistics, and the layer of those rows."""
+
+
+def _real_feature_layers(suite: Suite) -> list[str]:
+    """The layers whose real feature rows the suite's metrics compare against."""
+    return sorted({REAL_FEATURE_METRICS[m] for m in suite.metrics if m in REAL_FEATURE_METRICS})
 
 
 def _reference_layers(suite: Suite) -> tuple[str, ...]:
-    """The feature layers whose real-data statistics the suite's metrics compare against."""
-    return tuple(sorted({layer for m in suite.metrics if METRICS[m].needs_reference for layer in METRICS[m].layers}))
+    """The feature layers whose real-data statistics the suite's metrics compare against (CMMD
+    needs the rows only)."""
+    return tuple(sorted({layer for m in suite.metrics if METRICS[m].needs_reference and m != "cmmd"
+                         for layer in METRICS[m].layers}))
+
+
+def _checked_layers(stats: ReferenceStats, extractor: FeatureExtractor) -> list[str]:
+    """The reference's layers the run's extractor makes (each checked against the network that made
+    it); all of them when it makes none, so a file of another network is refused by name."""
+    held = set(stats.mu) | set(stats.features)
+    return sorted(held & set(extractor.layers)) or sorted(held)
 
 
 def _check_reference_covers(stats: ReferenceStats, suite: Suite, path: Path) -> None:
@@ -104,6 +120,12 @@ def _check_reference_covers(stats: ReferenceStats, suite: Suite, path: Path) -> 
     missing = sorted(set(_reference_layers(suite)) - set(stats.mu))
     if missing:
         raise ValueError(f"reference statistics {path} have no layer(s) {', '.join(missing)}; they have {', '.join(sorted(stats.mu))}")
+    if "cmmd" in suite.metrics:
+        real = stats.features.get("clip")
+        if real is None or len(real) < 2:
+            raise ValueError(f"reference statistics {path} keep {0 if real is None else len(real)} real CLIP rows "
+                             "(features.clip); CMMD compares against the whole reference set: compute the file with "
+                             "`cmbench stats compute ... --extractor clip-vitl14-336`")
     if "precision_recall" in suite.metrics:
         real = stats.features.get("pool")
         if real is None or len(real) <= suite.metric_options.pr_k:

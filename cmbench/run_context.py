@@ -81,9 +81,11 @@ class RunContext:
         for name in {suite.features.get("model"), suite.reference.get("model")} - {None}:
             self.model(name)
         self.extractors: dict[str, FeatureExtractor] = {} if extractors is None else extractors
-        key = json.dumps(suite.features, sort_keys=True)
+        layers = layers_for(suite.metrics)
+        key = json.dumps([suite.features, layers], sort_keys=True)
         if key not in self.extractors:
-            self.extractors[key] = build_extractor(suite.features, self.models, base_dir=suite.base_dir).to(self.device)
+            self.extractors[key] = build_extractor(suite.features, self.models, base_dir=suite.base_dir,
+                                                   layers=layers).to(self.device)
         self.extractor = self.extractors[key]
         self.extractor.check_layers(layers_for(suite.metrics))
         self.file_hashes = {**world.decide(suite_file_hashes, suite), "extractor": self.extractor.weights_sha256}

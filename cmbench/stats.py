@@ -72,7 +72,9 @@ class ImageSource:
 
 def input_channels(extractor: FeatureExtractor) -> int | None:
     """How many channels ``extractor`` takes: its ``input_channels`` if it declares one, the toy
-    classifier's image shape, 3 for Inception networks; None when any count works (pixels)."""
+    classifier's image shape, 3 for Inception networks; None when any count works (pixels). Several
+    networks together (:class:`~cmbench.features.combined.CombinedExtractor`) take what the main one takes."""
+    extractor = getattr(extractor, "main", extractor)
     declared = getattr(extractor, "input_channels", None)
     if declared:
         return int(declared)
@@ -102,9 +104,10 @@ def _toy_source(spec: str, channels: int | None, limit: int | None) -> ImageSour
 
     split = spec[len(TOY_PREFIX):]
     images = load_toy(split)[0][:limit]
+    stored = images.shape[1]
     images = _match_channels(images, channels, spec)
     return ImageSource(f"toy digits ({split} split, {len(images)} images)", len(images), tuple(images.shape[1:]),
-                       _sliced(images), {"kind": "toy", "split": split})
+                       _sliced(images), {"kind": "toy", "split": split, "stored_channels": stored})
 
 
 def _folder_files(folder: Path) -> list[Path]:
@@ -194,7 +197,7 @@ def _npz_source(path: Path, channels: int | None, quantisation: str | None, limi
             yield _match_channels(images, channels, where)
 
     shape = (channels or have, height, width)
-    provenance = {"kind": "npz", "path": str(path), "key": "arr_0", "stored_shape": list(array.shape),
+    provenance = {"kind": "npz", "path": str(path), "key": "arr_0", "stored_shape": list(array.shape), "stored_channels": have,
                   "stored_dtype": str(array.dtype), "sha256": sha256_file(path)}
     if floating:
         provenance["quantisation"] = quantisation
@@ -241,7 +244,8 @@ def compute_reference_stats(
     world: World = SINGLE,
 ) -> ReferenceStats | None:
     """Float64 mean and covariance (normaliser N − 1) of every layer in ``layers`` (default: all
-    the extractor has), streamed over ``source``; the first ``keep`` ``pool`` rows are kept.
+    the extractor has), streamed over ``source``; the first ``keep`` ``pool`` rows are kept, and
+    every ``clip`` row (CMMD compares against the whole reference set, as google-research/cmmd does).
 
     Under ``world`` each rank extracts the features of its contiguous share of the batches of
     ``batch_size`` images (``world.part``, the batch grid of one process) into its own
@@ -256,7 +260,8 @@ def compute_reference_stats(
         raise ValueError(f"keep must be ≥ 0 feature rows, got {keep}")
     batches = world.part(source.num_batches(batch_size))
     first = batches.start * batch_size  # the number of images before this rank's share
-    share = _extract_share(source, extractor, layers, keep=max(keep - first, 0), batch_size=batch_size,
+    keep_rows = {"pool": max(keep - first, 0), "clip": source.count}
+    share = _extract_share(source, extractor, layers, keep=keep_rows, batch_size=batch_size,
                            device=device, batches=batches, progress=progress)
     shares = world.gather(share)
     if not world.main:
@@ -270,11 +275,11 @@ def compute_reference_stats(
         "format": "cmbench",
         "num_images": int(sums[layers[0]].count),
         "resolution": list(source.shape[1:]),
-        "channels": int(source.shape[0]),
+        "channels": int(source.provenance.get("stored_channels", source.shape[0])),  # grey stays grey: 1
         "source": source.description,
         "source_details": source.provenance,
         "layers": {layer: int(mu[layer].shape[0]) for layer in layers},
-        "kept_features": {"pool": len(kept)} if kept is not None else {},
+        "kept_features": {layer: len(rows) for layer, rows in kept.items()},
         "statistics": "float64 streaming sums (StatsAccumulator), covariance normaliser N − 1",
         "world_size": world.size,
         "cmbench_version": __version__,
@@ -282,50 +287,50 @@ def compute_reference_stats(
     }
     if "quantisation" in source.provenance:
         meta["quantisation"] = source.provenance["quantisation"]
-    features = {"pool": kept} if kept is not None else {}
-    return ReferenceStats(mu=mu, sigma=sigma, features=features, meta=meta)
+    return ReferenceStats(mu=mu, sigma=sigma, features=kept, meta=meta)
 
 
 @dataclass
 class _FeatureShare:
-    """One rank's part: float64 accumulators per layer over its images, and its first ``pool`` rows
-    (None when it kept none)."""
+    """One rank's part: float64 accumulators per layer over its images, and its first rows of the
+    layers whose rows are kept (none of a layer it kept none of)."""
 
     sums: dict[str, StatsAccumulator]
-    kept: np.ndarray | None
+    kept: dict[str, np.ndarray]
 
 
-def _extract_share(source: ImageSource, extractor: FeatureExtractor, layers: tuple[str, ...], *, keep: int,
+def _extract_share(source: ImageSource, extractor: FeatureExtractor, layers: tuple[str, ...], *, keep: dict[str, int],
                    batch_size: int, device: torch.device | str, batches: range,
                    progress: bool | None) -> _FeatureShare:
-    """Accumulate the features of the images in batches ``batches``; keep their first ``keep`` ``pool`` rows."""
+    """Accumulate the features of the images in batches ``batches``; keep their first ``keep[layer]`` rows."""
     sums = {layer: StatsAccumulator() for layer in layers}
-    kept: list[np.ndarray] = []
-    kept_rows = 0
+    kept: dict[str, list[np.ndarray]] = {layer: [] for layer in keep if layer in layers}
+    kept_rows = dict.fromkeys(kept, 0)
     total = max(min(batches.stop * batch_size, source.count) - batches.start * batch_size, 0)
     bar = progress_bar(progress=progress, total=total, desc="reference features", unit="img")
     for images in source.batches(batch_size, batches):
         features = extractor.extract(images.to(device), layers)
         for layer in layers:
             sums[layer].update(features[layer].detach().reshape(len(images), -1).cpu().to(torch.float64).numpy())
-        if "pool" in features and kept_rows < keep:
-            rows = features["pool"][: keep - kept_rows].detach().reshape(-1, features["pool"][0].numel())
-            kept.append(rows.cpu().numpy().copy())
-            kept_rows += len(rows)
+        for layer in kept:
+            if kept_rows[layer] < keep[layer]:
+                rows = features[layer][: keep[layer] - kept_rows[layer]].detach().reshape(-1, features[layer][0].numel())
+                kept[layer].append(rows.cpu().numpy().copy())
+                kept_rows[layer] += len(rows)
         bar.update(len(images))
     bar.close()
-    return _FeatureShare(sums, np.concatenate(kept) if kept else None)
+    return _FeatureShare(sums, {layer: np.concatenate(rows) for layer, rows in kept.items() if rows})
 
 
-def _merged(shares: list[_FeatureShare]) -> tuple[dict[str, StatsAccumulator], np.ndarray | None]:
+def _merged(shares: list[_FeatureShare]) -> tuple[dict[str, StatsAccumulator], dict[str, np.ndarray]]:
     """The ranks' accumulators merged in rank order, and their kept rows one after another (each rank
     kept only what the ranks before it left short of ``keep``, so these are the first rows)."""
     sums = shares[0].sums
     for share in shares[1:]:
         for layer, acc in sums.items():
             acc.merge(share.sums[layer])
-    kept = [share.kept for share in shares if share.kept is not None]
-    return sums, np.concatenate(kept) if kept else None
+    layers = [layer for layer in sums if any(layer in share.kept for share in shares)]
+    return sums, {layer: np.concatenate([s.kept[layer] for s in shares if layer in s.kept]) for layer in layers}
 
 
 def attach_image_features(
@@ -364,6 +369,7 @@ def extractor_from_suite(suite, device: torch.device | str = "cpu") -> FeatureEx
     """The extractor a suite's ``features:`` block names (building the analytic model
     ``gmm-posterior`` needs)."""
     from .features import build_extractor
+    from .metrics import layers_for
     from .models import build_model
 
     models = {}
@@ -372,23 +378,35 @@ def extractor_from_suite(suite, device: torch.device | str = "cpu") -> FeatureEx
         spec = suite.models[name]
         models[name] = build_model(spec.family, spec.options, suite.checkpoint_dir, str(device), name=name,
                                    base_dir=suite.base_dir)
-    return build_extractor(suite.features, models, base_dir=suite.base_dir).to(device)
+    return build_extractor(suite.features, models, base_dir=suite.base_dir, layers=layers_for(suite.metrics)).to(device)
 
 
-def extractor_from_name(name: str, *, checkpoint: str | None = None, weights: str | None = None,
+def extractor_from_name(names: str | Sequence[str], *, checkpoint: str | None = None, weights: str | None = None,
                         device: torch.device | str = "cpu") -> FeatureExtractor:
     """An extractor named on the command line, validated like a suite's ``features:`` block
-    (``checkpoint`` / ``weights`` become its keys; relative paths are taken from the current folder)."""
-    from .features import build_extractor, validate_spec
+    (``checkpoint`` / ``weights`` become its keys; relative paths are taken from the current folder).
+    Further names are networks that join it for their own layers (``dinov2-vitl14``, ``clip-vitl14-336``)."""
+    from .features import METRIC_NETWORKS, build_extractor, validate_spec
     from .validate import Checker
 
+    name, *others = [names] if isinstance(names, str) else list(names)
+    spec: dict = {"extractor": name}
+    layers: list[str] = []
+    for other in others:
+        key = next((key for key, (accepted, _) in METRIC_NETWORKS.items() if other in accepted), None)
+        if key is None or key in spec:
+            accepted = ", ".join(n for names, _ in METRIC_NETWORKS.values() for n in names)
+            raise ValueError(f"--extractor {other}: only the first --extractor may be any extractor; the others add one "
+                             f"network each for its own layers, one of: {accepted}")
+        spec[key] = {"extractor": other}
+        layers += METRIC_NETWORKS[key][1]
     if name == "gmm-posterior":
         raise ValueError("--extractor gmm-posterior needs an analytic model: use --suite with a suite whose features "
                          "block names it")
-    spec = {"extractor": name}
     if checkpoint is not None:
         spec["checkpoint"] = checkpoint
     if weights is not None:
         spec["weights"] = weights
     validate_spec(Checker("command line"), spec, "--extractor", {})
-    return build_extractor(spec, {}, base_dir=Path.cwd()).to(device)
+    extractor = build_extractor(spec, {}, base_dir=Path.cwd(), layers=tuple(layers))
+    return extractor.to(device)

@@ -347,7 +347,7 @@ def test_suite_validation_accepts_a_weights_path(tmp_path):
     suite = parse_suite(inception_suite(weights="weights/" + NAME), "s.yaml", tmp_path)
     assert suite.features == {"extractor": "inception-tf", "weights": "weights/" + NAME}
     assert parse_suite(inception_suite(), "s.yaml", tmp_path).features == {"extractor": "inception-tf"}
-    with pytest.raises(ConfigError, match="features.weights: only the inception-tf extractor"):
+    with pytest.raises(ConfigError, match="features.weights: only the inception-tf, inception-tf\+clean-resize, dinov2-vitl14, .* extractors take weights"):
         parse_suite({**inception_suite(), "features": {"extractor": "pixels", "weights": "w.pth"}}, "s.yaml", tmp_path)
     with pytest.raises(ConfigError, match="features.weights: expected a non-empty string"):
         parse_suite(inception_suite(weights=3), "s.yaml", tmp_path)

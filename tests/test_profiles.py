@@ -70,7 +70,7 @@ def test_a_profile_sets_metrics_options_quantisation_and_extractor():
 @pytest.mark.parametrize("changes, where, message", [
     ({"profile": "toy", "quantisation": "truncate"}, "quantisation", "profile toy sets quantisation"),
     ({"profile": "adm", "features": {"extractor": "toy-classifier"}}, "features.extractor", "uses the 'inception-tf' extractor"),
-    ({"profile": "nope"}, "profile", "accepted: adm, edm, clean-fid, clean-fid-clean, ctm-cifar10, dmd2, cm-cifar10, torch-fidelity, toy"),
+    ({"profile": "nope"}, "profile", "accepted: adm, edm, edm2, clean-fid, clean-fid-clean, ctm-cifar10, dmd2, cm-cifar10, torch-fidelity, toy"),
 ])
 def test_profile_conflicts_name_the_key(changes, where, message):
     with pytest.raises(ConfigError, match=message) as error:

@@ -460,7 +460,8 @@ def test_shipped_registry():
         assert set(REQUIRED_KEYS) <= set(item), item["name"]
     for entry in registry.values():
         assert entry.url.startswith("https://") and entry.url.endswith("/" + entry.file)
-        assert entry.format in ("adm", "edm", "clean-fid") and entry.resolution[0] == entry.resolution[1]
+        assert entry.format in ("adm", "edm", "clean-fid", "edm2") and entry.resolution[0] == entry.resolution[1]
+    assert find_entry(registry, "edm2-img512").url == "https://nvlabs-fi-cdn.nvidia.com/edm2/dataset-refs/img512.pkl"
     adm = find_entry(registry, "VIRTUAL_lsun_cat256.npz")
     assert adm.url == "https://openaipublic.blob.core.windows.net/diffusion/jul-2021/ref_batches/lsun/cat/VIRTUAL_lsun_cat256.npz"
     assert find_entry(registry, "edm-cifar10-32").url == "https://nvlabs-fi-cdn.nvidia.com/edm/fid-refs/cifar10-32x32.npz"

@@ -171,11 +171,13 @@ def test_construction_validates_meta_and_layers():
 
 
 def test_registry_declares_layers_and_columns():
-    assert set(METRICS) == {"fid", "sfid", "inception_score", "precision_recall", "kid", "density_coverage"}
+    assert set(METRICS) == {"fid", "sfid", "fd_dinov2", "cmmd", "inception_score", "precision_recall", "kid",
+                            "density_coverage"}
+    assert layers_for(["fd_dinov2", "cmmd", "fid"]) == ("clip", "dinov2", "pool")
     assert METRICS["inception_score"].columns == ("is_mean", "is_std")
     assert not METRICS["inception_score"].needs_reference
     assert layers_for(["precision_recall", "inception_score", "fid"]) == ("logits", "pool")
-    with pytest.raises(ValueError, match="fid, sfid, inception_score, precision_recall"):
+    with pytest.raises(ValueError, match="fid, sfid, fd_dinov2, cmmd, inception_score, precision_recall"):
         layers_for(["sfid_not_yet"])
 
 
@@ -204,7 +206,7 @@ def test_compute_metrics_errors():
     no_pool = ReferenceStats({"spatial": stats.mu["spatial"]}, {"spatial": stats.sigma["spatial"]}, {}, _meta())
     with pytest.raises(ValueError, match="no 'pool' layer"):
         compute_metrics(["fid"], pool, no_pool, MetricOptions())
-    with pytest.raises(ValueError, match="accepted: fid, sfid, inception_score, precision_recall"):
+    with pytest.raises(ValueError, match="accepted: fid, sfid, fd_dinov2, cmmd, inception_score, precision_recall"):
         compute_metrics(["FID"], pool, stats, MetricOptions())
     with pytest.raises(ValueError, match="eigh, sqrtm"):
         MetricOptions(fid_sqrt="svd")

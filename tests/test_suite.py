@@ -338,7 +338,7 @@ def test_unknown_metric(tmp_path):
     raw = base()
     raw["metrics"] = ["fid", "no_such_metric"]
     err, msg, path = error(tmp_path, raw)
-    assert_names(err, msg, path, "metrics[1]", "'no_such_metric'", "fid, sfid, inception_score, precision_recall, kid, density_coverage")
+    assert_names(err, msg, path, "metrics[1]", "'no_such_metric'", "fid, sfid, fd_dinov2, cmmd, inception_score, precision_recall, kid, density_coverage")
 
 
 def test_missing_reference_for_fid(tmp_path):

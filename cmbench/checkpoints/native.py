@@ -193,6 +193,17 @@ def _check_state_dict(net: nn.Module, state_dict: dict, path: Path) -> None:
         raise ValueError(f"{path}: state_dict does not fit its architecture; " + "; ".join(parts))
 
 
+def load_plain_state(source, path, *, mmap: bool = False):
+    """``torch.load(source, weights_only=True)`` onto the CPU (no code from the file runs); a file
+    torch refuses is a ValueError naming ``path`` with the reason."""
+    try:
+        return torch.load(source, map_location="cpu", weights_only=True, mmap=mmap)
+    except Exception as err:
+        raise ValueError(
+            f"{path} is not a plain state dict: torch.load(weights_only=True) refused it: {_reason(err)}"
+        ) from err
+
+
 def _reason(err: Exception) -> str:
     """The informative line of torch.load's refusal (it also suggests unsafe loading; drop that)."""
     text = str(err)

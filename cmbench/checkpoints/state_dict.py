@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from cmbench.checkpoints.hashing import read_verified
-from cmbench.checkpoints.native import _check_state_dict, _reason
+from cmbench.checkpoints.native import _check_state_dict, load_plain_state
 from cmbench.checkpoints.official import OfficialArch, official_arch
 from cmbench.nets import build_network
 
@@ -50,12 +50,7 @@ def load_state_dict_checkpoint(
     path = Path(path)
     preset = official_arch(arch)
     data, sha256 = read_verified(path, expected_sha256, "checkpoint")
-    try:
-        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ValueError(
-            f"{path} is not a plain state dict: torch.load(weights_only=True) refused it: {_reason(err)}"
-        ) from err
+    state = load_plain_state(io.BytesIO(data), path)
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"{path}: expected a dict of parameter names to tensors (an official state dict), "
                          f"got a {type(state).__name__}")

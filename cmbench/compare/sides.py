@@ -24,8 +24,8 @@ BASELINE_FORMAT = "cmbench-baseline/1"
 RUN_FILE = "run.json"
 RUN_BASELINE = "baseline.json"  # a run folder's copy of the baseline its report compares against
 PROTOCOL_FIELDS = (
-    "sampler", "num_samples", "quantisation", "extractor", "extractor_sha256", "reference_sha256", "metric_options",
-    "profile", "bpd_protocol",
+    "sampler", "num_samples", "quantisation", "extractor", "extractor_sha256", "layer_extractors", "reference_sha256",
+    "metric_options", "profile", "bpd_protocol",
 )
 """Fields two matched rows must agree on; one recorded on one side only is noted, not checked."""
 IDENTITY_FIELDS = ("row_id", "model", "family", "sampler_label", "nfe", "seed_start", "checkpoint_sha256")

@@ -9,6 +9,13 @@ optional ``weights`` (torch-fidelity's weights file, or a folder holding it; rel
 suite file's folder unless absolute); without one the file is searched for as
 :mod:`cmbench.weights` describes. Either way its sha256 is checked, and a missing file fails
 when the extractor is built, before any sampling.
+
+Metrics that name their own network read layers no suite extractor has: FD_DINOv2 the
+``dinov2`` layer (DINOv2 ViT-L/14, :mod:`cmbench.features.dinov2`), CMMD the ``clip`` layer
+(CLIP ViT-L/14@336, :mod:`cmbench.features.clip`). When a suite's metrics need them, those
+networks join the suite's extractor (:class:`~cmbench.features.combined.CombinedExtractor`);
+``features.dinov2`` and ``features.clip`` (``{extractor: NAME, weights: PATH}``, both optional)
+pick the variant and the weights file. Any of them may also be the suite's ``extractor``.
 """
 
 from __future__ import annotations
@@ -19,17 +26,35 @@ from typing import Any
 from ..validate import Checker
 from .analytic import MixturePosteriorExtractor, PixelExtractor
 from .base import LAYERS, FeatureExtractor
+from .combined import CombinedExtractor
 from .inception import InceptionExtractor
 from .toy import ToyClassifierExtractor
 
-EXTRACTORS = ("pixels", "gmm-posterior", "toy-classifier", "inception-tf", "inception-tf+clean-resize")
 INCEPTION_RESIZES = {"inception-tf": "tf1_bilinear", "inception-tf+clean-resize": "pil_bicubic"}
+DINOV2_RESIZES = {"dinov2-vitl14": "torch", "dinov2-vitl14+pil-resize": "pil"}
+"""EDM2's two resize modes: torch's bicubic + antialias (its default), PIL's bicubic (dgm-eval's)."""
+CLIP_EXTRACTORS = ("clip-vitl14-336",)
+METRIC_NETWORKS = {
+    "dinov2": (tuple(DINOV2_RESIZES), ("dinov2", "dinov2_patch_mean")),
+    "clip": (CLIP_EXTRACTORS, ("clip",)),
+}
+"""The networks metrics name for their own layers: ``features.<key>`` → (accepted extractors, the
+first the default; the layers they make)."""
+WEIGHTED = (*INCEPTION_RESIZES, *DINOV2_RESIZES, *CLIP_EXTRACTORS)
+EXTRACTORS = ("pixels", "gmm-posterior", "toy-classifier", *WEIGHTED)
 
 __all__ = ["EXTRACTORS", "LAYERS", "FeatureExtractor", "build_extractor", "validate_spec"]
 
 
 def validate_spec(c: Checker, spec: dict[str, Any], path: str, models: dict) -> None:
-    c.keys(spec, path, ("extractor",), ("model", "checkpoint", "weights"))
+    c.keys(spec, path, ("extractor",), ("model", "checkpoint", "weights", *METRIC_NETWORKS))
+    for key, (names, _) in METRIC_NETWORKS.items():
+        if key in spec:
+            c.keys(c.mapping(spec[key], f"{path}.{key}"), f"{path}.{key}", (), ("extractor", "weights"))
+            if "extractor" in spec[key]:
+                c.choice(spec[key]["extractor"], f"{path}.{key}.extractor", names)
+            if "weights" in spec[key]:
+                c.string(spec[key]["weights"], f"{path}.{key}.weights")
     name = c.choice(spec["extractor"], f"{path}.extractor", EXTRACTORS)
     if name == "gmm-posterior":
         gmms = [n for n, m in models.items() if m.family == "gmm"]
@@ -43,34 +68,53 @@ def validate_spec(c: Checker, spec: dict[str, Any], path: str, models: dict) -> 
             raise c.fail(f"{path}.checkpoint", "only the toy-classifier extractor takes a checkpoint")
         c.string(spec["checkpoint"], f"{path}.checkpoint")
     if "weights" in spec:
-        if name not in INCEPTION_RESIZES:
-            raise c.fail(f"{path}.weights", "only the inception-tf extractor takes weights (a path to its weights file)")
+        if name not in WEIGHTED:
+            raise c.fail(f"{path}.weights", f"only the {', '.join(WEIGHTED)} extractors take weights (a path to their "
+                                            "weights file)")
         c.string(spec["weights"], f"{path}.weights")
 
 
 def build_extractor(
-    spec: dict[str, Any], models: dict[str, Any], *, base_dir: Path | None = None
+    spec: dict[str, Any], models: dict[str, Any], *, base_dir: Path | None = None, layers: tuple[str, ...] = ()
 ) -> FeatureExtractor:
-    """The extractor a validated ``spec`` names.
+    """The extractor a validated ``spec`` names, joined by the networks that make those of ``layers``
+    it lacks (``dinov2``, ``clip``: :data:`METRIC_NETWORKS`, configured by ``spec[key]``).
 
     ``models`` maps names to built adapters (only the one the extractor names is used);
     ``base_dir`` (the suite file's folder) anchors a relative ``checkpoint`` or ``weights`` path.
     """
+    main = _single_extractor(spec, models, base_dir, "features")
+    others = []
+    for key, (names, made) in METRIC_NETWORKS.items():
+        if set(layers) & set(made) - set(main.layers):
+            sub = {"extractor": names[0], **spec.get(key, {})}
+            others.append(_single_extractor(sub, models, base_dir, f"features.{key}"))
+    return CombinedExtractor(main, others) if others else main
+
+
+def _single_extractor(spec: dict[str, Any], models: dict[str, Any], base_dir: Path | None, where: str) -> FeatureExtractor:
     name = spec["extractor"]
     if name == "pixels":
         return PixelExtractor()
     if name == "toy-classifier":
         return ToyClassifierExtractor(_classifier_checkpoint(spec, base_dir))
-    if name in INCEPTION_RESIZES:
-        resize = INCEPTION_RESIZES[name]
-        if "weights" not in spec:
-            return InceptionExtractor(resize=resize)
-        path = _relative_to(spec["weights"], base_dir)
-        try:
-            return InceptionExtractor(path, resize=resize)
-        except FileNotFoundError as error:
-            raise FileNotFoundError(f"features.weights {spec['weights']!r} (here {path}): {error}") from None
-    return MixturePosteriorExtractor(models[spec["model"]].mixture)
+    if name == "gmm-posterior":
+        return MixturePosteriorExtractor(models[spec["model"]].mixture)
+    weights = _relative_to(spec["weights"], base_dir) if "weights" in spec else None
+    try:
+        if name in INCEPTION_RESIZES:
+            return InceptionExtractor(weights, resize=INCEPTION_RESIZES[name])
+        if name in DINOV2_RESIZES:
+            from .dinov2 import DINOv2Extractor
+
+            return DINOv2Extractor(weights, resize=DINOV2_RESIZES[name])
+        from .clip import CLIPExtractor
+
+        return CLIPExtractor(weights)
+    except FileNotFoundError as error:
+        if weights is None:
+            raise
+        raise FileNotFoundError(f"{where}.weights {spec['weights']!r} (here {weights}): {error}") from None
 
 
 def _classifier_checkpoint(spec: dict[str, Any], base_dir: Path | None) -> Path:

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..checkpoints import sha256_file
-from ..checkpoints.native import _reason as load_refusal
+from ..checkpoints.native import load_plain_state
 from ..nets.dinov2 import VITL14, DINOv2Config, build_dinov2
 from ..weights import DINOV2_WEIGHTS, find_weights
 from .base import NetworkExtractor, check_images
@@ -105,11 +105,7 @@ class DINOv2Extractor(NetworkExtractor):
         self.resize, self.name, self.config = resize, NAMES[resize], config
         self.weights_path = find_weights(DINOV2_WEIGHTS, weights, sha256=expected_sha256)
         self._sha256 = expected_sha256 or sha256_file(self.weights_path)  # find_weights checked it
-        try:
-            state = torch.load(self.weights_path, map_location="cpu", weights_only=True)
-        except Exception as error:
-            raise ValueError(f"{self.weights_path} is not a plain state dict: torch.load(weights_only=True) "
-                             f"refused it: {load_refusal(error)}") from error
+        state = load_plain_state(self.weights_path, self.weights_path)
         self.net = build_dinov2(state, config, source=str(self.weights_path))
         self.batch_size = int(batch_size)
 

@@ -16,7 +16,7 @@ import torch
 
 # Submodules are bound by module name (cmbench.metrics.precision_recall stays the module, not
 # the function of the same name).
-from cmbench.metrics import fid, inception_score, kid, precision_recall, prdc
+from cmbench.metrics import cmmd, fid, inception_score, kid, precision_recall, prdc
 from cmbench.metrics.reference import ReferenceStats
 
 
@@ -68,28 +68,28 @@ class Metric:
     uses_device: bool = False  # computes on the run's device (the k-NN metrics, KID)
 
 
-def _fid(features: dict[str, np.ndarray], reference: ReferenceStats, options: MetricOptions) -> dict[str, float]:
-    if "pool" not in reference.mu:
-        raise ValueError(
-            f"reference statistics have no 'pool' layer for FID (they have: "
-            f"{', '.join(sorted(reference.mu)) or 'none'}); recompute them with layer 'pool'"
-        )
-    mu, sigma = fid.feature_statistics(features["pool"])
-    value = fid.frechet_distance(mu, sigma, reference.mu["pool"], reference.sigma["pool"], options.fid_sqrt)
-    return {"fid": value}
+def _frechet(layer: str, column: str, metric: str, hint: str):
+    """The Fréchet distance of one layer's features to the reference's statistics of that layer
+    (FID on Inception's ``pool``, sFID on ``spatial``, FD_DINOv2 on ``dinov2``): one code path."""
+
+    def compute(features: dict[str, np.ndarray], reference: ReferenceStats, options: MetricOptions) -> dict[str, float]:
+        if layer not in reference.mu:
+            raise ValueError(
+                f"reference statistics have no {layer!r} layer for {metric} (they have: "
+                f"{', '.join(sorted(reference.mu)) or 'none'}); {hint}"
+            )
+        mu, sigma = fid.feature_statistics(features[layer])
+        return {column: fid.frechet_distance(mu, sigma, reference.mu[layer], reference.sigma[layer], options.fid_sqrt)}
+
+    return compute
 
 
-def _sfid(features: dict[str, np.ndarray], reference: ReferenceStats, options: MetricOptions) -> dict[str, float]:
-    """sFID (Nash et al. 2021, as ADM's evaluator): the Fréchet distance on spatial features."""
-    if "spatial" not in reference.mu:
-        raise ValueError(
-            f"reference statistics have no 'spatial' layer for sFID (they have: "
-            f"{', '.join(sorted(reference.mu)) or 'none'}); use an ADM reference batch or recompute "
-            "them with the spatial layer"
-        )
-    mu, sigma = fid.feature_statistics(features["spatial"])
-    value = fid.frechet_distance(mu, sigma, reference.mu["spatial"], reference.sigma["spatial"], options.fid_sqrt)
-    return {"sfid": value}
+_fid = _frechet("pool", "fid", "FID", "recompute them with layer 'pool'")
+_sfid = _frechet("spatial", "sfid", "sFID",  # Nash et al. 2021, as ADM's evaluator
+                 "use an ADM reference batch or recompute them with the spatial layer")
+_fd_dinov2 = _frechet("dinov2", "fd_dinov2", "FD_DINOv2",  # Stein et al. 2023, as EDM2's calculate_metrics.py
+                      "use EDM2's reference statistics (img64.pkl, img512.pkl) or recompute them with "
+                      "`cmbench stats compute --extractor inception-tf --extractor dinov2-vitl14`")
 
 
 def _inception_score(
@@ -137,6 +137,16 @@ def _kid(features: dict[str, np.ndarray], reference: ReferenceStats, options: Me
     return {"kid": mean, "kid_std": std}
 
 
+def _cmmd(features: dict[str, np.ndarray], reference: ReferenceStats, options: MetricOptions, device=None) -> dict[str, float]:
+    """CMMD (Jayasumana et al. 2024): MMD² of CLIP embeddings against the whole reference set."""
+    if "clip" not in reference.features:
+        raise ValueError(
+            "the reference file keeps no real CLIP embeddings for CMMD (array 'features.clip'); compute it with "
+            "`cmbench stats compute --extractor ... --extractor clip-vitl14-336`, which keeps every CLIP row"
+        )
+    return {"cmmd": cmmd.cmmd(reference.features["clip"], features["clip"], device=device)}
+
+
 def _density_coverage(
     features: dict[str, np.ndarray], reference: ReferenceStats, options: MetricOptions, device=None
 ) -> dict[str, float]:
@@ -155,6 +165,8 @@ METRICS: dict[str, Metric] = {
     for m in (
         Metric("fid", ("pool",), ("fid",), True, _fid),
         Metric("sfid", ("spatial",), ("sfid",), True, _sfid),
+        Metric("fd_dinov2", ("dinov2",), ("fd_dinov2",), True, _fd_dinov2),
+        Metric("cmmd", ("clip",), ("cmmd",), True, _cmmd, uses_device=True),
         Metric("inception_score", ("logits",), ("is_mean", "is_std"), False, _inception_score),
         Metric("precision_recall", ("pool",), ("precision", "recall"), True, _precision_recall, uses_device=True),
         Metric("kid", ("pool",), ("kid", "kid_std"), True, _kid, uses_device=True),
@@ -164,7 +176,7 @@ METRICS: dict[str, Metric] = {
 
 
 DIRECTIONS: dict[str, str] = {
-    "fid": "lower", "sfid": "lower", "kid": "lower", "is_mean": "higher", "precision": "higher", "recall": "higher",
+    "fid": "lower", "sfid": "lower", "fd_dinov2": "lower", "cmmd": "lower", "kid": "lower", "is_mean": "higher", "precision": "higher", "recall": "higher",
     "density": "higher", "coverage": "higher", "bpd": "lower",
     "psnr": "higher", "ssim": "higher", "lpips": "lower",  # editing rows, against the ground truth
 }

@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from ..checkpoints.hashing import sha256_file
-from ..checkpoints.native import _reason
+from ..checkpoints.native import load_plain_state
 from ..console import progress_bar
 from ..features.inception import full_float32
 from ..images import from_uint8
@@ -348,13 +348,7 @@ def load_heads(model: LPIPS, state: dict, source: str | os.PathLike) -> None:
 
 
 def _load_state(path: Path) -> dict:
-    # map_location: the official heads files were saved from CUDA tensors
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ValueError(
-            f"{path} is not a plain state dict: torch.load(weights_only=True) refused it: {_reason(err)}"
-        ) from err
+    return load_plain_state(path, path)  # onto the CPU: the official heads files were saved from CUDA tensors
 
 
 def _checked(path: Path, spec: LPIPSFile, check: bool) -> Path:

@@ -31,6 +31,8 @@ import numpy as np
 
 from cmbench.atomic import atomic_write
 from cmbench.metrics.fid import feature_statistics
+from cmbench.choices import EDM2
+from cmbench.metrics.edm2_stats import is_pickle
 from cmbench.metrics.npz_array import npz_keys
 from cmbench.metrics.reference_formats import (CMBENCH, FORMAT_LABELS, FORMATS, OFFICIAL_FORMATS, READERS,
                                                ReferenceImages, check_features, check_statistics, detect_format)
@@ -112,39 +114,63 @@ class ReferenceStats:
     def is_official(self) -> bool:
         return self.format in OFFICIAL_FORMATS
 
-    def check_compatible(self, identity: dict[str, str], source: str) -> None:
-        """Raise if these statistics came from another extractor than ``identity`` describes.
+    def layer_identity(self, layer: str) -> dict:
+        """The extractor that made ``layer``'s numbers: the file's ``layer_extractors`` entry for it
+        (a file holding several networks' layers, e.g. Inception's ``pool`` and DINOv2's ``dinov2``),
+        else its ``extractor`` and ``extractor_sha256``."""
+        recorded = (self.meta.get("layer_extractors") or {}).get(layer)
+        return dict(recorded) if recorded else {"extractor": self.meta["extractor"],
+                                                "extractor_sha256": self.meta["extractor_sha256"]}
+
+    def check_compatible(self, identity: dict, source: str, layers=None) -> None:
+        """Raise if the statistics of ``layers`` (default: every layer the file has) came from
+        another extractor than the run's ``identity`` gives for them (its ``layer_extractors``
+        entry, else its ``extractor``).
 
         cmbench files must match the extractor's name and weights hash. Official files record no
         hash, only the extractor convention their numbers assume; they are accepted for the
-        extractor of that name (``inception-tf``) whatever its weights file, refused for any other.
+        extractor of that name (e.g. ``inception-tf``) whatever its weights file, refused for any other.
         """
-        if self.is_official:
-            self._check_official(identity, source)
-            return
-        ours = (self.meta["extractor"], self.meta["extractor_sha256"])
-        theirs = (identity.get("extractor"), identity.get("extractor_sha256"))
-        if ours != theirs:
-            raise ValueError(
-                f"reference statistics {source} were computed with extractor {ours[0]!r} "
-                f"(sha256 {ours[1]}) but this run extracts features with {theirs[0]!r} "
-                f"(sha256 {theirs[1]}); recompute them with the run's extractor "
-                f"(`cmbench stats compute`, or ReferenceStats.from_features + save_reference), or use "
-                f"the evaluator profile whose extractor is {ours[0]!r}"
-            )
+        layers = sorted(set(self.mu) | set(self.features)) if layers is None else list(layers)
+        for layer in layers:
+            ours, theirs = self.layer_identity(layer), run_layer_identity(identity, layer)
+            if self.is_official:
+                self._check_official(layer, ours, theirs, source)
+                continue
+            ours_pair = (ours["extractor"], ours["extractor_sha256"])
+            theirs_pair = (theirs.get("extractor"), theirs.get("extractor_sha256"))
+            if ours_pair != theirs_pair:
+                raise ValueError(
+                    f"reference statistics {source} were computed with extractor {ours_pair[0]!r} "
+                    f"(sha256 {ours_pair[1]}) but this run extracts {_layer_text(layer)} with {theirs_pair[0]!r} "
+                    f"(sha256 {theirs_pair[1]}); recompute them with the run's extractor "
+                    f"(`cmbench stats compute`, or ReferenceStats.from_features + save_reference), or use "
+                    f"the evaluator profile whose extractor is {ours_pair[0]!r}"
+                )
 
-    def _check_official(self, identity: dict[str, str], source: str) -> None:
-        ours, theirs = self.meta["extractor"], identity.get("extractor")
-        if ours == theirs:
+    def _check_official(self, layer: str, ours: dict, theirs: dict, source: str) -> None:
+        if ours["extractor"] == theirs.get("extractor"):
             return
         convention = self.meta.get("extractor_convention", "an unrecorded extractor convention")
+        if isinstance(convention, dict):
+            convention = convention.get(layer, "an unrecorded extractor convention")
         raise ValueError(
             f"reference statistics {source} are an official {FORMAT_LABELS[self.format]} file (format "
-            f"{self.format!r}, no extractor hash recorded): its numbers assume {convention}, i.e. cmbench's "
-            f"extractor {ours!r}, but this run extracts features with {theirs!r} "
-            f"(sha256 {identity.get('extractor_sha256')}); use features: {{extractor: {ours}}} with this file, or "
-            f"recompute statistics with the run's extractor (`cmbench stats compute`)"
+            f"{self.format!r}, no extractor hash recorded): its {_layer_text(layer)} assume {convention}, i.e. "
+            f"cmbench's extractor {ours['extractor']!r}, but this run extracts them with {theirs.get('extractor')!r} "
+            f"(sha256 {theirs.get('extractor_sha256')}); use features: {{extractor: {ours['extractor']}}} with this file, "
+            f"or recompute statistics with the run's extractor (`cmbench stats compute`)"
         )
+
+
+def run_layer_identity(identity: dict, layer: str) -> dict:
+    """The extractor a run's ``identity`` uses for ``layer``: its ``layer_extractors`` entry, else the main one."""
+    return dict((identity.get("layer_extractors") or {}).get(layer) or
+                {"extractor": identity.get("extractor"), "extractor_sha256": identity.get("extractor_sha256")})
+
+
+def _layer_text(layer: str) -> str:
+    return f"features (layer {layer!r})"
 
 
 def save_reference(path: str | os.PathLike, stats: ReferenceStats, overwrite: bool = False) -> None:
@@ -164,10 +190,11 @@ def save_reference(path: str | os.PathLike, stats: ReferenceStats, overwrite: bo
 
 
 def load_reference(path: str | os.PathLike, format: str = "auto") -> ReferenceStats:
-    """Read reference statistics (no pickle): a file written by :func:`save_reference`, or an
-    official one (``adm``, ``edm``, ``clean-fid``). ``format="auto"`` tells them apart by the
-    arrays the file holds (and, for files with only ``mu`` and ``sigma``, clean-fid's file
-    naming); give the format to insist on one. Statistics that are not finite, or a sigma that is
+    """Read reference statistics, running no code from the file: one written by
+    :func:`save_reference`, or an official one (``adm``, ``edm``, ``clean-fid`` .npz files; ``edm2``
+    pickles, read by a restricted unpickler). ``format="auto"`` tells them apart by the pickle
+    header, the arrays the file holds (and, for files with only ``mu`` and ``sigma``, clean-fid's
+    file naming); give the format to insist on one. Statistics that are not finite, or a sigma that is
     not a symmetric positive semi-definite covariance of mu's size, raise a ValueError naming the
     file and the array."""
     path = Path(path)
@@ -175,6 +202,9 @@ def load_reference(path: str | os.PathLike, format: str = "auto") -> ReferenceSt
         raise ValueError(f"unknown reference format {format!r}; accepted: auto, {', '.join(FORMATS)}")
     if not path.is_file():
         raise FileNotFoundError(f"reference statistics file {path} not found")
+    if format == EDM2 or (format == "auto" and is_pickle(path)):
+        found = READERS[EDM2](path)
+        return ReferenceStats(mu=found.mu, sigma=found.sigma, meta=found.meta)
     try:
         keys = npz_keys(path)
     except zipfile.BadZipFile as err:

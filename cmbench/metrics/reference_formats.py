@@ -38,7 +38,8 @@ import numpy as np
 import scipy.linalg
 import torch
 
-from cmbench.choices import ADM, CLEAN_FID, CMBENCH, EDM, OFFICIAL_FORMATS, REFERENCE_FORMATS
+from cmbench.choices import ADM, CLEAN_FID, CMBENCH, EDM, EDM2, OFFICIAL_FORMATS, REFERENCE_FORMATS
+from cmbench.metrics import edm2_stats
 from cmbench.metrics.fid import nonfinite_text
 from cmbench.metrics.npz_array import NpzArray
 
@@ -51,8 +52,10 @@ FORMAT_DESCRIPTIONS = {
     ADM: "ADM reference batch (VIRTUAL_*.npz): 'arr_0' (uint8 NHWC images), 'mu', 'sigma', 'mu_s', 'sigma_s'",
     EDM: "EDM reference statistics (fid.py ref): exactly 'mu' and 'sigma'",
     CLEAN_FID: "clean-fid statistics: exactly 'mu' and 'sigma', file named {dataset}_{mode}[_{model}]_{split}_{res}.npz",
+    EDM2: edm2_stats.FORMAT_TEXT,
 }
-FORMAT_LABELS = {ADM: "ADM reference batch", EDM: "EDM reference statistics", CLEAN_FID: "clean-fid statistics"}
+FORMAT_LABELS = {ADM: "ADM reference batch", EDM: "EDM reference statistics", CLEAN_FID: "clean-fid statistics",
+                 EDM2: "EDM2 reference statistics"}
 
 COVARIANCE_RTOL_PER_DIM = 2.0 ** -23
 """Round-off allowed in a [D, D] covariance, per dimension, relative to its largest entry or
@@ -311,4 +314,23 @@ def read_clean_fid(path: Path, keys: list[str]) -> OfficialStats:
     return OfficialStats({"pool": mu}, {"pool": sigma}, meta)
 
 
-READERS = {ADM: read_adm, EDM: read_edm, CLEAN_FID: read_clean_fid}
+def read_edm2(path: Path, keys: list[str] | None = None) -> OfficialStats:
+    """EDM2's statistics pickle (:mod:`cmbench.metrics.edm2_stats`): ``pool`` (Inception) and ``dinov2``
+    (DINOv2 ViT-L/14), each layer recording the extractor its numbers assume."""
+    mu, sigma, count = edm2_stats.read_edm2_pickle(path)
+    keys = {layer: key for key, layer in edm2_stats.EDM2_METRIC_LAYERS.items()}
+    for layer in mu:
+        check_statistics(path, f"{keys[layer]}.mu", mu[layer], f"{keys[layer]}.sigma", sigma[layer])
+        mu[layer], sigma[layer] = mu[layer].astype(np.float64), sigma[layer].astype(np.float64)
+    main = "pool" if "pool" in mu else next(iter(mu))
+    meta = _official_meta(
+        path, EDM2, edm2_stats.EDM2_LAYER_EXTRACTORS[main], {layer: edm2_stats.EDM2_CONVENTIONS[layer] for layer in mu},
+        None, layers={layer: int(value.shape[0]) for layer, value in mu.items()},
+        layer_extractors={layer: {"extractor": edm2_stats.EDM2_LAYER_EXTRACTORS[layer], "extractor_sha256": UNRECORDED}
+                          for layer in mu},
+    )
+    meta["num_images"] = count
+    return OfficialStats(mu, sigma, meta)
+
+
+READERS = {ADM: read_adm, EDM: read_edm, CLEAN_FID: read_clean_fid, EDM2: read_edm2}

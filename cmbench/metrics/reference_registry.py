@@ -21,7 +21,7 @@ from urllib import request
 import yaml
 
 from cmbench.atomic import atomic_write
-from cmbench.choices import OFFICIAL_REFERENCE_DEST
+from cmbench.choices import EDM2, OFFICIAL_REFERENCE_DEST
 from cmbench.console import progress_bar
 from cmbench.metrics.reference_formats import FORMATS
 from cmbench.validate import Checker
@@ -91,8 +91,9 @@ def _parse_entry(c: Checker, item, where: str) -> RegistryEntry:
     if not NAME_PATTERN.match(name):
         raise c.fail(f"{where}.name", f"{name!r}: use lower-case letters, digits, '.', '_' and '-'")
     file = c.string(item["file"], f"{where}.file")
-    if "/" in file or not file.endswith(".npz"):
-        raise c.fail(f"{where}.file", f"{file!r}: expected a plain .npz file name")
+    if "/" in file or not file.endswith(".pkl" if item.get("format") == EDM2 else ".npz"):
+        suffix = ".pkl (EDM2's statistics)" if item.get("format") == EDM2 else ".npz"
+        raise c.fail(f"{where}.file", f"{file!r}: expected a plain {suffix} file name")
     url = c.string(item["url"], f"{where}.url")
     if not url.startswith("https://") or not url.endswith("/" + file):
         raise c.fail(f"{where}.url", f"{url!r}: expected an https:// URL ending in /{file}")

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..checkpoints.native import _reason
+from ..checkpoints.native import load_plain_state
 from ..checkpoints.safetensors_file import read_safetensors
 
 
@@ -193,10 +193,7 @@ def read_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
         with open(path, "rb") as f:
             f.readinto(data)
         return read_safetensors(data, path)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
-    except Exception as err:
-        raise ValueError(f"{path} is not a plain state dict: torch.load(weights_only=True) refused it: {_reason(err)}") from err
+    state = load_plain_state(path, path, mmap=zipfile.is_zipfile(path))
     if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
         raise ValueError(f"{path}: expected a dict of parameter names to tensors (an HF CLIP weights file), "
                          f"got a {type(state).__name__}")

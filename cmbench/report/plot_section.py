@@ -17,7 +17,7 @@ from cmbench.report.plots import (XAxis, configuration_label, metric_plot_png, m
 from cmbench.report.tables import ARROWS, ColumnFormat
 
 LIKELIHOOD_KEY = "bpd"
-LOG_SCALE_METRICS = frozenset({"fid", "sfid", "kid"})
+LOG_SCALE_METRICS = frozenset({"fid", "sfid", "fd_dinov2", "kid"})
 """Distances, which span orders of magnitude from few to many steps; bounded scores (precision,
 recall, coverage in [0, 1]) and IS stay on linear axes, where their differences read as they are."""
 

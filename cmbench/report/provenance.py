@@ -29,7 +29,7 @@ ABSOLUTE_PATH = re.compile(
 DATA_URI_PREFIX = "data:"
 
 METRIC_OPTION_USERS: dict[str, tuple[str, ...]] = {
-    "fid_sqrt": ("fid", "sfid"),
+    "fid_sqrt": ("fid", "sfid", "fd_dinov2"),
     "is_splits": ("inception_score",),
     "is_split_size": ("inception_score",),
     "is_shuffle_seed": ("inception_score",),

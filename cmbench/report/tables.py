@@ -58,6 +58,8 @@ class MetricColumn:
 METRIC_COLUMNS: tuple[MetricColumn, ...] = (
     MetricColumn("fid", "FID", 2),
     MetricColumn("sfid", "sFID", 2),
+    MetricColumn("fd_dinov2", "FD_DINOv2", 2),
+    MetricColumn("cmmd", "CMMD", 3),
     MetricColumn("is_mean", "IS", 2),
     MetricColumn("kid", "KID", 4),
     MetricColumn("precision", "Precision", 3),
