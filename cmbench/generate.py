@@ -309,7 +309,7 @@ def score_features(scoring: Scoring, features: Mapping[str, np.ndarray], *, boot
     values = compute_metrics(scoring.metrics, features, scoring.reference, scoring.metric_options, device=device)
     if bootstrap:
         values.update(bootstrap_standard_errors(scoring.metrics, features, scoring.reference, scoring.metric_options,
-                                                resamples=bootstrap, seed=bootstrap_seed))
+                                                resamples=bootstrap, seed=bootstrap_seed, device=device))
     return values
 
 

@@ -20,8 +20,11 @@ only when called.
 
 DINOv2's: Meta publishes no digest (torch.hub loads the file without ``check_hash``); the sha256
 and size below are those several independent projects pin beside the official URL, and the size
-is what that URL answers and what ViT-L/14's 304,368,640 float32 parameters take. CLIP's file:
-see :data:`CLIP_WEIGHTS`.
+is what that URL answers and what ViT-L/14's 304,368,640 float32 parameters take. CLIP's: the
+Hugging Face repository's ``pytorch_model.bin`` (revision ce19dc9), whose sha256 is its LFS object
+id, as independent manifests and Hugging Face cache paths record it. The official CMMD code loads
+OpenAI's ``ViT-L-14-336px.pt`` instead, a TorchScript archive whose loading runs code; the Hugging
+Face file holds the same network in a plain state dict.
 
 The Inception sha256: torch-fidelity publishes only the URL; its file name carries the first 8 hex digits
 of the sha256 (``6726825d``, torch.hub's ``check_hash`` convention). The full digest and size
@@ -93,8 +96,8 @@ DINOV2_WEIGHTS = WeightsFile(
 CLIP_WEIGHTS = WeightsFile(
     file_name="pytorch_model.bin",
     url="https://huggingface.co/openai/clip-vit-large-patch14-336/resolve/main/pytorch_model.bin",
-    sha256=None,
-    size=0,
+    sha256="c6032c2e0caae3dc2d4fba35535fa6307dbb49df59c7e182b1bc4b3329b81801",
+    size=1_711_974_081,
     env_var="CMBENCH_CLIP_WEIGHTS",
     label="CLIP weights",
     about="OpenAI's CLIP ViT-L/14@336 in Hugging Face's layout (openai/clip-vit-large-patch14-336, as CMMD loads it)",

@@ -9,7 +9,7 @@ import torch
 
 from cmbench.checkpoints import sha256_file
 from cmbench.features.inception import InceptionExtractor
-from cmbench.weights import DINOV2_WEIGHTS, INCEPTION_WEIGHTS
+from cmbench.weights import CLIP_WEIGHTS, DINOV2_WEIGHTS, INCEPTION_WEIGHTS
 from test_inception import random_official_state_dict
 
 
@@ -49,3 +49,39 @@ def official_dinov2(dinov2_weights, monkeypatch) -> Path:
     monkeypatch.setitem(DINOv2Extractor.__init__.__kwdefaults__, "config", SMALL)
     monkeypatch.setenv(DINOV2_WEIGHTS.env_var, str(dinov2_weights))
     return dinov2_weights
+
+
+@pytest.fixture(scope="module")
+def clip_weights(tmp_path_factory) -> Path:
+    """A CLIP vision file in Hugging Face's layout, small (``SMALL``) with random weights."""
+    from cmbench.nets.clip_vision import CLIPVisionTower
+    from test_clip_cmmd import SMALL
+
+    tower = CLIPVisionTower(SMALL)
+    generator = torch.Generator().manual_seed(4)
+    state = {key: value + 0.2 * torch.randn(value.shape, generator=generator) for key, value in tower.state_dict().items()}
+    path = tmp_path_factory.mktemp("clip") / CLIP_WEIGHTS.file_name
+    torch.save(state, path)
+    return path
+
+
+@pytest.fixture
+def official_clip(clip_weights, monkeypatch) -> Path:
+    """Let suites use the small random CLIP file as if it were the official ViT-L/14@336."""
+    from cmbench.features.clip import CLIPExtractor
+    from test_clip_cmmd import SMALL
+
+    monkeypatch.setitem(CLIPExtractor.__init__.__kwdefaults__, "expected_sha256", sha256_file(clip_weights))
+    monkeypatch.setitem(CLIPExtractor.__init__.__kwdefaults__, "config", SMALL)
+    monkeypatch.setenv(CLIP_WEIGHTS.env_var, str(clip_weights))
+    return clip_weights
+
+
+@pytest.fixture
+def exact_low_rank_sqrtm(monkeypatch) -> None:
+    """FID's sqrtm (17 s per 2048² matrix on one core) as the exact low-rank square root, for runs of a
+    few samples, whose covariances have low rank (test_readme.low_rank_trace_sqrt)."""
+    from cmbench.metrics import fid
+    from test_readme import low_rank_trace_sqrt
+
+    monkeypatch.setattr(fid, "_trace_sqrt_sqrtm", low_rank_trace_sqrt)

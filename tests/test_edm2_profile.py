@@ -17,12 +17,10 @@ import pytest
 from cmbench.cli import main, resolve_suite
 from cmbench.metrics import METRICS, MetricOptions
 from cmbench.metrics.reference import REQUIRED_META, ReferenceStats, load_reference
-from cmbench.metrics import fid as fid_module
 from cmbench.profiles import PROFILES, describe_profiles
 from cmbench.result_text import metric_formats
 from cmbench.results import read_rows
 from cmbench.suite import parse_suite
-from test_readme import low_rank_trace_sqrt
 
 SUITES = resolve_suite("toy").parent
 RNG = np.random.default_rng(0)
@@ -41,7 +39,7 @@ def test_edm2_pickles_are_read_without_running_code(tmp_path, protocol):
     path = tmp_path / "img64.pkl"
     path.write_bytes(pickle.dumps(stats, protocol=protocol))
     loaded = load_reference(path)
-    assert loaded.format == "edm2" and loaded.meta["num_images"] == 40
+    assert loaded.format == "edm2" and loaded.meta["num_images"] == 40 and loaded.meta["resolution"] == [64, 64]
     for layer, key in (("pool", "fid"), ("dinov2", "fd_dinov2")):
         assert np.array_equal(loaded.mu[layer], stats[key]["mu"]) and np.array_equal(loaded.sigma[layer], stats[key]["sigma"])
     assert loaded.layer_identity("dinov2") == {"extractor": "dinov2-vitl14", "extractor_sha256": None}
@@ -126,11 +124,10 @@ def toy_reference(tmp_path, official_inception, official_dinov2):
     return out
 
 
-def test_profile_edm2_on_the_toy_zoo_gives_fid_and_fd_dinov2_with_standard_errors(tmp_path, toy_reference, monkeypatch):
-    """FID's sqrtm of 2048² matrices (17 s each on one core) is the exact low-rank square root here."""
+def test_profile_edm2_on_the_toy_zoo_gives_fid_and_fd_dinov2_with_standard_errors(tmp_path, toy_reference,
+                                                                                    exact_low_rank_sqrtm):
     from cmbench.runner import run_suite
 
-    monkeypatch.setattr(fid_module, "_trace_sqrt_sqrtm", low_rank_trace_sqrt)
     stats = load_reference(toy_reference)
     assert set(stats.mu) >= {"pool", "dinov2"} and stats.meta["extractor"] == "inception-tf"
     assert stats.meta["layer_extractors"]["dinov2"]["extractor"] == "dinov2-vitl14"
@@ -176,3 +173,56 @@ def test_a_run_without_the_dinov2_weights_stops_before_sampling(tmp_path, offici
                  str(tmp_path / "torch" / "hub" / "checkpoints")):
         assert part in str(error.value)
     assert not (tmp_path / "out" / "results.jsonl").exists() and not list((tmp_path / "out").glob("**/*.npz"))
+
+
+# --- CMMD beside the suite's own metrics -------------------------------------------------------
+
+
+@pytest.fixture
+def toy_clip_reference(tmp_path, official_clip):
+    out = tmp_path / "toy-clip.npz"
+    assert main(["stats", "compute", "--extractor", "toy-classifier", "--extractor", "clip-vitl14-336",
+                 "--images", "toy:test", "--limit", "40", "--keep-features", "30", "--out", str(out), "--quiet"]) == 0
+    return out
+
+
+def test_cmmd_rows_beside_fid_from_one_sampling_pass(tmp_path, toy_clip_reference, monkeypatch):
+    import cmbench.row_features as row_features
+    from cmbench.metrics import cmmd
+    from cmbench.runner import run_suite
+
+    stats = load_reference(toy_clip_reference)
+    assert len(stats.features["clip"]) == 40 and len(stats.features["pool"]) == 30  # every CLIP row, N pool rows
+    calls = []
+    real = row_features.generate_views
+    monkeypatch.setattr(row_features, "generate_views", lambda *a, **k: calls.append(1) or real(*a, **k))
+    seen = []
+    real_cmmd = cmmd.cmmd
+    monkeypatch.setattr(cmmd, "cmmd", lambda a, b, **k: seen.append((a, b)) or real_cmmd(a, b, **k))
+    suite = toy_edm2_suite(tmp_path, toy_clip_reference, profile="toy", metrics=["cmmd"], num_samples=20,
+                           batch_size=20, runs=[{"model": "cd", "sampler": "cm_multistep", "nfe": [1]}])
+    assert suite.metrics == ("fid", "inception_score", "precision_recall", "cmmd")
+    run_suite(suite, tmp_path / "out", device="cpu", progress=False)
+    (row,) = read_rows(tmp_path / "out" / "results.jsonl")
+    assert len(calls) == 1  # one sampling pass feeds the toy classifier and CLIP
+    for column in ("fid", "precision", "cmmd", "cmmd_se"):
+        assert np.isfinite(row[column]), column
+    real_rows, fake_rows = seen[0]
+    assert np.array_equal(real_rows, stats.features["clip"]) and fake_rows.shape == (20, 16)
+    assert row["cmmd"] == real_cmmd(real_rows, fake_rows) > 0
+    assert row["layer_extractors"]["clip"]["extractor"] == "clip-vitl14-336"
+
+
+def test_a_run_without_the_clip_weights_stops_before_sampling(tmp_path, monkeypatch):
+    from cmbench.runner import run_suite
+
+    monkeypatch.delenv("CMBENCH_CLIP_WEIGHTS", raising=False)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    suite = toy_edm2_suite(tmp_path, SUITES.parent / "reference_stats" / "toy-digits-all.npz", profile="toy",
+                           metrics=["cmmd"])
+    with pytest.raises(FileNotFoundError) as error:
+        run_suite(suite, tmp_path / "out", device="cpu", progress=False)
+    for part in ("pytorch_model.bin", "CMBENCH_CLIP_WEIGHTS", "cmbench weights fetch clip-vitl14-336"):
+        assert part in str(error.value)
+    assert not (tmp_path / "out" / "results.jsonl").exists()

@@ -347,7 +347,7 @@ def test_suite_validation_accepts_a_weights_path(tmp_path):
     suite = parse_suite(inception_suite(weights="weights/" + NAME), "s.yaml", tmp_path)
     assert suite.features == {"extractor": "inception-tf", "weights": "weights/" + NAME}
     assert parse_suite(inception_suite(), "s.yaml", tmp_path).features == {"extractor": "inception-tf"}
-    with pytest.raises(ConfigError, match="features.weights: only the inception-tf, inception-tf\+clean-resize, dinov2-vitl14, .* extractors take weights"):
+    with pytest.raises(ConfigError, match=r"features.weights: only the inception-tf, inception-tf\+clean-resize, dinov2-vitl14, .* extractors take weights"):
         parse_suite({**inception_suite(), "features": {"extractor": "pixels", "weights": "w.pth"}}, "s.yaml", tmp_path)
     with pytest.raises(ConfigError, match="features.weights: expected a non-empty string"):
         parse_suite(inception_suite(weights=3), "s.yaml", tmp_path)
@@ -461,7 +461,8 @@ def _gmm_suite(weights: Path, **changes) -> dict:
 
 
 @pytest.mark.filterwarnings("ignore::scipy.linalg.LinAlgWarning")  # 12 samples in 2048-d: singular covariances
-def test_profile_adm_with_an_adm_reference_batch_gives_fid_sfid_is_precision_recall(tmp_path, random_weights_are_official):
+def test_profile_adm_with_an_adm_reference_batch_gives_fid_sfid_is_precision_recall(tmp_path, random_weights_are_official,
+                                                                                   exact_low_rank_sqrtm):
     from cmbench.metrics.fid import feature_statistics
     from cmbench.results import read_rows
     from cmbench.runner import run_suite
@@ -481,7 +482,7 @@ def test_profile_adm_with_an_adm_reference_batch_gives_fid_sfid_is_precision_rec
 
 
 @pytest.mark.filterwarnings("ignore::scipy.linalg.LinAlgWarning")
-def test_the_same_samples_under_edm_and_clean_fid_side_by_side(tmp_path, random_weights_are_official):
+def test_the_same_samples_under_edm_and_clean_fid_side_by_side(tmp_path, random_weights_are_official, exact_low_rank_sqrtm):
     from cmbench.metrics.reference import ReferenceStats, save_reference
     from cmbench.results import read_rows
     from cmbench.runner import run_suite

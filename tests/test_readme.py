@@ -542,8 +542,7 @@ def world(tmp_path, monkeypatch, inception_weights) -> World:
     # The random weights stand in for the official file: they must pass its sha256 check.
     digest = sha256_file(inception_weights)
     stand_in = replace(weights_module.INCEPTION_WEIGHTS, sha256=digest, size=inception_weights.stat().st_size)
-    monkeypatch.setitem(weights_module.fetch_inception_weights.__kwdefaults__, "spec", stand_in)
-    monkeypatch.setitem(weights_module.find_inception_weights.__kwdefaults__, "sha256", digest)
+    monkeypatch.setitem(weights_module.WEIGHTS, "inception", stand_in)  # what `cmbench weights fetch` finds and fetches
     monkeypatch.setitem(InceptionExtractor.__init__.__kwdefaults__, "expected_sha256", digest)
     # The EDM and ADM profiles take FID's square root with scipy's sqrtm: 17 s for each 2048² matrix
     # on one core, where these covariances of a few images have rank 5.

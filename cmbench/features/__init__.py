@@ -26,7 +26,9 @@ from typing import Any
 from ..validate import Checker
 from .analytic import MixturePosteriorExtractor, PixelExtractor
 from .base import LAYERS, FeatureExtractor
+from .clip import CLIPExtractor
 from .combined import CombinedExtractor
+from .dinov2 import DINOv2Extractor
 from .inception import InceptionExtractor
 from .toy import ToyClassifierExtractor
 
@@ -86,7 +88,7 @@ def build_extractor(
     main = _single_extractor(spec, models, base_dir, "features")
     others = []
     for key, (names, made) in METRIC_NETWORKS.items():
-        if set(layers) & set(made) - set(main.layers):
+        if set(layers) & (set(made) - set(main.layers)):
             sub = {"extractor": names[0], **spec.get(key, {})}
             others.append(_single_extractor(sub, models, base_dir, f"features.{key}"))
     return CombinedExtractor(main, others) if others else main
@@ -105,11 +107,7 @@ def _single_extractor(spec: dict[str, Any], models: dict[str, Any], base_dir: Pa
         if name in INCEPTION_RESIZES:
             return InceptionExtractor(weights, resize=INCEPTION_RESIZES[name])
         if name in DINOV2_RESIZES:
-            from .dinov2 import DINOv2Extractor
-
             return DINOv2Extractor(weights, resize=DINOV2_RESIZES[name])
-        from .clip import CLIPExtractor
-
         return CLIPExtractor(weights)
     except FileNotFoundError as error:
         if weights is None:

@@ -78,9 +78,11 @@ class CLIPExtractor(NetworkExtractor):
         config: CLIPVisionConfig = VITL14_336,
         batch_size: int = BATCH_SIZE,
     ):
-        """``weights``: HF's ``pytorch_model.bin`` (or a ``.safetensors``) or a folder holding it
-        (default: searched, see :mod:`cmbench.weights`). ``expected_sha256``: what the file must
-        hash to (``None``: not checked). ``config``: the tower's shape (tests use small ones).
+        """``weights``: HF's ``pytorch_model.bin`` or a folder holding it (default: searched, see
+        :mod:`cmbench.weights`). ``expected_sha256``: what the file must hash to (``None``: not
+        checked); a ``.safetensors`` conversion loads as well, given its own digest (or ``None``),
+        since the published digest is the ``.bin`` file's. ``config``: the tower's shape (tests use
+        small ones).
         """
         self.weights_path = find_weights(CLIP_WEIGHTS, weights, sha256=expected_sha256)
         self._sha256 = sha256_file(self.weights_path)

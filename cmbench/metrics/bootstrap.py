@@ -46,12 +46,14 @@ def bootstrap_standard_errors(
     *,
     resamples: int,
     seed: int = 0,
+    device: torch.device | str | None = None,
 ) -> dict[str, float]:
     """``{"<column>_se": standard deviation (ddof 1) over resamples}`` for the scored columns
     of the named metrics; NaN where a replicate is not finite.
 
     Replicate b draws N row indices uniformly with replacement from ``np.random.default_rng(seed)``
-    (the same index sets for every layer, so a sample's features stay together).
+    (the same index sets for every layer, so a sample's features stay together). ``device``: where
+    the metrics that compute on a device (KID, CMMD, the k-NN metrics beyond the plan) run.
     """
     names = list(names)
     if resamples < 2:
@@ -67,7 +69,8 @@ def bootstrap_standard_errors(
     values: dict[str, list[float]] = {column: [] for column in columns}
     for _ in range(resamples):
         index = rng.integers(0, count, size=count)
-        replicate = compute_metrics(recomputed, {layer: x[index] for layer, x in features.items()}, reference, options)
+        replicate = compute_metrics(recomputed, {layer: x[index] for layer, x in features.items()}, reference, options,
+                                    device=device)
         if plan is not None:
             replicate.update(plan.values(index))
         for column in columns:

@@ -12,8 +12,8 @@ value is symmetric in X and Y; cmmd passes the reference set first.
 
 Here the arithmetic is float64. cmmd's JAX code runs in JAX's default float32, and its kernel
 means (≈ 0.99 each) lose digits in the subtraction, so the two agree only to float32 round-off:
-differences of a few 1e-5 (in CMMD's ×1000 units) on sets of a few thousand normalised 768-d
-embeddings, measured against a float32 transcription. The kernel sums are taken block by block,
+differences of 2e-5 to 1e-4 (in CMMD's ×1000 units) on sets of 2,000–10,000 normalised 768-d
+embeddings, measured against float32 transcriptions (JAX and numpy; benchmarks/feature_networks.py). The kernel sums are taken block by block,
 so 30k × 30k sets need a few tens of MB rather than the 3.6 GB of one full matrix; the within-set
 sums use the kernel's symmetry (each off-diagonal block counted twice).
 """

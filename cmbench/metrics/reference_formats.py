@@ -86,6 +86,7 @@ CLEAN_FID_NAME = re.compile(
     r"^(?P<dataset>.+?)_(?P<mode>clean|legacy_tensorflow|legacy_pytorch)(?:_(?P<model>.+?))?"
     r"_(?P<split>[a-z0-9]+)_(?P<res>\d+|na)\.npz$"
 )
+EDM2_NAME = re.compile(r"^img(\d+)\.pkl$")
 EDM_NAME = re.compile(r"^(?P<dataset>.+?)-(?P<width>\d+)x(?P<height>\d+)(?:-(?P<variant>[a-z0-9]+))?\.npz$")
 
 
@@ -323,9 +324,10 @@ def read_edm2(path: Path, keys: list[str] | None = None) -> OfficialStats:
         check_statistics(path, f"{keys[layer]}.mu", mu[layer], f"{keys[layer]}.sigma", sigma[layer])
         mu[layer], sigma[layer] = mu[layer].astype(np.float64), sigma[layer].astype(np.float64)
     main = "pool" if "pool" in mu else next(iter(mu))
+    named = EDM2_NAME.match(Path(path).name)  # EDM2's img64.pkl, img512.pkl: square ImageNet crops
     meta = _official_meta(
         path, EDM2, edm2_stats.EDM2_LAYER_EXTRACTORS[main], {layer: edm2_stats.EDM2_CONVENTIONS[layer] for layer in mu},
-        None, layers={layer: int(value.shape[0]) for layer, value in mu.items()},
+        [int(named[1])] * 2 if named else None, layers={layer: int(value.shape[0]) for layer, value in mu.items()},
         layer_extractors={layer: {"extractor": edm2_stats.EDM2_LAYER_EXTRACTORS[layer], "extractor_sha256": UNRECORDED}
                           for layer in mu},
     )
