@@ -21,7 +21,8 @@ HOME = "/home/alice/work"
 ALL_OPTIONS = {"is_splits": 10, "pr_k": 3, "pr_batch_size": 10000, "fid_sqrt": "eigh", "kid_subsets": 100,
                "kid_subset_size": 1000, "dc_k": 5, "kid_capped": False, "is_split_size": None, "is_shuffle_seed": None}
 METRIC_VALUES = {  # column: (value, se) of the first row; the second row's values are shifted
-    "fid": (5.304, 1.051), "sfid": (6.2, 0.4), "is_mean": (9.63, 0.045), "kid": (0.00123, 0.00021),
+    "fid": (5.304, 1.051), "sfid": (6.2, 0.4), "fd_dinov2": (61.27, 2.4), "cmmd": (0.412, 0.015),
+    "is_mean": (9.63, 0.045), "kid": (0.00123, 0.00021),
     "precision": (0.7123, 0.0071), "recall": (0.5, 0.011), "density": (0.9, 0.02), "coverage": (0.8, 0.015),
     "bpd": (3.2, 0.05),
 }
@@ -171,9 +172,11 @@ def test_grids_are_captioned_with_their_rows_numbers(page) -> None:
     captions = _captions(html)
     assert len(captions) == 4
     nfe5 = next(caption for caption in captions if caption.startswith("edm-a · heun · NFE 5 "))
-    assert nfe5.startswith("edm-a · heun · NFE 5 FID 5.3 ± 1.1 sFID 6.20 ± 0.40 IS 9.630 ± 0.045")
+    assert nfe5.startswith("edm-a · heun · NFE 5 FID 5.3 ± 1.1 sFID 6.20 ± 0.40 FD_DINOv2 61.3 ± 2.4 CMMD 0.412 ± 0.015 "
+                           "IS 9.630 ± 0.045")
     assert "NLL (bits/dim) [exact] 3.200 ± 0.050" in nfe5
-    assert 'alt="samples of edm-a · heun · NFE 5 — FID 5.3 ± 1.1, sFID 6.20 ± 0.40, IS 9.630 ± 0.045' in html
+    assert ('alt="samples of edm-a · heun · NFE 5 — FID 5.3 ± 1.1, sFID 6.20 ± 0.40, FD_DINOv2 61.3 ± 2.4, '
+            'CMMD 0.412 ± 0.015, IS 9.630 ± 0.045') in html
     grids = html[html.index('<section id="grids">'):html.index('<section id="metadata">')]
     assert grids.count("data:image/png;base64,") == 2  # the absolute grid path inside the run still loads
 
