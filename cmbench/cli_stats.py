@@ -4,16 +4,23 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .choices import DEVICES, OFFICIAL_REFERENCE_DEST, QUANTISATIONS, REFERENCE_FORMATS, STATS_BATCH_SIZE, STATS_KEEP
 from .cli_args import add_progress_options, integer_at_least, non_negative_integer, positive_integer
+
+if TYPE_CHECKING:  # the parser is built without importing torch
+    import torch
+
+    from .features import FeatureExtractor
 
 
 def stats_compute_command(args: argparse.Namespace) -> int:
     from .metrics.reference import save_reference
     from .run_context import resolve_device
-    from .stats import compute_reference_stats, extractor_from_name, extractor_from_suite, input_channels, open_images
+    from .stats import compute_reference_stats, input_channels, open_images
 
     if args.out.exists() and not args.overwrite:
         raise FileExistsError(f"reference statistics file {args.out} exists; pass --overwrite to replace it")
@@ -131,3 +138,50 @@ def add_stats_parser(sub) -> None:
     info.add_argument("file", type=Path)
     info.add_argument("--format", choices=("auto", *REFERENCE_FORMATS), default="auto")
     info.set_defaults(func=_stats_info)
+
+
+def extractor_from_suite(suite, device: torch.device | str = "cpu") -> FeatureExtractor:
+    """The extractor a suite's ``features:`` block names (building the analytic model
+    ``gmm-posterior`` needs)."""
+    from .features import build_extractor
+    from .metrics import layers_for
+    from .models import build_model
+
+    models = {}
+    name = suite.features.get("model")
+    if name is not None:
+        spec = suite.models[name]
+        models[name] = build_model(spec.family, spec.options, suite.checkpoint_dir, str(device), name=name,
+                                   base_dir=suite.base_dir)
+    return build_extractor(suite.features, models, base_dir=suite.base_dir, layers=layers_for(suite.metrics)).to(device)
+
+
+def extractor_from_name(names: str | Sequence[str], *, checkpoint: str | None = None, weights: str | None = None,
+                        device: torch.device | str = "cpu") -> FeatureExtractor:
+    """An extractor named on the command line, validated like a suite's ``features:`` block
+    (``checkpoint`` / ``weights`` become its keys; relative paths are taken from the current folder).
+    Further names are networks that join it for their own layers (``dinov2-vitl14``, ``clip-vitl14-336``)."""
+    from .features import METRIC_NETWORKS, build_extractor, validate_spec
+    from .validate import Checker
+
+    name, *others = [names] if isinstance(names, str) else list(names)
+    spec: dict = {"extractor": name}
+    layers: list[str] = []
+    for other in others:
+        key = next((key for key, (accepted, _) in METRIC_NETWORKS.items() if other in accepted), None)
+        if key is None or key in spec:
+            accepted = ", ".join(n for names, _ in METRIC_NETWORKS.values() for n in names)
+            raise ValueError(f"--extractor {other}: only the first --extractor may be any extractor; the others add one "
+                             f"network each for its own layers, one of: {accepted}")
+        spec[key] = {"extractor": other}
+        layers += METRIC_NETWORKS[key][1]
+    if name == "gmm-posterior":
+        raise ValueError("--extractor gmm-posterior needs an analytic model: use --suite with a suite whose features "
+                         "block names it")
+    if checkpoint is not None:
+        spec["checkpoint"] = checkpoint
+    if weights is not None:
+        spec["weights"] = weights
+    validate_spec(Checker("command line"), spec, "--extractor", {})
+    extractor = build_extractor(spec, {}, base_dir=Path.cwd(), layers=tuple(layers))
+    return extractor.to(device)
