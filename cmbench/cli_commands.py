@@ -289,7 +289,7 @@ def weights_fetch_command(args: argparse.Namespace) -> int:
     spec = WEIGHTS[args.name]
     if args.dest is None:
         try:
-            print(f"already present: {find_weights(spec)}")
+            print(f"already present: {find_weights(spec, sha256=spec.sha256)}")
             return 0
         except FileNotFoundError:
             pass

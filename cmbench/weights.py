@@ -14,7 +14,7 @@ file in, in order:
 4. ``$XDG_CACHE_HOME/cmbench`` (default ``~/.cache/cmbench``).
 
 An explicit path or variable that names no file is an error (never a silent fall-through). A
-file found is checked against its sha256 where one is known; if none is found the error says
+file found is checked against its sha256; if none is found the error says
 which file to put where. :func:`fetch_weights` (``cmbench weights fetch NAME``) downloads one,
 only when called.
 
@@ -56,17 +56,18 @@ FETCH_COMMAND = "cmbench weights fetch"
 
 @dataclass(frozen=True)
 class WeightsFile:
-    """A weights file cmbench can use: its name, where it is published, what it must hash to
-    (``sha256`` None: no published digest to check), the variable that may name it, and what it is."""
+    """A weights file cmbench can use: its name, where it is published, what it must hash to, the
+    variable and suite key that may name it, and what it is."""
 
     file_name: str
     url: str
-    sha256: str | None
+    sha256: str
     size: int  # bytes
     env_var: str = ENV_VAR
     label: str = "Inception weights"
     about: str = "torch-fidelity's port of TF's 2015-12-05 Inception-v3"
     name: str = "inception"  # as `cmbench weights fetch NAME` knows it
+    suite_key: str = "features.weights"
 
     @property
     def hash_prefix(self) -> str:
@@ -91,6 +92,7 @@ DINOV2_WEIGHTS = WeightsFile(
     label="DINOv2 weights",
     about="facebookresearch/dinov2's ViT-L/14 (torch.hub dinov2_vitl14, as EDM2's FD_DINOv2 loads it)",
     name="dinov2-vitl14",
+    suite_key="features.dinov2.weights",
 )
 
 CLIP_WEIGHTS = WeightsFile(
@@ -102,6 +104,7 @@ CLIP_WEIGHTS = WeightsFile(
     label="CLIP weights",
     about="OpenAI's CLIP ViT-L/14@336 in Hugging Face's layout (openai/clip-vit-large-patch14-336, as CMMD loads it)",
     name="clip-vitl14-336",
+    suite_key="features.clip.weights",
 )
 
 WEIGHTS = {spec.name: spec for spec in (INCEPTION_WEIGHTS, DINOV2_WEIGHTS, CLIP_WEIGHTS)}
@@ -137,15 +140,13 @@ def find_inception_weights(path: str | os.PathLike | None = None, *, sha256: str
     return find_weights(INCEPTION_WEIGHTS, path, sha256=sha256)
 
 
-def find_weights(spec: WeightsFile, path: str | os.PathLike | None = None, *, sha256: str | None | object = ...) -> Path:
+def find_weights(spec: WeightsFile, path: str | os.PathLike | None = None, *, sha256: str | None) -> Path:
     """The verified file ``spec`` names: ``path`` if given, else ``$<spec.env_var>``, else the caches.
 
-    ``sha256`` is the digest the file must have (default: ``spec.sha256``; ``None`` skips the
-    check, for files made by tests or weights without a published digest). Raises
-    :class:`FileNotFoundError` saying which file to put where, or :class:`WeightsHashError`
-    naming a file with the wrong content.
+    ``sha256`` is the digest the file must have (``spec.sha256`` for the official file; ``None``
+    skips the check, for files made by tests). Raises :class:`FileNotFoundError` saying which file
+    to put where, or :class:`WeightsHashError` naming a file with the wrong content.
     """
-    sha256 = spec.sha256 if sha256 is ... else sha256
     for given, origin in ((path, "the given path"), (os.environ.get(spec.env_var) or None, f"${spec.env_var}")):
         if given is not None:
             found = _as_file(Path(given).expanduser(), spec.file_name)
@@ -197,8 +198,7 @@ def fetch_weights(spec: WeightsFile, dest_dir: str | os.PathLike | None = None, 
                   timeout: float = 60.0) -> Path:
     """Download ``spec``'s file into ``dest_dir`` (default torch hub's checkpoint folder) and verify it.
 
-    A file already there with the right sha256 is kept (nothing is downloaded; without a published
-    sha256, any file of that name). The download goes to a temporary file that is renamed into
+    A file already there with the right sha256 is kept (nothing is downloaded). The download goes to a temporary file that is renamed into
     place only after its sha256 checked out, so an interrupted or wrong download leaves nothing
     behind. Raises :class:`WeightsDownloadError` when offline, :class:`WeightsHashError` when the
     server sends another file.
@@ -207,7 +207,7 @@ def fetch_weights(spec: WeightsFile, dest_dir: str | os.PathLike | None = None, 
     target = target / spec.file_name
     if target.is_file():
         try:
-            _check(target, spec.sha256, spec)
+            verify_weights(target, spec.sha256, spec)
             return target
         except WeightsHashError:
             pass  # replaced below by a verified download
@@ -216,7 +216,7 @@ def fetch_weights(spec: WeightsFile, dest_dir: str | os.PathLike | None = None, 
     except (urllib.error.URLError, OSError) as error:
         raise WeightsDownloadError(
             f"could not download {spec.url} ({getattr(error, 'reason', error)}). Without network access, "
-            f"download {spec.file_name} on another machine ({_digest_text(spec)}) and "
+            f"download {spec.file_name} on another machine (sha256 {spec.sha256}, {spec.size:,} bytes) and "
             f"put it at {target} (or anywhere, naming it with ${spec.env_var})"
         ) from error
 
@@ -228,7 +228,7 @@ def fetch_weights(spec: WeightsFile, dest_dir: str | os.PathLike | None = None, 
                 digest.update(block)
                 out.write(block)
                 bar.update(len(block))
-        if spec.sha256 is not None and digest.hexdigest() != spec.sha256:
+        if digest.hexdigest() != spec.sha256:
             raise WeightsHashError(
                 f"downloaded {spec.url}: sha256 {digest.hexdigest()} is not the expected {spec.sha256}; "
                 "nothing was written"
@@ -250,15 +250,10 @@ def _check(path: Path, sha256: str | None, spec: WeightsFile = INCEPTION_WEIGHTS
         verify_weights(path, sha256, spec)
 
 
-def _digest_text(spec: WeightsFile) -> str:
-    size = f", {spec.size:,} bytes" if spec.size else ""
-    return (f"sha256 {spec.sha256}" if spec.sha256 else "no published sha256: cmbench records the file's") + size
-
-
 def _where_to_get_it(spec: WeightsFile = INCEPTION_WEIGHTS) -> str:
     return (
-        f"cmbench needs {spec.file_name} ({_digest_text(spec)}; {spec.about}). Run `{FETCH_COMMAND} {spec.name}` "
-        f"to download it from {spec.url} into {torch_hub_checkpoints()}, or download it yourself and put it at "
-        f"{torch_hub_checkpoints() / spec.file_name} (or anywhere, naming it with ${spec.env_var}"
-        + (" or the suite's features.weights)" if spec is INCEPTION_WEIGHTS else ")")
+        f"cmbench needs {spec.file_name} (sha256 {spec.sha256}, {spec.size:,} bytes; {spec.about}). Run "
+        f"`{FETCH_COMMAND} {spec.name}` to download it from {spec.url} into {torch_hub_checkpoints()}, or download it "
+        f"yourself and put it at {torch_hub_checkpoints() / spec.file_name} (or anywhere, naming it with "
+        f"${spec.env_var} or the suite's {spec.suite_key})"
     )

@@ -27,6 +27,18 @@ def check_images(images: torch.Tensor) -> None:
         raise ValueError(f"feature extractors take uint8 NCHW images, got {images.dtype} with shape {tuple(images.shape)}")
 
 
+def check_grey_or_rgb(images: torch.Tensor, name: str) -> None:
+    """The image networks take NCHW images with 1 (grey) or 3 (RGB) channels."""
+    if images.shape[1] not in (1, 3):
+        raise ValueError(f"{name} takes images with 1 (grey) or 3 (RGB) channels, got shape {tuple(images.shape)}")
+
+
+def grey_or_rgb(images: torch.Tensor, name: str) -> torch.Tensor:
+    """NCHW images with 3 channels: grey ones repeated to RGB (a view), others refused."""
+    check_grey_or_rgb(images, name)
+    return images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
+
+
 class FeatureExtractor:
     """Base class. ``identity`` names what produced the features; reference statistics record it."""
 

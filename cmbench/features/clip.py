@@ -36,7 +36,7 @@ from PIL import Image
 from ..checkpoints import sha256_file
 from ..nets.clip_vision import VITL14_336, CLIPVisionConfig, load_clip_vision
 from ..weights import CLIP_WEIGHTS, find_weights
-from .base import NetworkExtractor, check_images
+from .base import NetworkExtractor, check_grey_or_rgb, check_images, grey_or_rgb
 from .inception import full_float32
 
 BATCH_SIZE = 64
@@ -93,14 +93,12 @@ class CLIPExtractor(NetworkExtractor):
     def extract(self, images, layers):
         self.check_layers(layers)
         check_images(images)
-        if images.shape[1] not in (1, 3):
-            raise ValueError(f"{self.name} takes images with 1 (grey) or 3 (RGB) channels, got shape {tuple(images.shape)}")
+        check_grey_or_rgb(images, self.name)
         parts = []
         with torch.no_grad(), full_float32(self._device):
             for chunk in images.split(self.batch_size) if len(images) else ():
-                chunk = crop_and_resize(chunk, self.config.image_size).to(self._device)
-                if chunk.shape[1] == 1:
-                    chunk = chunk.expand(-1, 3, -1, -1)
+                resized = crop_and_resize(chunk, self.config.image_size).to(self._device)
+                chunk = grey_or_rgb(resized, self.name)  # grey repeated after the resize, as cmmd does
                 embedding = self.net(normalise_pixels(chunk))
                 parts.append((embedding / torch.linalg.vector_norm(embedding, dim=-1, keepdim=True)).float().cpu())
         found = torch.cat(parts) if parts else torch.empty(0, self.config.projection_dim)

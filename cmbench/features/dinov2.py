@@ -34,7 +34,7 @@ from ..checkpoints import sha256_file
 from ..checkpoints.native import load_plain_state
 from ..nets.dinov2 import VITL14, DINOv2Config, build_dinov2
 from ..weights import DINOV2_WEIGHTS, find_weights
-from .base import NetworkExtractor, check_images
+from .base import NetworkExtractor, check_grey_or_rgb, check_images, grey_or_rgb
 from .inception import full_float32
 
 BATCH_SIZE = 64
@@ -45,17 +45,6 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 RESIZES = ("torch", "pil")
 NAMES = {"torch": "dinov2-vitl14", "pil": "dinov2-vitl14+pil-resize"}
 """The extractor's name under each resize recipe (reference statistics record it)."""
-
-
-def check_channels(images: torch.Tensor) -> None:
-    if images.shape[1] not in (1, 3):
-        raise ValueError(f"dinov2 takes images with 1 (grey) or 3 (RGB) channels, got shape {tuple(images.shape)}")
-
-
-def to_rgb(images: torch.Tensor) -> torch.Tensor:
-    """uint8 NCHW images with 3 channels; 1-channel (grey) images are repeated to RGB."""
-    check_channels(images)
-    return images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
 
 
 def resize(images: torch.Tensor, recipe: str, size: int = INPUT_SIZE) -> torch.Tensor:
@@ -76,7 +65,7 @@ def resize(images: torch.Tensor, recipe: str, size: int = INPUT_SIZE) -> torch.T
 
 def preprocess(images: torch.Tensor, recipe: str) -> torch.Tensor:
     """uint8 NCHW images → the float32 network input: resized, /255, ImageNet-normalised."""
-    x = resize(to_rgb(images), recipe) / 255
+    x = resize(grey_or_rgb(images, "dinov2"), recipe) / 255
     mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32, device=x.device).reshape(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD, dtype=torch.float32, device=x.device).reshape(1, 3, 1, 1)
     return (x - mean) / std
@@ -104,7 +93,7 @@ class DINOv2Extractor(NetworkExtractor):
             raise ValueError(f"unknown resize {resize!r}; accepted: {', '.join(RESIZES)}")
         self.resize, self.name, self.config = resize, NAMES[resize], config
         self.weights_path = find_weights(DINOV2_WEIGHTS, weights, sha256=expected_sha256)
-        self._sha256 = expected_sha256 or sha256_file(self.weights_path)  # find_weights checked it
+        self._sha256 = sha256_file(self.weights_path)
         state = load_plain_state(self.weights_path, self.weights_path)
         self.net = build_dinov2(state, config, source=str(self.weights_path))
         self.batch_size = int(batch_size)
@@ -112,7 +101,7 @@ class DINOv2Extractor(NetworkExtractor):
     def extract(self, images, layers):
         self.check_layers(layers)
         check_images(images)
-        check_channels(images)
+        check_grey_or_rgb(images, self.name)
         found: dict[str, list[torch.Tensor]] = {layer: [] for layer in layers}
         with torch.no_grad(), full_float32(self._device):
             for chunk in images.split(self.batch_size) if len(images) else ():

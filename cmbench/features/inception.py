@@ -23,7 +23,7 @@ import torch
 from ..nets.inception_tf import NUM_LOGITS, POOL_DIM, SPATIAL_DIM, InceptionV3TF
 from ..checkpoints import sha256_file
 from ..weights import INCEPTION_WEIGHTS, find_inception_weights
-from .base import NetworkExtractor, check_images
+from .base import NetworkExtractor, check_images, grey_or_rgb
 from .resize import RESIZES, resize_pil_bicubic
 
 BATCH_SIZE = 64
@@ -66,13 +66,10 @@ class InceptionExtractor(NetworkExtractor):
     def extract(self, images, layers):
         self.check_layers(layers)
         check_images(images)
-        if images.shape[1] not in (1, 3):
-            raise ValueError(f"inception-tf takes images with 1 (grey) or 3 (RGB) channels, got shape {tuple(images.shape)}")
+        images = grey_or_rgb(images, "inception-tf")
         found: dict[str, list[torch.Tensor]] = {layer: [] for layer in layers}
         with torch.no_grad(), full_float32(self._device):
             for chunk in images.split(self.batch_size) if len(images) else ():
-                if chunk.shape[1] == 1:
-                    chunk = chunk.expand(-1, 3, -1, -1)
                 if self.resize == "pil_bicubic":
                     chunk = resize_pil_bicubic(chunk)
                 out = self.net(chunk.to(self._device))

@@ -118,9 +118,7 @@ class ReferenceStats:
         """The extractor that made ``layer``'s numbers: the file's ``layer_extractors`` entry for it
         (a file holding several networks' layers, e.g. Inception's ``pool`` and DINOv2's ``dinov2``),
         else its ``extractor`` and ``extractor_sha256``."""
-        recorded = (self.meta.get("layer_extractors") or {}).get(layer)
-        return dict(recorded) if recorded else {"extractor": self.meta["extractor"],
-                                                "extractor_sha256": self.meta["extractor_sha256"]}
+        return layer_identity(self.meta, layer)
 
     def check_compatible(self, identity: dict, source: str, layers=None) -> None:
         """Raise if the statistics of ``layers`` (default: every layer the file has) came from
@@ -133,12 +131,12 @@ class ReferenceStats:
         """
         layers = sorted(set(self.mu) | set(self.features)) if layers is None else list(layers)
         for layer in layers:
-            ours, theirs = self.layer_identity(layer), run_layer_identity(identity, layer)
+            ours, theirs = self.layer_identity(layer), layer_identity(identity, layer)
             if self.is_official:
                 self._check_official(layer, ours, theirs, source)
                 continue
             ours_pair = (ours["extractor"], ours["extractor_sha256"])
-            theirs_pair = (theirs.get("extractor"), theirs.get("extractor_sha256"))
+            theirs_pair = (theirs["extractor"], theirs["extractor_sha256"])
             if ours_pair != theirs_pair:
                 raise ValueError(
                     f"reference statistics {source} were computed with extractor {ours_pair[0]!r} "
@@ -149,7 +147,7 @@ class ReferenceStats:
                 )
 
     def _check_official(self, layer: str, ours: dict, theirs: dict, source: str) -> None:
-        if ours["extractor"] == theirs.get("extractor"):
+        if ours["extractor"] == theirs["extractor"]:
             return
         convention = self.meta.get("extractor_convention", "an unrecorded extractor convention")
         if isinstance(convention, dict):
@@ -157,14 +155,15 @@ class ReferenceStats:
         raise ValueError(
             f"reference statistics {source} are an official {FORMAT_LABELS[self.format]} file (format "
             f"{self.format!r}, no extractor hash recorded): its {_layer_text(layer)} assume {convention}, i.e. "
-            f"cmbench's extractor {ours['extractor']!r}, but this run extracts them with {theirs.get('extractor')!r} "
-            f"(sha256 {theirs.get('extractor_sha256')}); use features: {{extractor: {ours['extractor']}}} with this file, "
+            f"cmbench's extractor {ours['extractor']!r}, but this run extracts them with {theirs['extractor']!r} "
+            f"(sha256 {theirs['extractor_sha256']}); use features: {{extractor: {ours['extractor']}}} with this file, "
             f"or recompute statistics with the run's extractor (`cmbench stats compute`)"
         )
 
 
-def run_layer_identity(identity: dict, layer: str) -> dict:
-    """The extractor a run's ``identity`` uses for ``layer``: its ``layer_extractors`` entry, else the main one."""
+def layer_identity(identity: dict, layer: str) -> dict:
+    """The extractor that makes ``layer`` under ``identity`` (an extractor's identity, or a reference
+    file's meta, which records the same keys): its ``layer_extractors`` entry, else the main one."""
     return dict((identity.get("layer_extractors") or {}).get(layer) or
                 {"extractor": identity.get("extractor"), "extractor_sha256": identity.get("extractor_sha256")})
 
