@@ -29,6 +29,15 @@ def official_inception(inception_weights, monkeypatch) -> Path:
     return inception_weights
 
 
+def stand_in_as_official(monkeypatch, extractor: type, path: Path, config, env_var: str) -> Path:
+    """Let ``extractor`` (built by suites and profiles) take the small random file at ``path`` as its
+    official weights: its digest and network layout become the defaults, its variable names the file."""
+    monkeypatch.setitem(extractor.__init__.__kwdefaults__, "expected_sha256", sha256_file(path))
+    monkeypatch.setitem(extractor.__init__.__kwdefaults__, "config", config)
+    monkeypatch.setenv(env_var, str(path))
+    return path
+
+
 @pytest.fixture(scope="module")
 def dinov2_weights(tmp_path_factory) -> Path:
     """A DINOv2 weights file in the official key layout, small (``SMALL``) and random."""
@@ -45,10 +54,7 @@ def official_dinov2(dinov2_weights, monkeypatch) -> Path:
     from cmbench.features.dinov2 import DINOv2Extractor
     from test_dinov2 import SMALL
 
-    monkeypatch.setitem(DINOv2Extractor.__init__.__kwdefaults__, "expected_sha256", sha256_file(dinov2_weights))
-    monkeypatch.setitem(DINOv2Extractor.__init__.__kwdefaults__, "config", SMALL)
-    monkeypatch.setenv(DINOV2_WEIGHTS.env_var, str(dinov2_weights))
-    return dinov2_weights
+    return stand_in_as_official(monkeypatch, DINOv2Extractor, dinov2_weights, SMALL, DINOV2_WEIGHTS.env_var)
 
 
 @pytest.fixture(scope="module")
@@ -71,10 +77,7 @@ def official_clip(clip_weights, monkeypatch) -> Path:
     from cmbench.features.clip import CLIPExtractor
     from test_clip_cmmd import SMALL
 
-    monkeypatch.setitem(CLIPExtractor.__init__.__kwdefaults__, "expected_sha256", sha256_file(clip_weights))
-    monkeypatch.setitem(CLIPExtractor.__init__.__kwdefaults__, "config", SMALL)
-    monkeypatch.setenv(CLIP_WEIGHTS.env_var, str(clip_weights))
-    return clip_weights
+    return stand_in_as_official(monkeypatch, CLIPExtractor, clip_weights, SMALL, CLIP_WEIGHTS.env_var)
 
 
 @pytest.fixture
