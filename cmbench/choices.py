@@ -25,3 +25,5 @@ OFFICIAL_REFERENCE_DEST = Path("reference_stats") / "official"
 
 WEIGHTS_NAMES = ("inception", "dinov2-vitl14", "clip-vitl14-336")
 """The feature networks' weights files ``cmbench weights fetch`` knows (:data:`cmbench.weights.WEIGHTS`)."""
+
+TUNE_METHODS = ("robust", "ternary", "golden", "grid")  # cmbench.tuning.greedy: robust, then the line searches

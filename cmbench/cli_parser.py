@@ -8,7 +8,7 @@ from pathlib import Path
 
 from . import __version__
 from . import cli_commands as commands
-from .choices import DEVICES, QUANTISATIONS, WEIGHTS_NAMES
+from .choices import DEVICES, QUANTISATIONS, TUNE_METHODS, WEIGHTS_NAMES
 from .cli_args import (add_progress_options, integer_at_least, non_negative_integer, positive_integer,
                        positive_number, shard_part)
 from .cli_commands import DEFAULT_SUITE
@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--model", help="tune this model of the suite (an ad-hoc job; needs --sampler and --max-nfe)")
     tune.add_argument("--sampler", help="a sampler with free time points: cm_multistep or ctm_gamma")
     tune.add_argument("--max-nfe", type=integer_at_least(2), help="find time points for NFE 2..MAX_NFE")
-    tune.add_argument("--method", choices=("ternary", "golden", "grid"), help="line search (default ternary; grid is exhaustive)")
+    tune.add_argument("--method", choices=TUNE_METHODS, help="robust (default: screen, race, polish, settle ties on more samples), ternary (the paper's), golden, grid (exhaustive)")
     tune.add_argument("--space", choices=("karras_index", "sigma"), help="Karras grid indices (default) or continuous σ")
     tune.add_argument("--karras-steps", type=integer_at_least(2), help="points of the Karras index grid (default 40)")
     tune.add_argument("--tol", type=positive_number, help="continuous space: stop at brackets this wide in ln σ (default 0.05)")

@@ -281,6 +281,39 @@ def sample_and_score_many(
     summed over ranks). ``save`` is for one process only."""
     sigmas = sampler.schedule(model.noise_range, nfe, options)
     views = [(s.quantisation, s.extractor, layers_for(s.metrics)) for s in scorings]
+    made = gather_views(model, sampler, sigmas, options, seeds, views, batch_size=batch_size, device=device,
+                        keep_images=keep_images, progress=progress, desc=desc, save=save, world=world)
+    grid = torch.zeros(0, dtype=torch.uint8)
+
+    def scored() -> tuple[list[dict[str, float]], int | None, float | None]:  # on the main rank
+        nonlocal grid
+        features, grid, made_nfe, seconds = made
+        return ([score_features(scoring, feats, bootstrap=bootstrap, bootstrap_seed=bootstrap_seed, device=device)
+                 for scoring, feats in zip(scorings, features)], made_nfe, seconds)
+
+    results, made_nfe, seconds = world.decide(scored)
+    return results, sigmas, grid, nfe if made_nfe is None else made_nfe, seconds
+
+
+def gather_views(
+    model: ModelAdapter,
+    sampler: Sampler,
+    sigmas: torch.Tensor,
+    options: Mapping[str, Any],
+    seeds: Sequence[int],
+    views: list[tuple[str, FeatureExtractor, tuple[str, ...]]],
+    *,
+    batch_size: int,
+    device: torch.device,
+    keep_images: int = 0,
+    progress: bool | None = False,
+    desc: str = "",
+    save: SaveSamples | None = None,
+    world: World = SINGLE,
+) -> tuple[list[dict[str, np.ndarray]], torch.Tensor, int | None, float | None] | None:
+    """:func:`generate_views` of ``seeds`` with the batches shared among the ranks of ``world``:
+    its result for all seeds on the main rank (seconds summed over ranks), None on the others.
+    ``save`` is for one process only."""
     if world.distributed and save is not None:
         raise ValueError("saving samples while sampling on several ranks is done by the row shards, not here")
     batches = world.part(-(-len(seeds) // batch_size))
@@ -289,17 +322,10 @@ def sample_and_score_many(
         model, sampler, sigmas, options, mine, batch_size=batch_size, device=device, views=views,
         keep_images=keep_images, progress=progress, desc=desc, save=save, first=batches.start * batch_size,
     ) if len(mine) else None
-    gathered = world.gather(made) if world.distributed else [made]
-    grid = torch.zeros(0, dtype=torch.uint8)
-
-    def scored() -> tuple[list[dict[str, float]], int | None, float | None]:  # on the main rank
-        nonlocal grid
-        features, grid, made_nfe, seconds = _joined_views(gathered, keep_images) if world.distributed else made
-        return ([score_features(scoring, feats, bootstrap=bootstrap, bootstrap_seed=bootstrap_seed, device=device)
-                 for scoring, feats in zip(scorings, features)], made_nfe, seconds)
-
-    results, made_nfe, seconds = world.decide(scored)
-    return results, sigmas, grid, nfe if made_nfe is None else made_nfe, seconds
+    if not world.distributed:
+        return made
+    gathered = world.gather(made)
+    return _joined_views(gathered, keep_images) if world.main else None
 
 
 def score_features(scoring: Scoring, features: Mapping[str, np.ndarray], *, bootstrap: int = 0,

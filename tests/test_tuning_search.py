@@ -5,7 +5,9 @@ import random
 
 import pytest
 
-from cmbench.tuning.greedy import KarrasIndexSpace, LogSigmaSpace, greedy_time_points
+from cmbench.tuning.greedy import KarrasIndexSpace, LogSigmaSpace, Settings, greedy_time_points
+from cmbench.tuning.robust import Ladder
+from cmbench.tuning.scores import Score
 from cmbench.tuning.search import (
     FLOAT_SEARCHES,
     INTEGER_SEARCHES,
@@ -114,11 +116,20 @@ def separable_objective(targets):
     return objective
 
 
+def exact(objective):
+    """``objective`` (of a schedule's σ values) as a noiseless evaluation on 100 samples."""
+    return lambda sigmas, samples: (Score(samples, (objective(sigmas),)), 0.0)
+
+
+def line_search(method: str) -> Settings:
+    return Settings(method, refine=False, ladder=Ladder((100,)))
+
+
 def test_greedy_keeps_earlier_points_and_matches_the_exhaustive_grid_on_karras_indices():
     space = KarrasIndexSpace(steps=40, sigma_min=0.002, sigma_max=80.0)
-    objective = separable_objective([1.0, 0.05])
-    fast, fast_trace = greedy_time_points(objective, space, "ternary", 3)
-    slow, slow_trace = greedy_time_points(objective, space, "grid", 3)
+    objective = exact(separable_objective([1.0, 0.05]))
+    fast, fast_trace = greedy_time_points(objective, space, line_search("ternary"), 3)
+    slow, slow_trace = greedy_time_points(objective, space, line_search("grid"), 3)
     assert [s.positions for s in fast] == [s.positions for s in slow]
     assert fast[0].positions == (0, 39) and len(fast[2].positions) == 4
     assert set(fast[1].positions) < set(fast[2].positions)  # greedy: NFE 3 keeps NFE 2's point
@@ -130,18 +141,20 @@ def test_greedy_keeps_earlier_points_and_matches_the_exhaustive_grid_on_karras_i
 
 def test_greedy_in_continuous_sigma_reaches_the_targets_and_keeps_exact_ends():
     space = LogSigmaSpace(sigma_min=0.002, sigma_max=80.0, tol=1e-3)
-    found, _ = greedy_time_points(separable_objective([1.0]), space, "golden", 2)
+    found, _ = greedy_time_points(exact(separable_objective([1.0])), space, line_search("golden"), 2)
     assert found[1].sigmas[0] == 80.0 and found[1].sigmas[-1] == 0.002
     assert found[1].sigmas[1] == pytest.approx(1.0, rel=2e-3)
 
 
-def test_greedy_maximises_when_asked():
+def test_greedy_records_values_in_the_objectives_own_orientation():
     space = KarrasIndexSpace(steps=20, sigma_min=0.002, sigma_max=80.0)
-    found, _ = greedy_time_points(lambda s: -separable_objective([0.5])(s), space, "golden", 2, maximise=True)
+    found, trace = greedy_time_points(exact(separable_objective([0.5])), space, line_search("golden"), 2,
+                                      value=lambda score: -score.loss)
     best = min(range(1, 19), key=lambda i: abs(math.log(space.sigmas([i])[0] / 0.5)))
     assert found[1].positions == (0, best, 19)
+    assert found[1].value == max(e.value for e in trace if e.nfe == 2) <= 0
 
 
 def test_greedy_says_when_the_grid_has_no_room():
     with pytest.raises(ValueError, match="no room for a time point at NFE 3"):
-        greedy_time_points(lambda s: 0.0, KarrasIndexSpace(3, 0.002, 80.0), "ternary", 4)
+        greedy_time_points(exact(lambda s: 0.0), KarrasIndexSpace(3, 0.002, 80.0), line_search("ternary"), 4)

@@ -24,7 +24,7 @@ to 1.6 times larger (conservative).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -49,11 +49,29 @@ def bootstrap_standard_errors(
     device: torch.device | str | None = None,
 ) -> dict[str, float]:
     """``{"<column>_se": standard deviation (ddof 1) over resamples}`` for the scored columns
-    of the named metrics; NaN where a replicate is not finite.
+    of the named metrics (:func:`bootstrap_replicates`); NaN where a replicate is not finite."""
+    replicates = bootstrap_replicates(names, features, reference, options, resamples=resamples, seed=seed,
+                                      device=device)
+    return {se_column(column): _spread(values) for column, values in replicates.items()}
+
+
+def bootstrap_replicates(
+    names: Iterable[str],
+    features: dict[str, np.ndarray],
+    reference: ReferenceStats | None,
+    options: MetricOptions,
+    *,
+    resamples: int,
+    seed: int | Sequence[int] = 0,
+    device: torch.device | str | None = None,
+) -> dict[str, list[float]]:
+    """Each scored column of the named metrics on ``resamples`` bootstrap resamples of ``features``.
 
     Replicate b draws N row indices uniformly with replacement from ``np.random.default_rng(seed)``
-    (the same index sets for every layer, so a sample's features stay together). ``device``: where
-    the metrics that compute on a device (KID, CMMD, the k-NN metrics beyond the plan) run.
+    (the same index sets for every layer, so a sample's features stay together; the same sets for
+    every call with the same N and seed, so two sets of features from the same seeds are
+    resampled in pairs). ``device``: where the metrics that compute on a device (KID, CMMD, the
+    k-NN metrics beyond the plan) run.
     """
     names = list(names)
     if resamples < 2:
@@ -64,18 +82,17 @@ def bootstrap_standard_errors(
     count = sizes.pop()
     plan = NeighbourPlan.for_metrics(names, features, reference, options)
     recomputed = [name for name in names if plan is None or name not in plan.metrics]
-    columns = scored_columns(names)
     rng = np.random.default_rng(seed)
-    values: dict[str, list[float]] = {column: [] for column in columns}
+    values: dict[str, list[float]] = {column: [] for column in scored_columns(names)}
     for _ in range(resamples):
         index = rng.integers(0, count, size=count)
         replicate = compute_metrics(recomputed, {layer: x[index] for layer, x in features.items()}, reference, options,
                                     device=device)
         if plan is not None:
             replicate.update(plan.values(index))
-        for column in columns:
-            values[column].append(float(replicate[column]))
-    return {se_column(column): _spread(v) for column, v in values.items()}
+        for column, column_values in values.items():
+            column_values.append(float(replicate[column]))
+    return values
 
 
 class NeighbourPlan:

@@ -1,14 +1,10 @@
 """Running a suite's tune jobs and applying tuned schedules to its rows.
 
-A job's objective samples the job's proxy seeds with a candidate schedule and scores them with
-exactly the code a suite row uses (:func:`cmbench.generate.sample_and_score`), so every candidate
-sees the same noise (common random numbers) and a row that later uses the schedule with the same
-seeds and sample count reproduces the recorded value exactly.
-
-Every finished evaluation is appended to ``schedules/<job>.evaluations.jsonl`` before the search
-goes on; a killed search rerun with the same configuration replays those values and continues
-where it stopped. The finished schedule goes to ``schedules/<job>.json`` (see
-:mod:`cmbench.tuning.schedule_file`).
+A job's candidates are scored by :class:`~cmbench.tuning.candidates.CandidateScorer` (the code a
+suite row uses, on the job's proxy seeds; every finished evaluation logged, so a killed search
+resumes where it stopped), placed by :func:`~cmbench.tuning.greedy.greedy_time_points`, then
+validated on held-out seeds against the default schedule (:mod:`cmbench.tuning.validation`).
+The finished schedule goes to ``schedules/<job>.json`` (see :mod:`cmbench.tuning.schedule_file`).
 """
 
 from __future__ import annotations
@@ -17,9 +13,7 @@ import dataclasses
 import hashlib
 import json
 import logging
-import os
 import time
-from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -29,13 +23,14 @@ import torch
 from .. import __version__
 from ..atomic import atomic_write_bytes
 from ..distributed import SINGLE, World
-from ..generate import sample_and_score
 from ..names import inside
 from ..samplers import get_sampler
-from ..seeds import seed_range
-from .greedy import Evaluation, KarrasIndexSpace, LogSigmaSpace, greedy_time_points
+from .budget import Ledger
+from .candidates import CandidateScorer, EvaluationLog
+from .greedy import Evaluation, KarrasIndexSpace, LogSigmaSpace, Settings, greedy_time_points
 from .schedule_file import SCHEDULE_FORMAT, read_schedule, schedule_sigmas, write_schedule
 from .spec import SCHEDULE_PREFIX, TuneJob
+from .validation import VERDICT_Z, validate
 
 SCHEDULES_DIR = "schedules"
 logger = logging.getLogger(__name__)
@@ -56,37 +51,12 @@ def job_fingerprint(suite, job: TuneJob, file_hashes: dict[str, str]) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-class EvaluationLog:
-    """Finished evaluations of one job on disk (JSON lines), keyed by the schedule's σ values."""
-
-    def __init__(self, path: Path, fingerprint: str):
-        self.path, self.fingerprint = path, fingerprint
-        self.values: dict[tuple[float, ...], float] = {}
-        if path.exists():
-            for line in path.read_text(encoding="utf-8").splitlines():
-                try:
-                    entry = json.loads(line)
-                except json.JSONDecodeError:  # a line cut short by a kill: that evaluation reruns
-                    continue
-                if entry.get("fingerprint") == fingerprint:
-                    self.values[tuple(entry["sigmas"])] = entry["value"]
-
-    def add(self, sigmas: tuple[float, ...], value: float, seconds: float) -> None:
-        self.values[sigmas] = value
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        line = {"fingerprint": self.fingerprint, "sigmas": list(sigmas), "value": value, "seconds": round(seconds, 3)}
-        with self.path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps(line) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-
-
 def run_tune_job(
     suite,
     job: TuneJob,
     model,
     extractor,
-    reference: Callable[[], Any],
+    reference,
     device: torch.device,
     out: Path,
     *,
@@ -97,13 +67,13 @@ def run_tune_job(
     world: World = SINGLE,
 ) -> dict[str, Any]:
     """The job's schedule document: read from ``out`` when it is there for this configuration,
-    else searched (resuming from logged evaluations) and written; without ``search`` (shard jobs)
-    a missing schedule is an error. Each evaluation's sampling draws a progress bar if ``progress``
-    (None: on a terminal); the search's steps go to this module's logger.
+    else searched (resuming from logged evaluations), validated and written; without ``search``
+    (shard jobs) a missing schedule is an error. Each evaluation's sampling draws a progress bar
+    if ``progress`` (None: on a terminal); the search's steps go to this module's logger.
 
-    Under torchrun (``world``) every rank walks the same search: each candidate's seeds are shared
-    among the ranks, the main rank scores them and shares the value, and alone reads and writes
-    the files (``reference`` is only called there)."""
+    Under torchrun (``world``) every rank walks the same search: each candidate's new seeds are
+    shared among the ranks, the main rank scores them and shares the score, and alone reads and
+    writes the files (``reference`` is only called there)."""
     path = schedule_path(out, job.name)
     fingerprint = job_fingerprint(suite, job, file_hashes)
     document = world.decide(_stored_schedule, path, fingerprint, job.name, recompute_changed, search)
@@ -116,35 +86,36 @@ def run_tune_job(
     else:
         space = LogSigmaSpace(model.sigma_min, model.sigma_max, job.tol)
     log = EvaluationLog(path.with_suffix(".evaluations.jsonl"), fingerprint) if world.main else None
-    seeds = seed_range(job.seed_start, job.num_samples)
 
-    def objective(sigmas: tuple[float, ...]) -> float:
-        known = world.decide(lambda: log.values.get(sigmas))
-        if known is not None:
-            return known
-        start = time.perf_counter()
-        metrics, *_ = sample_and_score(
-            model, sampler, len(sigmas) - 1, tuned_options(job.options, len(sigmas) - 1, sigmas), seeds,
-            metrics=(job.metric_name,), metric_options=suite.metric_options, reference=reference(),
-            batch_size=suite.batch_size, device=device, quantisation=suite.quantisation, extractor=extractor,
-            progress=progress, desc=f"tune {job.name} NFE {len(sigmas) - 1}", world=world,
-        )
-        if world.main:
-            log.add(sigmas, metrics[job.metric], time.perf_counter() - start)
-        return metrics[job.metric]
+    def scorer(seed_start: int, what: str) -> CandidateScorer:
+        return CandidateScorer(model=model, sampler=sampler, run_options=lambda nfe, s: tuned_options(job.options, nfe, s),
+                               objective=job.objective, metric_names=job.metric_names, suite=suite, extractor=extractor,
+                               reference=reference, device=device, seed_start=seed_start, resamples=job.resamples,
+                               log=log, world=world, progress=progress, desc=f"{what} {job.name}")
 
     def report(e: Evaluation) -> None:
-        if e.gap is not None:
+        if e.position is not None:
             where = f"index {e.position}" if job.space == "karras_index" else f"σ {e.sigma:.4g}"
-            logger.info("tune %s: NFE %d gap %d %s → %s %.4f", job.name, e.nfe, e.gap, where, job.metric, e.value)
+            logger.info("tune %s: NFE %d %s gap %d %s on %d samples → %s %.4f", job.name, e.nfe, e.stage, e.gap, where,
+                        e.samples, job.objective.label, e.value)
 
     started = time.perf_counter()
-    found, trace = greedy_time_points(objective, space, job.method, job.max_nfe, maximise=job.maximise, on_evaluation=report)
+    ledger = Ledger(job.budget_evaluations, job.budget_seconds)
+    settings = Settings(job.method, job.refine, job.ladder, job.z, job.screen_points)
+    found, trace = greedy_time_points(scorer(job.seed_start, "tune"), space, settings, job.max_nfe,
+                                      value=lambda score: job.objective.value(score.losses), ledger=ledger,
+                                      on_evaluation=report)
     for s in found:
         logger.info("tune %s: NFE %d σ %s → %s %.4f (%d evaluations)", job.name, s.nfe, [round(x, 4) for x in s.sigmas],
-                    job.metric, s.value, s.evaluations)
+                    job.objective.label, s.value, s.evaluations)
+    validation = None
+    if job.validation_samples:
+        default = lambda nfe: tuple(sampler.schedule(model.noise_range, nfe, job.options).tolist())  # noqa: E731
+        validation = {"num_samples": job.validation_samples, "seed_start": job.validation_seed_start, "z": VERDICT_Z,
+                      "schedules": validate(scorer(job.validation_seed_start, "validate"), found, default,
+                                            job.objective, job.validation_samples)}
     document = _document(suite, job, model, extractor, space, options, fingerprint, file_hashes, found, trace,
-                         time.perf_counter() - started)
+                         validation, ledger, time.perf_counter() - started)
     if world.main:
         write_schedule(path, document, overwrite=True)  # a stale file was refused above unless recompute_changed
     return world.share(document)
@@ -170,25 +141,34 @@ def tuned_options(options: dict[str, Any], nfe: int, sigmas) -> dict[str, Any]:
     return {**options, "time_points": {nfe: [float(s) for s in sigmas]}, "time_point_units": "sigma"}
 
 
-def _document(suite, job: TuneJob, model, extractor, space, options, fingerprint, file_hashes, found, trace, seconds) -> dict:
+def _document(suite, job: TuneJob, model, extractor, space, options, fingerprint, file_hashes, found, trace,
+              validation, ledger: Ledger, seconds) -> dict:
     karras = job.space == "karras_index"
-    search = {"method": job.method, "space": job.space, "sigma_min": model.sigma_min, "sigma_max": model.sigma_max,
-              **({"karras_steps": job.karras_steps, "rho": options["rho"]} if karras else {"tol": job.tol})}
+    ladder = job.ladder
+    search = {"method": job.method, "refine": job.refine, "space": job.space,
+              "sigma_min": model.sigma_min, "sigma_max": model.sigma_max,
+              **({"karras_steps": job.karras_steps, "rho": options["rho"]} if karras else {"tol": job.tol}),
+              "samples": {"race": list(ladder.race), "tie_break": list(ladder.tie_break)},
+              "screen_points": job.screen_points, "resamples": job.resamples, "z": job.z}
     return {
         "format": SCHEDULE_FORMAT, "name": job.name, "fingerprint": fingerprint,
         "model": {"name": job.model, "family": model.family,
                   "checkpoint": suite.models[job.model].options.get("checkpoint"),
                   "checkpoint_sha256": file_hashes.get(job.model)},
         "sampler": job.sampler, "sampler_options": job.options, "search": search,
-        "objective": {"metric": job.metric, "direction": "max" if job.maximise else "min",
-                      "num_samples": job.num_samples, "seed_start": job.seed_start, "batch_size": suite.batch_size,
-                      "quantisation": suite.quantisation, "extractor": extractor.identity,
-                      "reference_sha256": file_hashes.get("reference"),
+        "objective": {**job.objective.describe(),
+                      "num_samples": job.num_samples, "seed_start": job.seed_start, "max_samples": job.max_samples,
+                      "batch_size": suite.batch_size, "quantisation": suite.quantisation,
+                      "extractor": extractor.identity, "reference_sha256": file_hashes.get("reference"),
                       "metric_options": dataclasses.asdict(suite.metric_options)},
         "schedules": [{"nfe": s.nfe, "sigmas": list(s.sigmas), "indices": list(s.positions) if karras else None,
-                       "value": s.value, "evaluations": s.evaluations} for s in found],
-        "trace": [{"nfe": e.nfe, "gap": e.gap, "index": e.position if karras else None, "sigma": e.sigma,
-                   "sigmas": list(e.sigmas), "value": e.value} for e in trace],
+                       "value": s.value, "se": s.se, "evaluations": s.evaluations, "cost": round(s.cost, 4)}
+                      for s in found],
+        "validation": validation,
+        "cost": ledger.describe(),
+        "trace": [{"nfe": e.nfe, "stage": e.stage, "gap": e.gap, "index": e.position if karras else None,
+                   "sigma": e.sigma, "sigmas": list(e.sigmas), "samples": e.samples, "value": e.value, "se": e.se,
+                   "cost": round(e.cost, 4), "seconds": e.seconds} for e in trace],
         "evaluations": len(trace), "seconds": round(seconds, 2), "cmbench_version": __version__,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }

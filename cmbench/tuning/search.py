@@ -19,7 +19,7 @@ import math
 from collections.abc import Callable, Hashable
 from typing import Any
 
-METHODS = ("ternary", "golden", "grid")
+LINE_SEARCHES = ("ternary", "golden", "grid")
 GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0  # 0.618…
 
 
