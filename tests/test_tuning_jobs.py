@@ -152,6 +152,23 @@ def test_fast_searches_for_cd_nfe2_come_close_to_the_exhaustive_grid_for_less(tm
     assert documents["robust"]["validation"] is None
 
 
+def test_a_weighted_objective_is_what_the_search_minimises(tmp_path):
+    job = {"model": "cd", "sampler": "cm_multistep", "max_nfe": 2, "num_samples": 100, "metric": {"fid": 1, "recall": -100},
+           "karras_steps": 12, "screen_points": 5, "resamples": 4, "validation": {"num_samples": 100}}
+    metrics = ["fid", "precision_recall"]
+    runs = [{"model": "cd", "sampler": "cm_multistep", "nfe": [2], "schedule": "tuned:cd"}]
+    _, documents = tune_suite(suite(metrics=metrics, tune={"cd": job}, runs=runs), ["cd"], tmp_path, device="cpu",
+                              progress=False)
+    document = documents["cd"]
+    assert document["objective"]["combine"] == "weighted" and document["objective"]["direction"] == "min"
+    assert document["objective"]["metric"] == "1·fid − 100·recall"
+    logged = [json.loads(line) for line in (tmp_path / "schedules" / "cd.evaluations.jsonl").read_text().splitlines()]
+    chosen = document["schedules"][1]
+    entry = next(e for e in logged if e["sigmas"] == chosen["sigmas"] and e["samples"] == 100 and e["seed_start"] == 200)
+    assert chosen["value"] == pytest.approx(entry["values"]["fid"] - 100 * entry["values"]["recall"])
+    assert len(entry["replicates"]["recall"]) == 4
+
+
 def test_cli_tune_runs_an_ad_hoc_job_and_prints_the_evaluation_counts(tmp_path, capsys):
     path = tmp_path / "suite.json"
     raw = {key: value for key, value in copy.deepcopy(TOY).items() if key != "tune"}
@@ -192,6 +209,20 @@ def test_cli_tune_runs_an_ad_hoc_job_and_prints_the_evaluation_counts(tmp_path, 
     ({"tune": {"cd": {"model": "cd", "sampler": "ctm_gamma", "max_nfe": 3}}}, "tune.cd.sampler", "needs the 'jump' map"),
     ({"tune": {"cd": {"model": "cd", "sampler": "cm_multistep", "max_nfe": 3, "options": {"time_points": {}}}}},
      "tune.cd.options", "what the search finds"),
+    ({"tune": {"cd": {"model": "cd", "sampler": "cm_multistep", "max_nfe": 3, "seed_start": 100}}},
+     "tune.cd.seed_start", "proxy seeds 100..499 overlap the suite's evaluation seeds 0..199"),
+    ({"tune": {"cd": {"model": "cd", "sampler": "cm_multistep", "max_nfe": 3, "validation": {"seed_start": 300}}}},
+     "tune.cd.validation", "validation seeds 300..499 overlap proxy seeds 200..599"),
+    ({"tune": {"cd": {"model": "cd", "sampler": "cm_multistep", "max_nfe": 3, "resamples": 1}}},
+     "tune.cd.resamples", "give 0"),
+    ({"tune": {"cd": {"model": "cd", "sampler": "cm_multistep", "max_nfe": 3, "metric": {"fid": "a lot"}}}},
+     "tune.cd.metric", "weights must be numbers"),
+    ({"tune": {"cd": {"model": "cd", "sampler": "cm_multistep", "max_nfe": 3, "budget": {"minutes": 5}}}},
+     "tune.cd.budget.minutes", "minutes"),
+    ({"tune": {"cd": {"model": "cd", "sampler": "cm_multistep", "max_nfe": 3, "method": "annealing"}}},
+     "tune.cd.method", "accepted: robust, ternary, golden, grid"),
+    ({"tune": {"cd": {"model": "cd", "sampler": "cm_multistep", "max_nfe": 3, "screen_samples": 500}}},
+     "tune.cd.screen_samples", "more than the proxy's 200 samples"),
 ])
 def test_suite_validation_names_the_key(change, where, message):
     with pytest.raises(ConfigError, match=message) as error:

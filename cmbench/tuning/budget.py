@@ -44,6 +44,10 @@ class Ledger:
             self.exhausted = True
             raise OutOfBudget
 
+    def left(self) -> float:
+        """Evaluations the current share has left (infinite without an evaluation cap)."""
+        return self._stop_evaluations - self.evaluations
+
     def charge(self, evaluations: float, seconds: float) -> None:
         self.evaluations += evaluations
         self.seconds += seconds

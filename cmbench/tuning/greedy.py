@@ -34,6 +34,8 @@ from .scores import Score, best_of
 from .search import FLOAT_SEARCHES, INTEGER_SEARCHES, LINE_SEARCHES
 
 SPACES = ("karras_index", "sigma")
+POLISH_ALLOWANCE = 3.0
+"""Evaluations a robust step keeps back from its screen for the polish and the tie-break."""
 METHODS = ("robust", *LINE_SEARCHES)
 assert METHODS == TUNE_METHODS, "cmbench.choices.TUNE_METHODS lists the methods for the command line"
 
@@ -161,10 +163,13 @@ class _Search:
         self.context: tuple[int, str] = (1, "start")
         self.moving: Callable[[tuple], tuple] | None = None  # schedule -> (gap, position) of the point placed
 
-    def score(self, positions: tuple, samples: int) -> Score:
+    def score(self, positions: tuple, samples: int, *, charged: bool = True) -> Score:
+        """The memoised score; a new evaluation needs budget unless not ``charged`` against the share
+        (the one proxy evaluation that records a schedule chosen when the budget ran out)."""
         key = (positions, samples)
         if key not in self.scores:
-            self.ledger.check()
+            if charged:
+                self.ledger.check()
             score, seconds = self.evaluate(tuple(self.space.sigmas(positions)), samples)
             cost = max(0, samples - self.largest.get(positions, 0)) / self.settings.ladder.proxy
             self.largest[positions] = max(samples, self.largest.get(positions, 0))
@@ -200,7 +205,8 @@ class _Search:
                 if best is None or self.loss(_with(points, x)) < self.loss(best):
                     best = _with(points, x)
             return best
-        lattices = {g: self.space.lattice(a, b, self.settings.screen_points) for g, a, b in gaps}
+        per_gap = self._affordable(self.settings.screen_points, len(gaps))
+        lattices = {g: self.space.lattice(a, b, per_gap) for g, a, b in gaps}
         candidates = [_with(points, x) for g, _, _ in gaps for x in lattices[g]]
 
         def polish(winner: tuple) -> list[tuple]:
@@ -227,7 +233,7 @@ class _Search:
                     y = self.space.search(self.settings.method, lambda y: self.loss(replace(y)), a, b)
                     chosen = replace(y) if self.loss(replace(y)) < self.loss(points) else points
                 else:
-                    lattice = self.space.lattice(a, b, self.settings.screen_points)
+                    lattice = self.space.lattice(a, b, self._affordable(self.settings.screen_points, 1))
                     candidates = list(dict.fromkeys([*map(replace, lattice), points]))
 
                     def polish(winner, lattice=lattice, a=a, b=b, replace=replace, i=i):
@@ -240,6 +246,14 @@ class _Search:
                 points = chosen
             if not moved:
                 break
+        return points
+
+    def _affordable(self, points: int, gaps: int) -> int:
+        """Screen points per gap, fewer (down to 2) when the budget's share cannot pay for a race of
+        ``points`` per gap and a few evaluations more to polish and settle."""
+        ladder, left = self.settings.ladder, self.ledger.left()
+        while points > 2 and ladder.race_cost(points * gaps) + POLISH_ALLOWANCE > left:
+            points -= 1
         return points
 
     def _polish(self, schedule: Callable[[float], tuple], lo, hi) -> list[tuple]:
@@ -257,13 +271,16 @@ class _Search:
         return tried
 
     def best_scored(self, nfe: int) -> tuple | None:
-        """The best schedule of ``nfe`` steps scored on the proxy samples so far (None if none)."""
-        proxy = self.settings.ladder.proxy
-        scored = {p: s for (p, n), s in self.scores.items() if n == proxy and len(p) == nfe + 1}
-        return best_of(scored, self.settings.z) if scored else None
+        """The best schedule of ``nfe`` steps on the most samples any of them was scored on up to the
+        proxy count (None if none was scored)."""
+        rungs = [n for (p, n) in self.scores if len(p) == nfe + 1 and n <= self.settings.ladder.proxy]
+        if not rungs:
+            return None
+        scored = {p: s for (p, n), s in self.scores.items() if n == max(rungs) and len(p) == nfe + 1}
+        return best_of(scored, self.settings.z)
 
     def tuned(self, points: tuple, nfe: int) -> TunedSchedule:
-        score = self.score(points, self.settings.ladder.proxy)
+        score = self.score(points, self.settings.ladder.proxy, charged=False)
         mine = [e for e in self.trace if e.nfe == nfe]
         return TunedSchedule(nfe, points, tuple(self.space.sigmas(points)), self.value(score), score.standard_error(),
                              len(mine), sum(e.cost for e in mine))

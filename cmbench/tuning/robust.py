@@ -56,13 +56,23 @@ class Ladder:
         return cls(tuple(race), tuple(tie_break))
 
 
-def race(score: Scorer, candidates: Sequence[Hashable], ladder: Ladder, z: float) -> Hashable:
-    """The best of ``candidates`` after screening and racing them up to the proxy rung."""
+    def race_cost(self, candidates: int) -> float:
+        """Evaluations (in proxy-sample units) a race of ``candidates`` costs when each rung keeps half."""
+        cost, alive, had = 0.0, candidates, 0
+        for rung in self.race:
+            cost += alive * (rung - had) / self.proxy
+            alive, had = math.ceil(alive / 2), rung
+        return cost
+
+
+def race(score: Scorer, candidates: Sequence[Hashable], ladder: Ladder, z: float) -> list[Hashable]:
+    """The candidates that reach the proxy rung after screening and racing, best first."""
     survivors = list(candidates)
     for rung in ladder.race:
         scores = {c: score(c, rung) for c in survivors}
         if rung == ladder.proxy or len(survivors) == 1:
-            return best_of(scores, z)
+            best = best_of(scores, z)
+            return [best, *(c for c in survivors if c != best)]
         half = sorted(survivors, key=lambda c: order_key(scores[c]))[: math.ceil(len(survivors) / 2)]
         tied = contenders(scores, z)
         survivors = [c for c in survivors if c in half or c in tied]
@@ -92,8 +102,9 @@ def step(score: Scorer, candidates: Sequence[Hashable], ladder: Ladder, z: float
 
     ``polish(winner)`` searches around the race's winner on the proxy rung and returns the
     candidates it scored."""
-    winner = race(score, candidates, ladder, z)
-    scored = list(dict.fromkeys([winner, *polish(winner), *([] if incumbent is None else [incumbent])]))
+    finishers = race(score, candidates, ladder, z)
+    extra = [] if incumbent is None else [incumbent]
+    scored = list(dict.fromkeys([*finishers, *polish(finishers[0]), *extra]))
     finalists = contenders({c: score(c, ladder.proxy) for c in scored}, z)
     return settle(score, finalists, ladder, z, incumbent=incumbent)
 
