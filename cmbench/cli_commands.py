@@ -16,6 +16,12 @@ from .console import write_line
 from .names import name_problem
 
 DEFAULT_SUITE = "toy"
+AD_HOC_OPTIONS = {"--sampler": "sampler", "--max-nfe": "max_nfe", "--method": "method", "--space": "space",
+                  "--metric": "metric", "--samples": "samples", "--seed-start": "seed_start",
+                  "--karras-steps": "karras_steps", "--tol": "tol", "--name": "name",
+                  "--budget-evaluations": "budget_evaluations", "--budget-seconds": "budget_seconds",
+                  "--no-refine": "refine", "--validation-samples": "validation_samples"}
+"""The options that describe an ad-hoc tune job (``--model``), by their ``args`` attribute."""
 
 
 def bundled_suites() -> dict[str, Path]:
@@ -184,11 +190,13 @@ def tune_command(args: argparse.Namespace) -> int:
                                          if "." in name else None)
         if problem:
             raise ValueError(f"--name {name!r}: {problem}")
-        given = {"model": args.model, "sampler": args.sampler, "max_nfe": args.max_nfe, "method": args.method,
-                 "space": args.space, "metric": args.metric, "num_samples": args.samples,
-                 "seed_start": args.seed_start, "karras_steps": args.karras_steps, "tol": args.tol}
-        overrides += [f"tune.{name}.{key}={value}" for key, value in given.items() if value is not None]
+        overrides += [f"tune.{name}.{key}={value}" for key, value in ad_hoc_job_keys(args).items()]
         jobs.append(name)
+    else:
+        given = [option for option, dest in AD_HOC_OPTIONS.items() if getattr(args, dest) is not None]
+        if given:
+            raise ValueError(f"{', '.join(given)} shape an ad-hoc job: give them with --model, --sampler and "
+                             "--max-nfe, or change the suite's jobs with --set tune.NAME.KEY=VALUE")
     suite = load_suite(resolve_suite(args.suite), overrides)
     if not (jobs or suite.tune):
         raise ValueError(f"suite {suite.name!r} has no tune jobs; add a tune: block or give --model, --sampler and --max-nfe")
@@ -198,16 +206,56 @@ def tune_command(args: argparse.Namespace) -> int:
                                     recompute_changed=args.recompute_changed, progress=args.progress, wait=args.wait,
                                     world=args.world)
     for name, document in documents.items():
-        objective = document["objective"]
-        print(f"{name}: {document['model']['name']} · {document['sampler']} · {document['search']['method']} search "
-              f"over {document['search']['space']} · {objective['metric']} on {objective['num_samples']} samples "
-              f"(seeds {objective['seed_start']}..) · {document['evaluations']} evaluations")
-        for entry in document["schedules"]:
-            where = f" indices {entry['indices']}" if entry["indices"] else ""
-            print(f"  NFE {entry['nfe']}: σ {[float(f'{s:.4g}') for s in entry['sigmas']]}{where} → "
-                  f"{objective['metric']} {entry['value']:.4f} ({entry['evaluations']} evaluations)")
+        print("\n".join(tuned_schedule_lines(name, document)))
         print(f"  schedule: {schedule_path(out, name)}")
     return 0
+
+
+def ad_hoc_job_keys(args: argparse.Namespace) -> dict[str, str]:
+    """The ad-hoc job's keys that ``args`` give, as ``--set tune.NAME.KEY=VALUE`` writes them
+    (nested keys dotted; ``--validation-samples 0`` turns validation off)."""
+    given = {"model": args.model, "sampler": args.sampler, "max_nfe": args.max_nfe, "method": args.method,
+             "space": args.space, "metric": args.metric, "num_samples": args.samples,
+             "seed_start": args.seed_start, "karras_steps": args.karras_steps, "tol": args.tol,
+             "budget.evaluations": args.budget_evaluations, "budget.seconds": args.budget_seconds,
+             "refine": None if args.refine is None else json.dumps(args.refine)}
+    if args.validation_samples == 0:
+        given["validation"] = "false"
+    elif args.validation_samples is not None:
+        given["validation.num_samples"] = args.validation_samples
+    return {key: str(value) for key, value in given.items() if value is not None}
+
+
+def tuned_schedule_lines(name: str, document: dict) -> list[str]:
+    """What ``cmbench tune`` prints of a schedule document: the search and its cost, then per NFE
+    the points and the proxy value ± se, evaluations and cost, with the held-out check beside the
+    default schedule (tuned, default, difference ± paired se, verdict) where the file has one, and
+    a warning line for each tuned schedule worse than the default."""
+    from .report.numbers import MISSING, format_general
+    from .report.render import budget_exhausted, cost_summary, schedule_table
+
+    objective, search, table = document["objective"], document.get("search") or {}, schedule_table(document)
+    lines = [f"{name}: {document['model']['name']} · {document['sampler']} · {search.get('method')} search"
+             + (" with joint refinement" if search.get("refine") else "") + f" over {search.get('space')} · "
+             f"{objective['metric']} on {objective['num_samples']} proxy samples (seeds {objective['seed_start']}..)"
+             f" · {cost_summary(document)}"
+             + (" · budget exhausted" if budget_exhausted(document) else "")]
+    for entry, row in zip(document["schedules"], table["rows"]):
+        where = f" indices {entry['indices']}" if entry.get("indices") else ""
+        lines.append(f"  NFE {entry['nfe']}: σ {[float(f'{s:.4g}') for s in entry['sigmas']]}{where} → "
+                     f"{objective['metric']} {row['value']} ({row['evaluations']} evaluations"
+                     + (f", cost {row['cost']})" if table["has_cost"] else ")"))
+        if table["validated"] and row["verdict"] != MISSING:
+            lines.append(f"    held-out: tuned {row['held_out']}, default {row['default']}, "
+                         f"tuned − default {row['difference']} → {row['verdict']}")
+    validation = document.get("validation")
+    if table["validated"]:
+        lines.append(f"  validated on {validation.get('num_samples')} held-out samples (seeds "
+                     f"{validation.get('seed_start')}..) against the default Karras schedule; better or worse: beyond "
+                     f"{format_general(validation.get('z'), 3)} paired standard errors")
+    else:
+        lines.append("  not validated on held-out seeds")
+    return lines + [f"  warning: {warning}" for warning in table["warnings"]]
 
 
 def nll_command(args: argparse.Namespace) -> int:

@@ -15,6 +15,14 @@ from .cli_commands import DEFAULT_SUITE
 from .cli_stats import add_stats_parser
 
 
+def validation_samples(text: str) -> int:
+    """An argparse type: 0 (no validation) or an integer ≥ 2."""
+    count = non_negative_integer(text)
+    if count == 1:
+        raise argparse.ArgumentTypeError("1 sample has no spread; give 0 (no validation) or at least 2")
+    return count
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser of every command; building it and printing its help imports nothing heavy."""
     parser = argparse.ArgumentParser(prog="cmbench", description="Benchmark consistency-family generative models.")
@@ -111,6 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--metric", help="objective: a scored column of the suite's metrics (default fid; is_mean, recall, ... are maximised)")
     tune.add_argument("--samples", type=integer_at_least(2), help="proxy sample count (default: the suite's num_samples)")
     tune.add_argument("--seed-start", type=non_negative_integer, help="first proxy seed (default: just past the suite's seeds)")
+    tune.add_argument("--no-refine", dest="refine", action="store_const", const=False, help="no joint refinement of each NFE's points")
+    tune.add_argument("--budget-evaluations", type=positive_number, metavar="N", help="cap the search at N evaluations (proxy-sample equivalents)")
+    tune.add_argument("--budget-seconds", type=positive_number, metavar="S", help="cap the search at S seconds of sampling and scoring")
+    tune.add_argument("--validation-samples", type=validation_samples, metavar="N", help="held-out samples checking each schedule against the default (0: none)")
     tune.add_argument("--name", help="the ad-hoc job's name (default MODEL_SAMPLER)")
     tune.add_argument("--out", type=Path, help="output folder; schedules go to OUT/schedules/ (default as for run)")
     tune.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a suite value")

@@ -189,27 +189,42 @@ def _integer_label(nfe: float) -> str:
     return str(int(nfe)) if float(nfe).is_integer() else f"{nfe:g}"
 
 
+def proxy_trace(document: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The trace entries scored on the proxy samples (``objective.num_samples``; a file from before
+    sample ladders records no ``samples``, every entry on the proxy) that place a candidate σ and
+    have a finite value: what a plot of the objective "on N proxy samples" may show."""
+    proxy = (document.get("objective") or {}).get("num_samples")
+    return [e for e in document.get("trace") or [] if isinstance(e, Mapping) and e.get("samples", proxy) == proxy
+            and is_finite_number(e.get("sigma")) and is_finite_number(e.get("value"))]
+
+
 def search_trace_png(document: Mapping[str, Any]) -> bytes | None:
-    """A tuning search's trace: objective against candidate σ (log scale), one series per NFE, the
-    chosen point of each NFE starred; None when the trace has no candidates."""
-    trace = [e for e in document.get("trace", []) if is_finite_number(e.get("sigma")) and is_finite_number(e.get("value"))]
+    """A tuning search's trace on the proxy samples (:func:`proxy_trace`): objective against
+    candidate σ (log scale), one colour per NFE, a dotted line per gap where a point was placed and
+    a dashed one per point moved by joint refinement, the chosen schedule of each NFE starred at
+    its recorded value; None when no candidate was scored on the proxy samples."""
+    trace = proxy_trace(document)
     if not trace:
         return None
     figure = Figure(figsize=(FIGURE_SIZE[0] * 1.25, FIGURE_SIZE[1] * 1.25), dpi=DPI)
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
     chosen = {entry["nfe"]: entry for entry in document.get("schedules", [])}
+    scored = [e for e in document.get("trace") or [] if isinstance(e, Mapping)]
     for index, nfe in enumerate(sorted({e["nfe"] for e in trace})):
         color, marker = COLORS[index % len(COLORS)], MARKERS[index % len(MARKERS)]
         of_nfe = [e for e in trace if e["nfe"] == nfe]
-        for gap in sorted({e.get("gap") or 0 for e in of_nfe}):  # one line per gap between fixed points
-            sigmas, values = zip(*sorted((e["sigma"], e["value"]) for e in of_nfe if (e.get("gap") or 0) == gap))
-            axes.plot(sigmas, values, marker=marker, markersize=4, linewidth=0.8, linestyle=":", color=color,
-                      label=f"NFE {nfe} ({len(of_nfe)} evaluations)" if gap == min(e.get("gap") or 0 for e in of_nfe) else None)
+        total = sum(e.get("nfe") == nfe for e in scored)
+        label = f"NFE {nfe} ({len(of_nfe)}" + (f" of {total}" if total > len(of_nfe) else "") + " evaluations)"
+        for stage, gap in sorted({_trace_line(e) for e in of_nfe}):
+            sigmas, values = zip(*sorted((e["sigma"], e["value"]) for e in of_nfe if _trace_line(e) == (stage, gap)))
+            axes.plot(sigmas, values, marker=marker, markersize=4, linewidth=0.8, color=color,
+                      linestyle="--" if stage == "refine" else ":", label=label)
+            label = None  # one legend entry per NFE
         best = chosen.get(nfe)
-        new = [e["sigma"] for e in of_nfe if best is not None and tuple(e["sigmas"]) == tuple(best["sigmas"])]
-        if new:
-            axes.plot(new[:1], [best["value"]], marker="*", markersize=14, color=color, linestyle="none")
+        at = [e["sigma"] for e in of_nfe if best is not None and tuple(e["sigmas"]) == tuple(best["sigmas"])]
+        if at and is_finite_number(best.get("value")):
+            axes.plot(at[:1], [best["value"]], marker="*", markersize=14, color=color, linestyle="none")
     values = [e["value"] for e in trace]
     if min(values) > 0 and max(values) / min(values) > LOG_Y_RATIO:
         axes.set_yscale("log")
@@ -223,3 +238,8 @@ def search_trace_png(document: Mapping[str, Any]) -> bytes | None:
     axes.grid(True, which="major", linewidth=0.5, alpha=0.5)
     axes.legend(fontsize=TICK_SIZE, frameon=False, loc="upper left", bbox_to_anchor=(0.0, -0.2), borderaxespad=0)
     return _png_bytes(figure)
+
+
+def _trace_line(entry: Mapping[str, Any]) -> tuple[str, int]:
+    """The line of the trace plot an entry belongs to: refinement or placement, and the gap."""
+    return ("refine" if entry.get("stage") == "refine" else "insert", entry.get("gap") or 0)

@@ -4,7 +4,8 @@ A run directory holds ``results.jsonl`` (one result row per line) and ``run.json
 metadata). ``render_report`` turns them into ``report.html``: the suite's description, a
 comparison table per model family (value ± standard error, best marked only beyond noise), plots
 of every computed metric against NFE and against time per sample, the sample grids captioned with
-their row's numbers, the zero-shot editing rows by task (:mod:`cmbench.report.editing`; the
+their row's numbers, the tuned schedules beside the default schedule on held-out seeds (a worse one
+flagged), the zero-shot editing rows by task (:mod:`cmbench.report.editing`; the
 generation sections never see them), and the run's provenance. Everything the page needs is inside the file
 (inline CSS, images as ``data:`` URIs), so it can be mailed, archived as a CI artifact or opened
 offline; it lays out at phone width (tables scroll sideways in their own box, plots stack).
@@ -26,7 +27,7 @@ from cmbench.atomic import atomic_write_text
 from cmbench.compare import DEFAULT_Z, RUN_BASELINE, CompareError, compare, load_side, resolve_settings, table_cells
 from cmbench.report.editing import edit_rows_in_report_order, editing_section, split_edit_rows
 from cmbench.report.inline_images import inline_grid
-from cmbench.report.numbers import MISSING, format_fixed, format_general, is_finite_number
+from cmbench.report.numbers import MISSING, decimals_for_errors, format_general, format_value_se, is_finite_number
 from cmbench.report.paper import paper_section
 from cmbench.report.plot_section import plot_section
 from cmbench.report.plots import png_data_uri, search_trace_png
@@ -36,6 +37,7 @@ from cmbench.report.tables import (METRIC_COLUMNS, TABLE_KEYS, ColumnFormat, col
                                    row_metrics, sort_rows, with_likelihood_protocol)
 from cmbench.results import FAILED, RESULTS_JSONL, read_rows
 from cmbench.tuning.schedule_file import read_schedule
+from cmbench.tuning.validation import VERDICTS
 
 
 RUN_FILE = "run.json"
@@ -43,6 +45,7 @@ SCHEDULES_DIR = "schedules"
 REPORT_FILE = "report.html"
 TEMPLATE = "report.html.j2"
 SCHEDULE_DIGITS = 4
+SCHEDULE_VALUE_DECIMALS = 3  # objective values of a schedule file without standard errors
 
 _DETAIL_KEYS = frozenset({"grid", "schedule", "options", "config"})  # config: the fingerprint's input, for resume
 _HEADER_KEYS = frozenset({"description"})  # run.json keys the page shows above the metadata section
@@ -141,8 +144,8 @@ def regression_section(run_dir: Path) -> dict[str, Any] | None:
 
 
 def tuned_schedules(run_dir: Path) -> list[dict[str, Any]]:
-    """Each ``schedules/*.json`` of the run as a report section: its search, the points found per
-    NFE and a plot of the search trace (or a note saying why the file cannot be shown)."""
+    """Each ``schedules/*.json`` of the run as a report section (:func:`schedule_section`), or a
+    note saying why the file cannot be shown."""
     sections = []
     for path in sorted((run_dir / SCHEDULES_DIR).glob("*.json")):
         try:
@@ -150,23 +153,141 @@ def tuned_schedules(run_dir: Path) -> list[dict[str, Any]]:
         except (ValueError, OSError) as error:
             sections.append({"name": path.stem, "note": str(error)})
             continue
-        search, objective = document.get("search", {}), document["objective"]
-        plot = search_trace_png(document)
-        sections.append({
-            "name": document["name"], "note": None,
-            "summary": (f"{document['model'].get('name')} ({document['model'].get('family')}) · {document['sampler']}"
-                        f" {document.get('sampler_options') or ''} · {search.get('method')} search over "
-                        f"{search.get('space')}"
-                        + (f" ({search['karras_steps']} points)" if search.get("karras_steps") else "")
-                        + f" · {objective['metric']} ({objective.get('direction')}) on {objective.get('num_samples')} "
-                        f"samples, seeds from {objective.get('seed_start')} · {document.get('evaluations')} evaluations"),
-            "rows": [{"nfe": e["nfe"], "sigmas": ", ".join(format_general(x, SCHEDULE_DIGITS) for x in e["sigmas"]),
-                      "indices": ", ".join(map(str, e["indices"])) if e.get("indices") else MISSING,
-                      "value": format_fixed(e.get("value"), 3), "evaluations": e.get("evaluations")}
-                     for e in document["schedules"]],
-            "plot": png_data_uri(plot) if plot is not None else None,
-        })
+        sections.append(schedule_section(document))
     return sections
+
+
+def schedule_section(document: Mapping[str, Any]) -> dict[str, Any]:
+    """One schedule document as the report shows it: what was searched and what it cost, its
+    table and warnings (:func:`schedule_table`) and the plot of its search trace."""
+    plot = search_trace_png(document)
+    return {
+        "name": document["name"], "note": None,
+        "summary": search_summary(document),
+        "budget_exhausted": budget_exhausted(document),
+        "objective": (f"{document['objective'].get('metric')} on {document['objective'].get('num_samples')} "
+                      "proxy samples"),
+        "validation": validation_summary(document.get("validation")),
+        **schedule_table(document),
+        "plot": png_data_uri(plot) if plot is not None else None,
+    }
+
+
+def schedule_table(document: Mapping[str, Any]) -> dict[str, Any]:
+    """The points found per NFE with their proxy value ± se, evaluations and cost, and, when the
+    file records a held-out validation, each NFE's tuned and default values, their paired
+    difference and the verdict, a ``worse`` one also as a warning line (files from before
+    validation, standard errors or costs: those cells MISSING). All values share one precision,
+    two significant digits of their median standard error."""
+    validation = document.get("validation") if isinstance(document.get("validation"), Mapping) else None
+    checks = {v.get("nfe"): v for v in _mapping(validation).get("schedules") or [] if isinstance(v, Mapping)}
+    noisy = _mapping(document.get("search")).get("resamples") != 0  # resamples: 0 records every se as a bare 0
+    errors = [e.get("se") for e in document["schedules"]] + [v.get(key) for v in checks.values()
+                                                            for key in ("se", "default_se", "difference_se")]
+    decimals = decimals_for_errors(errors if noisy else [], SCHEDULE_VALUE_DECIMALS)
+    rows = [schedule_row(entry, checks.get(entry["nfe"]), decimals, noisy) for entry in document["schedules"]]
+    return {
+        "rows": rows,
+        "warnings": [worse_warning(document["objective"], validation, check, decimals, noisy)
+                     for check in checks.values() if check.get("verdict") == "worse"],
+        "validated": validation is not None,
+        "has_cost": any(row["cost"] != MISSING for row in rows),
+    }
+
+
+def search_summary(document: Mapping[str, Any]) -> list[str]:
+    """The parts of a schedule section's summary line: model and sampler, the search (method,
+    refinement, space), its sample ladder, the objective and its proxy seeds, and the cost."""
+    search, objective = _mapping(document.get("search")), document["objective"]
+    ladder = _mapping(search.get("samples"))
+    parts = [f"{document['model'].get('name')} ({document['model'].get('family')}) · {document['sampler']}"
+             + (f" {document['sampler_options']}" if document.get("sampler_options") else ""),
+             f"{search.get('method')} search" + (" with joint refinement" if search.get("refine") else "")
+             + f" over {search.get('space')}"
+             + (f" ({search['karras_steps']} points)" if search.get("karras_steps") else "")]
+    if ladder.get("race"):
+        parts.append("samples " + " → ".join(map(str, ladder["race"]))
+                     + (f", ties on {' → '.join(map(str, ladder['tie_break']))}" if ladder.get("tie_break") else ""))
+    parts.append(f"objective {objective.get('metric')} ({objective.get('direction')}) on "
+                 f"{objective.get('num_samples')} proxy samples, seeds from {objective.get('seed_start')}")
+    parts.append(cost_summary(document))
+    return parts
+
+
+def cost_summary(document: Mapping[str, Any]) -> str:
+    """What the search spent: its evaluation count, their cost in proxy-sample equivalents and
+    seconds, and the budget when it had one (older files: the count and seconds only)."""
+    cost = _mapping(document.get("cost"))
+    seconds = cost.get("seconds", document.get("seconds"))
+    text = f"{document.get('evaluations')} evaluations"
+    if is_finite_number(cost.get("evaluations")):
+        text += f" costing {format_general(cost['evaluations'], SCHEDULE_DIGITS)} proxy-sample equivalents"
+    if is_finite_number(seconds):
+        text += f" in {format_general(seconds, 3)} s"
+    budget = _mapping(cost.get("budget"))
+    caps = [f"{format_general(budget[key], SCHEDULE_DIGITS)} {unit}"
+            for key, unit in (("evaluations", "evaluations"), ("seconds", "s")) if is_finite_number(budget.get(key))]
+    return text + (f" (budget {', '.join(caps)})" if caps else "")
+
+
+def budget_exhausted(document: Mapping[str, Any]) -> bool:
+    """Whether the search stopped because its budget was spent (older files: never)."""
+    return _mapping(document.get("cost")).get("budget_exhausted") is True
+
+
+def validation_summary(validation: Any) -> str:
+    """How the schedules were checked on held-out seeds, or that they were not."""
+    if not isinstance(validation, Mapping):
+        return ("Not validated on held-out seeds: the values are on the proxy samples the search chose from, "
+                "which flatter the chosen schedules.")
+    return (f"Validated on {validation.get('num_samples')} held-out samples (seeds from "
+            f"{validation.get('seed_start')}), disjoint from the proxy seeds: each tuned schedule beside the sampler's "
+            f"default Karras schedule on the same seeds; better or worse means beyond "
+            f"{format_general(validation.get('z'), 3)} paired standard errors of their difference, else tied. "
+            "NFE 1 has no free point to validate.")
+
+
+def schedule_row(entry: Mapping[str, Any], check: Mapping[str, Any] | None, decimals: int,
+                 noisy: bool) -> dict[str, Any]:
+    """One NFE of a schedule section: its points, proxy value ± se, evaluations and cost, and its
+    held-out check (MISSING cells without one)."""
+    def value_se(value: Any, se: Any, *, difference: bool = False) -> str:
+        return (format_difference if difference else format_value_se)(value, se if noisy else None, decimals)
+
+    check = check or {}
+    verdict = check.get("verdict")
+    return {
+        "nfe": entry["nfe"], "sigmas": ", ".join(format_general(x, SCHEDULE_DIGITS) for x in entry["sigmas"]),
+        "indices": ", ".join(map(str, entry["indices"])) if entry.get("indices") else MISSING,
+        "value": value_se(entry.get("value"), entry.get("se")), "evaluations": entry.get("evaluations"),
+        "cost": format_general(entry.get("cost"), SCHEDULE_DIGITS),
+        "held_out": value_se(check.get("value"), check.get("se")),
+        "default": value_se(check.get("default_value"), check.get("default_se")),
+        "difference": value_se(check.get("difference"), check.get("difference_se"), difference=True),
+        "verdict": verdict if verdict in VERDICTS.values() else MISSING,
+    }
+
+
+def worse_warning(objective: Mapping[str, Any], validation: Mapping[str, Any], check: Mapping[str, Any],
+                  decimals: int, noisy: bool) -> str:
+    """The line that flags a tuned schedule the held-out seeds judged worse than the default."""
+    where = (f"NFE {check.get('nfe')}: the tuned schedule is worse than the default Karras schedule on "
+             f"{validation.get('num_samples')} held-out samples")
+    z, difference = format_general(validation.get("z"), 3), check.get("difference")
+    se = check.get("difference_se") if noisy else None
+    beyond = f"more than {z} paired standard errors" if noisy else "without a noise estimate: the job had resamples: 0"
+    if objective.get("combine") == "lexicographic":
+        first = (objective.get("columns") or ["the first column"])[0]
+        return (f"{where} ({objective.get('metric')}, column by column, {beyond}; {first}: "
+                f"tuned − default = {format_difference(difference, se, decimals)}).")
+    size = abs(difference) if is_finite_number(difference) else difference
+    return f"{where} by {format_value_se(size, se, decimals)} {objective.get('metric')} ({beyond})."
+
+
+def format_difference(value: Any, se: Any, decimals: int) -> str:
+    """"value ± se" with the value's sign: "+1.2 ± 0.3" for a positive difference."""
+    text = format_value_se(value, se, decimals)
+    return f"+{text}" if is_finite_number(value) and round(value, decimals) > 0 else text
 
 
 def load_run_metadata(path: Path) -> tuple[dict[str, Any] | None, str | None]:
@@ -244,6 +365,11 @@ def _suite_name(metadata: Mapping[str, Any] | None, rows: Sequence[Mapping[str, 
         return str(metadata["suite"])
     suites = {str(row["suite"]) for row in rows if row.get("suite")}
     return suites.pop() if len(suites) == 1 else run_dir.resolve().name
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    """``value`` when it is a mapping, else an empty one (a key an older schedule file lacks)."""
+    return value if isinstance(value, Mapping) else {}
 
 
 def _json_text(value: Any) -> str:
