@@ -158,3 +158,11 @@ def test_greedy_records_values_in_the_objectives_own_orientation():
 def test_greedy_says_when_the_grid_has_no_room():
     with pytest.raises(ValueError, match="no room for a time point at NFE 3"):
         greedy_time_points(exact(lambda s: 0.0), KarrasIndexSpace(3, 0.002, 80.0), line_search("ternary"), 4)
+
+
+def test_the_command_lines_methods_are_robust_then_every_line_search():
+    from cmbench.tuning.greedy import METHODS
+    from cmbench.tuning.search import LINE_SEARCHES
+
+    assert METHODS == ("robust", *LINE_SEARCHES)
+    assert tuple(INTEGER_SEARCHES) == tuple(FLOAT_SEARCHES) == LINE_SEARCHES

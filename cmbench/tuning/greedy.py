@@ -31,13 +31,12 @@ from ..samplers.schedules import karras_index_sigmas
 from .budget import Ledger, OutOfBudget
 from .robust import Ladder, float_lattice, integer_lattice, neighbours, step
 from .scores import Score, best_of
-from .search import FLOAT_SEARCHES, INTEGER_SEARCHES, LINE_SEARCHES
+from .search import FLOAT_SEARCHES, INTEGER_SEARCHES
 
 SPACES = ("karras_index", "sigma")
 POLISH_ALLOWANCE = 3.0
 """Evaluations a robust step keeps back from its screen for the polish and the tie-break."""
-METHODS = ("robust", *LINE_SEARCHES)
-assert METHODS == TUNE_METHODS, "cmbench.choices.TUNE_METHODS lists the methods for the command line"
+METHODS = TUNE_METHODS  # "robust", then the line searches (LINE_SEARCHES); named in choices for the parser
 
 
 @dataclass(frozen=True)
