@@ -129,9 +129,22 @@ def test_an_interrupted_search_resumes_without_repeating_evaluations(tmp_path, m
     assert len(calls) == len(set(calls))  # no seeds of a schedule sampled twice
     uninterrupted = tmp_path / "again"
     _, again = tune_suite(suite(), ["cd"], uninterrupted, device="cpu", progress=False)
-    for key in ("schedules", "validation", "cost"):  # the resumed search made the same decisions
-        assert documents["cd"][key] == again["cd"][key] or key == "cost"
+    # The resumed search made the same decisions; its values may differ in the last float32 bits,
+    # as a resumed candidate's features come from one batch instead of extended prefixes.
+    for key in ("schedules", "validation"):
+        assert _close(documents["cd"][key], again["cd"][key])
     assert documents["cd"]["cost"]["evaluations"] == again["cd"]["cost"]["evaluations"]
+
+
+def _close(a, b):
+    """Equal structure, equal non-floats, floats within 1e-5 relative."""
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_close(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return isinstance(b, list) and len(a) == len(b) and all(map(_close, a, b))
+    if isinstance(a, float):
+        return isinstance(b, float) and a == pytest.approx(b, rel=1e-5)
+    return a == b
 
 
 def test_fast_searches_for_cd_nfe2_come_close_to_the_exhaustive_grid_for_less(tmp_path):
