@@ -2,8 +2,11 @@ import numpy as np
 import pytest
 import torch
 
-from cmbench.metrics import precision_recall as pr_module
+from cmbench.metrics import neighbours
+from cmbench.metrics import MetricOptions, compute_metrics
 from cmbench.metrics.precision_recall import kth_neighbour_radii, precision_recall
+from cmbench.metrics.prdc import density_coverage
+from cmbench.metrics.reference import ReferenceStats
 
 LINE = np.array([[0.0], [1.0], [3.0], [6.0], [10.0]])
 
@@ -86,13 +89,13 @@ def test_matches_brute_force(k, batch_size, dtype):
 
 def test_distance_blocks_are_bounded_by_batch_size(monkeypatch):
     shapes = []
-    original = pr_module._sq_distances
+    original = neighbours.sq_distances
 
-    def recording(a, b):
+    def recording(a, b, *norms):
         shapes.append((a.shape[0], b.shape[0]))
-        return original(a, b)
+        return original(a, b, *norms)
 
-    monkeypatch.setattr(pr_module, "_sq_distances", recording)
+    monkeypatch.setattr(neighbours, "sq_distances", recording)
     rng = np.random.default_rng(2)
     precision_recall(rng.standard_normal((95, 3)), rng.standard_normal((80, 3)), k=3, batch_size=20)
     assert shapes and max(max(s) for s in shapes) <= 20
@@ -112,3 +115,51 @@ def test_errors():
         kth_neighbour_radii(np.ones((10, 2)), k=0, batch_size=4, dtype=torch.float32, device=None)
     with pytest.raises(ValueError, match="2-D"):
         kth_neighbour_radii(np.ones(10), k=1)
+
+
+def _counting_products(monkeypatch) -> list:
+    products = []
+    original = neighbours.sq_distances
+
+    def counted(a, b, *norms):
+        products.append(a.shape[0] * b.shape[0])
+        return original(a, b, *norms)
+
+    monkeypatch.setattr(neighbours, "sq_distances", counted)
+    return products
+
+
+def test_two_products_of_the_whole_matrices_not_four(monkeypatch):
+    """Within a set only the blocks on and above the diagonal are computed; the real × fake
+    blocks serve precision and recall both: N² + 2·N(N + b)/2 distances, not 4N²."""
+    products = _counting_products(monkeypatch)
+    rng = np.random.default_rng(3)
+    real, fake = rng.standard_normal((100, 5)), rng.standard_normal((100, 5))
+    got = precision_recall(real, fake, k=3, batch_size=25)
+    assert sum(products) == 100 * 100 + 2 * (100 * 100 + 100 * 25) // 2
+    assert got == pytest.approx(_brute_force(real, fake, 3), abs=1e-12)
+
+
+def _reference(real: np.ndarray) -> ReferenceStats:
+    meta = {"extractor": "x", "extractor_sha256": "0", "num_images": len(real), "resolution": 1, "source": "test"}
+    return ReferenceStats.from_features({"pool": real}, meta, keep_features={"pool": len(real)})
+
+
+def test_a_run_computes_the_reference_neighbours_once_for_every_k_nn_metric(monkeypatch):
+    rng = np.random.default_rng(4)
+    real = rng.standard_normal((90, 6)).astype(np.float32)
+    fakes = [rng.standard_normal((70, 6)).astype(np.float32) * s for s in (1.0, 1.4)]
+    reference = _reference(real)
+    options = MetricOptions(pr_k=3, dc_k=5, pr_batch_size=32)
+    calls = []
+    original = neighbours.nearest_sq_distances
+    monkeypatch.setattr(neighbours, "nearest_sq_distances", lambda x, k, b: calls.append(len(x)) or original(x, k, b))
+    monkeypatch.setattr("cmbench.metrics.nearest_sq_distances", neighbours.nearest_sq_distances)
+    for fake in fakes:
+        got = compute_metrics(["precision_recall", "density_coverage"], {"pool": fake}, reference, options)
+        assert (got["precision"], got["recall"]) == precision_recall(real, fake, k=3, batch_size=32)
+        assert (got["density"], got["coverage"]) == density_coverage(real, fake, k=5, batch_size=32)
+    assert calls == [90, 70, 70]  # the real set's once (to k = 5, both metrics), each fake set's once
+    reference.features["pool"] = real[::-1].copy()  # a replaced array is not served from the cache
+    compute_metrics(["density_coverage"], {"pool": fakes[0]}, reference, options)
+    assert calls[-1] == 90

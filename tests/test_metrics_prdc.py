@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from cmbench.metrics import METRICS, MetricOptions, compute_metrics
-from cmbench.metrics import precision_recall as pr_module
+from cmbench.metrics import neighbours
 from cmbench.metrics.kid import kernel_inception_distance
 from cmbench.metrics.prdc import density_coverage
 from cmbench.metrics.reference import ReferenceStats
@@ -105,14 +105,13 @@ def test_far_apart_sets_give_zero():
 
 def test_distance_blocks_are_bounded_by_batch_size(monkeypatch):
     shapes = []
-    original = pr_module._sq_distances
+    original = neighbours.sq_distances
 
-    def recording(a, b):
+    def recording(a, b, *norms):
         shapes.append((a.shape[0], b.shape[0]))
-        return original(a, b)
+        return original(a, b, *norms)
 
-    monkeypatch.setattr(pr_module, "_sq_distances", recording)
-    monkeypatch.setattr("cmbench.metrics.prdc._sq_distances", recording)
+    monkeypatch.setattr(neighbours, "sq_distances", recording)
     rng = np.random.default_rng(9)
     density_coverage(rng.standard_normal((95, 3)), rng.standard_normal((80, 3)), k=5, batch_size=20)
     assert shapes and max(max(s) for s in shapes) <= 20

@@ -16,7 +16,8 @@ import torch
 
 # Submodules are bound by module name (cmbench.metrics.precision_recall stays the module, not
 # the function of the same name).
-from cmbench.metrics import cmmd, fid, inception_score, kid, precision_recall, prdc
+from cmbench.metrics import cmmd, fid, inception_score, kid, precision_recall
+from cmbench.metrics.neighbours import BallTests, ball_counts, nearest_sq_distances, reference_nearest
 from cmbench.metrics.reference import ReferenceStats
 
 
@@ -111,17 +112,44 @@ def _real_pool_features(reference: ReferenceStats, metric: str) -> np.ndarray:
     return reference.features["pool"]
 
 
-def _precision_recall(
-    features: dict[str, np.ndarray], reference: ReferenceStats, options: MetricOptions, device=None
+KNN_METRICS = ("precision_recall", "density_coverage")
+
+
+def _knn_metrics(
+    names: Iterable[str], features: dict[str, np.ndarray], reference: ReferenceStats, options: MetricOptions, device=None
 ) -> dict[str, float]:
-    precision, recall = precision_recall.precision_recall(
-        _real_pool_features(reference, "precision/recall"),
-        features["pool"],
-        k=options.pr_k,
-        batch_size=options.pr_batch_size,
-        device=device,
+    """Precision/recall and density/coverage (those of ``names``) in one pass over the real × fake
+    distances; the real set's neighbours come from the reference, computed once per run."""
+    names = set(names)
+    k = options.pr_k if "precision_recall" in names else options.dc_k
+    real, fake = precision_recall.prepare_pair(
+        _real_pool_features(reference, "precision/recall" if "precision_recall" in names else "density/coverage"),
+        features["pool"], k, options.pr_batch_size, torch.float32, device,
     )
-    return {"precision": precision, "recall": recall}
+    if len(fake) < 1:
+        raise ValueError("the k-NN metrics need at least one generated feature row; got 0")
+    batch = options.pr_batch_size
+    depth = max(options.pr_k if "precision_recall" in names else 0, options.dc_k if "density_coverage" in names else 0)
+    real_nearest = reference_nearest(reference, "pool", real, depth, batch)
+    tests = BallTests(
+        precision=(real_nearest[:, options.pr_k], nearest_sq_distances(fake, options.pr_k, batch)[:, options.pr_k])
+        if "precision_recall" in names else None,
+        density=real_nearest[:, options.dc_k] if "density_coverage" in names else None,
+    )
+    counts = ball_counts(real, fake, tests, batch)
+    out = {}
+    if "precision_recall" in names:
+        out.update(precision=counts.precision, recall=counts.recall)
+    if "density_coverage" in names:
+        out.update(density=counts.density_pairs / (options.dc_k * len(fake)), coverage=counts.coverage)
+    return out
+
+
+def _knn_metric(name: str):
+    def compute(features, reference, options, device=None) -> dict[str, float]:
+        return _knn_metrics((name,), features, reference, options, device)
+
+    return compute
 
 
 def _kid(features: dict[str, np.ndarray], reference: ReferenceStats, options: MetricOptions, device=None) -> dict[str, float]:
@@ -147,19 +175,6 @@ def _cmmd(features: dict[str, np.ndarray], reference: ReferenceStats, options: M
     return {"cmmd": cmmd.cmmd(reference.features["clip"], features["clip"], device=device)}
 
 
-def _density_coverage(
-    features: dict[str, np.ndarray], reference: ReferenceStats, options: MetricOptions, device=None
-) -> dict[str, float]:
-    density, coverage = prdc.density_coverage(
-        _real_pool_features(reference, "density/coverage"),
-        features["pool"],
-        k=options.dc_k,
-        batch_size=options.pr_batch_size,
-        device=device,
-    )
-    return {"density": density, "coverage": coverage}
-
-
 METRICS: dict[str, Metric] = {
     m.name: m
     for m in (
@@ -168,9 +183,9 @@ METRICS: dict[str, Metric] = {
         Metric("fd_dinov2", ("dinov2",), ("fd_dinov2",), True, _fd_dinov2),
         Metric("cmmd", ("clip",), ("cmmd",), True, _cmmd, uses_device=True),
         Metric("inception_score", ("logits",), ("is_mean", "is_std"), False, _inception_score),
-        Metric("precision_recall", ("pool",), ("precision", "recall"), True, _precision_recall, uses_device=True),
+        Metric("precision_recall", ("pool",), ("precision", "recall"), True, _knn_metric("precision_recall"), uses_device=True),
         Metric("kid", ("pool",), ("kid", "kid_std"), True, _kid, uses_device=True),
-        Metric("density_coverage", ("pool",), ("density", "coverage"), True, _density_coverage, uses_device=True),
+        Metric("density_coverage", ("pool",), ("density", "coverage"), True, _knn_metric("density_coverage"), uses_device=True),
     )
 }
 
@@ -218,8 +233,10 @@ def compute_metrics(
 ) -> dict[str, float]:
     """Run the named metrics on ``features`` (layer → ``[N, ...]``); returns column → value.
 
-    The k-NN metrics and KID compute on ``device`` (CPU when None), in bounded batches."""
+    The k-NN metrics and KID compute on ``device`` (CPU when None), in bounded batches; the k-NN
+    metrics share one pass over the distances and keep the reference's neighbours for later rows."""
     metrics = _lookup(names)
+    knn = [m.name for m in metrics if m.name in KNN_METRICS]
     results: dict[str, float] = {}
     for metric in metrics:
         missing = [layer for layer in metric.layers if layer not in features]
@@ -230,7 +247,12 @@ def compute_metrics(
             )
         if metric.needs_reference and reference is None:
             raise ValueError(f"metric {metric.name!r} needs reference statistics; none were given")
-        results.update(metric.compute(features, reference, options, **({"device": device} if metric.uses_device else {})))
+        if metric.name in knn[1:]:
+            continue  # computed with the first k-NN metric, in the same pass
+        if metric.name in knn:
+            results.update(_knn_metrics(knn, features, reference, options, device))
+        else:
+            results.update(metric.compute(features, reference, options, **({"device": device} if metric.uses_device else {})))
     return results
 
 

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from cmbench.metrics import MetricOptions, ReferenceStats, compute_metrics, scored_columns, se_column
-from cmbench.metrics.precision_recall import _kth_sq_radii, _sq_distances
+from cmbench.metrics.neighbours import reference_nearest, sq_distances
 
 DEFAULT_RESAMPLES = 20
 NEIGHBOUR_BUDGET = 50_000_000
@@ -97,7 +97,7 @@ def bootstrap_replicates(
 
 class NeighbourPlan:
     """Precision/recall and density/coverage of resamples of one fake ``pool`` set, from
-    distances computed once (float32, :func:`~cmbench.metrics.precision_recall._sq_distances`,
+    distances computed once (float32, :func:`~cmbench.metrics.neighbours.sq_distances`,
     the metrics' own formula).
 
     A resample weights fake point i by its count c_i. Precision and density are means over the
@@ -111,19 +111,19 @@ class NeighbourPlan:
 
     nearest_per_neighbour = 8  # kept neighbours per point: this × (k + 1)
 
-    def __init__(self, fake: np.ndarray, real: np.ndarray, metrics: tuple[str, ...], options: MetricOptions):
+    def __init__(self, fake: np.ndarray, reference: ReferenceStats, metrics: tuple[str, ...], options: MetricOptions):
         self.metrics = metrics
         self.options = options
         self.fake = torch.from_numpy(np.asarray(fake)).to(torch.float32)
-        real_t = torch.from_numpy(np.asarray(real)).to(torch.float32)
-        self.fake_real = _sq_distances(self.fake, real_t)
+        real_t = torch.from_numpy(np.asarray(reference.features["pool"])).to(torch.float32)
+        self.fake_real = sq_distances(self.fake, real_t)
+        depth = max(options.pr_k if "precision_recall" in metrics else 0, options.dc_k if "density_coverage" in metrics else 0)
+        real_nearest = reference_nearest(reference, "pool", real_t, depth, options.pr_batch_size)
         if "precision_recall" in metrics:
-            real_radii = _kth_sq_radii(real_t, options.pr_k, options.pr_batch_size)
-            self.in_real_ball = (self.fake_real <= real_radii[None, :]).any(dim=1)
+            self.in_real_ball = (self.fake_real <= real_nearest[:, options.pr_k][None, :]).any(dim=1)
             self.near_distance, self.near_index = self._nearest(min(len(self.fake), self.nearest_per_neighbour * (options.pr_k + 1)))
         if "density_coverage" in metrics:
-            dc_radii = _kth_sq_radii(real_t, options.dc_k, options.pr_batch_size)
-            self.in_dc_ball = self.fake_real < dc_radii[None, :]
+            self.in_dc_ball = self.fake_real < real_nearest[:, options.dc_k][None, :]
             self.dc_pairs = self.in_dc_ball.sum(dim=1)
 
     def _nearest(self, count: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -137,7 +137,7 @@ class NeighbourPlan:
         return torch.cat(distances), torch.cat(indices)
 
     def _row_distances(self, r0: int, r1: int) -> torch.Tensor:
-        block = _sq_distances(self.fake[r0:r1], self.fake)
+        block = sq_distances(self.fake[r0:r1], self.fake)
         rows = torch.arange(r0, min(r1, len(self.fake)))
         block[rows - r0, rows] = 0.0  # as the metric: the self-distance is exactly 0
         return block
@@ -151,7 +151,7 @@ class NeighbourPlan:
         fake, real = features["pool"], reference.features["pool"]
         if len(fake) * len(real) > NEIGHBOUR_BUDGET or len(fake) <= options.pr_k:
             return None
-        return cls(fake, real, metrics, options)
+        return cls(fake, reference, metrics, options)
 
     def values(self, index: np.ndarray) -> dict[str, float]:
         """The k-NN metrics of the resample ``features[index]``."""

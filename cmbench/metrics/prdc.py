@@ -21,22 +21,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from cmbench.metrics.precision_recall import _kth_sq_radii, _sq_distances, prepare_pair
-
-
-def _density_coverage_counts(
-    real: torch.Tensor, fake: torch.Tensor, sq_radii: torch.Tensor, batch_size: int
-) -> tuple[int, torch.Tensor]:
-    """(number of (fake, real) pairs with d < r(real), per-real flag "some fake is inside")."""
-    pairs = 0
-    covered = torch.zeros(real.shape[0], dtype=torch.bool, device=real.device)
-    for f0 in range(0, fake.shape[0], batch_size):
-        rows = fake[f0 : f0 + batch_size]
-        for r0 in range(0, real.shape[0], batch_size):
-            inside = _sq_distances(rows, real[r0 : r0 + batch_size]) < sq_radii[r0 : r0 + batch_size][None, :]
-            pairs += int(inside.sum())
-            covered[r0 : r0 + inside.shape[1]] |= inside.any(dim=0)
-    return pairs, covered
+from cmbench.metrics.neighbours import BallTests, ball_counts, nearest_sq_distances
+from cmbench.metrics.precision_recall import prepare_pair
 
 
 def density_coverage(
@@ -46,13 +32,15 @@ def density_coverage(
     batch_size: int = 10000,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
+    real_sq_radii: torch.Tensor | None = None,
 ) -> tuple[float, float]:
-    """(density, coverage) of ``fake`` against ``real`` features ``[N, D]``; CPU when device is None."""
+    """(density, coverage) of ``fake`` against ``real`` features ``[N, D]``; CPU when device is None.
+
+    ``real_sq_radii``: the real set's squared k-NN radii when already known (a run's reference)."""
     real_t, fake_t = prepare_pair(real, fake, k, batch_size, dtype, device)
     if fake_t.shape[0] < 1:
         raise ValueError("density/coverage need at least one fake point; got 0")
-    sq_radii = _kth_sq_radii(real_t, k, batch_size)
-    pairs, covered = _density_coverage_counts(real_t, fake_t, sq_radii, batch_size)
-    density = pairs / (k * fake_t.shape[0])
-    coverage = float(covered.double().mean())
-    return density, coverage
+    if real_sq_radii is None:
+        real_sq_radii = nearest_sq_distances(real_t, k, batch_size)[:, k]
+    counts = ball_counts(real_t, fake_t, BallTests(density=real_sq_radii), batch_size)
+    return counts.density_pairs / (k * fake_t.shape[0]), counts.coverage

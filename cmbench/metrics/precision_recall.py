@@ -10,13 +10,17 @@ with a duplicate can therefore have radius 0). precision is the fraction of fake
 As the reference implementation (and the ADM evaluator, k = 3, batches of 10000), distances are
 computed block by block, so memory is bounded by ``batch_size²`` whatever the set sizes. The
 ADM evaluator uses float16 distances; here float32 (default) or float64. Squared distances are
-compared with squared radii, which is the same test without a square root's rounding.
+compared with squared radii, which is the same test without a square root's rounding. The blocks
+are shared (:mod:`cmbench.metrics.neighbours`): two N × N products instead of the reference
+implementation's four, the same radii and ball tests.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+
+from cmbench.metrics.neighbours import BallTests, ball_counts, nearest_sq_distances
 
 DTYPES = (torch.float32, torch.float64)
 
@@ -39,48 +43,6 @@ def _check_args(k: int, batch_size: int, dtype: torch.dtype) -> None:
         raise ValueError(f"dtype must be torch.float32 or torch.float64; got {dtype}")
 
 
-def _sq_distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Squared Euclidean distances ``[len(a), len(b)]`` via ‖a‖² + ‖b‖² − 2 a·b, clamped at 0."""
-    d = (a * a).sum(1, keepdim=True) + (b * b).sum(1)[None, :] - 2.0 * (a @ b.T)
-    return d.clamp_(min=0.0)
-
-
-def _kth_sq_radii(x: torch.Tensor, k: int, batch_size: int) -> torch.Tensor:
-    n = x.shape[0]
-    if n <= k:
-        raise ValueError(f"a set needs more than k = {k} points for k-NN radii; got {n}")
-    radii = torch.empty(n, dtype=x.dtype, device=x.device)
-    for r0 in range(0, n, batch_size):
-        rows = x[r0 : r0 + batch_size]
-        best = torch.empty(rows.shape[0], 0, dtype=x.dtype, device=x.device)
-        for c0 in range(0, n, batch_size):
-            d = _sq_distances(rows, x[c0 : c0 + batch_size])
-            # The self-distance is exactly 0, not 0 up to round-off.
-            lo, hi = max(r0, c0), min(r0 + rows.shape[0], c0 + d.shape[1])
-            if lo < hi:
-                i = torch.arange(lo, hi, device=x.device)
-                d[i - r0, i - c0] = 0.0
-            merged = torch.cat([best, d], dim=1)
-            best = torch.topk(merged, min(k + 1, merged.shape[1]), dim=1, largest=False).values
-        radii[r0 : r0 + rows.shape[0]] = best[:, k]
-    return radii
-
-
-def _coverage(
-    points: torch.Tensor, centres: torch.Tensor, sq_radii: torch.Tensor, batch_size: int
-) -> float:
-    """Fraction of ``points`` within (≤) the radius of at least one of ``centres``."""
-    inside = torch.zeros(points.shape[0], dtype=torch.bool, device=points.device)
-    for r0 in range(0, points.shape[0], batch_size):
-        rows = points[r0 : r0 + batch_size]
-        hit = torch.zeros(rows.shape[0], dtype=torch.bool, device=points.device)
-        for c0 in range(0, centres.shape[0], batch_size):
-            d = _sq_distances(rows, centres[c0 : c0 + batch_size])
-            hit |= (d <= sq_radii[c0 : c0 + batch_size][None, :]).any(dim=1)
-        inside[r0 : r0 + rows.shape[0]] = hit
-    return float(inside.double().mean())
-
-
 def kth_neighbour_radii(
     features: np.ndarray | torch.Tensor,
     k: int = 3,
@@ -94,7 +56,7 @@ def kth_neighbour_radii(
     """
     _check_args(k, batch_size, dtype)
     x = _prepare(features, "input", dtype, torch.device(device or "cpu"))
-    return _kth_sq_radii(x, k, batch_size).sqrt()
+    return nearest_sq_distances(x, k, batch_size)[:, k].sqrt()
 
 
 def prepare_pair(real, fake, k: int, batch_size: int, dtype: torch.dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -119,11 +81,14 @@ def precision_recall(
     batch_size: int = 10000,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
+    real_sq_radii: torch.Tensor | None = None,
 ) -> tuple[float, float]:
-    """(precision, recall) of ``fake`` against ``real`` features ``[N, D]``; CPU when device is None."""
+    """(precision, recall) of ``fake`` against ``real`` features ``[N, D]``; CPU when device is None.
+
+    ``real_sq_radii``: the real set's squared k-NN radii when already known (a run's reference)."""
     real_t, fake_t = prepare_pair(real, fake, k, batch_size, dtype, device)
-    real_radii = _kth_sq_radii(real_t, k, batch_size)
-    fake_radii = _kth_sq_radii(fake_t, k, batch_size)
-    precision = _coverage(fake_t, real_t, real_radii, batch_size)
-    recall = _coverage(real_t, fake_t, fake_radii, batch_size)
-    return precision, recall
+    if real_sq_radii is None:
+        real_sq_radii = nearest_sq_distances(real_t, k, batch_size)[:, k]
+    fake_sq_radii = nearest_sq_distances(fake_t, k, batch_size)[:, k]
+    counts = ball_counts(real_t, fake_t, BallTests(precision=(real_sq_radii, fake_sq_radii)), batch_size)
+    return counts.precision, counts.recall

@@ -64,6 +64,9 @@ class ReferenceStats:
     features: dict[str, np.ndarray] = field(default_factory=dict)
     meta: dict = field(default_factory=dict)
     images: ReferenceImages | None = None
+    derived: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+    """Quantities computed from these statistics during a run and reused by its rows (the real
+    set's nearest neighbours, :func:`cmbench.metrics.neighbours.reference_nearest`); never saved."""
 
     def __post_init__(self) -> None:
         if set(self.mu) != set(self.sigma):
