@@ -13,6 +13,7 @@ from .compare import parse_regression_spec
 from .metrics import DIRECTIONS, METRICS, MetricOptions
 from .metrics.bootstrap import DEFAULT_RESAMPLES
 from .metrics.fid import FID_SQRT_METHODS
+from .metrics.kid import PRODUCTS
 from .metrics.reference_registry import DEFAULT_DEST, load_registry
 from .nll import PROTOCOLS, ExactProtocol, make_protocol
 from .profiles import PROFILE_KEYS, PROFILES, Profile, with_extra_metrics
@@ -26,7 +27,7 @@ LIKELIHOOD_KEYS = ("data", "protocol", "passes", "divergence", "limit", "seed", 
 def parse_metric_options(c: Checker, raw: Any) -> MetricOptions:
     raw = c.mapping(raw, "metric_options")
     c.keys(raw, "metric_options", (), ("is_splits", "is_split_size", "is_shuffle_seed", "pr_k", "pr_batch_size", "fid_sqrt",
-                                       "kid_subsets", "kid_subset_size", "kid_capped", "dc_k"))
+                                       "kid_subsets", "kid_subset_size", "kid_capped", "kid_products", "dc_k"))
     default = MetricOptions()
     return MetricOptions(
         is_splits=c.integer(raw.get("is_splits", default.is_splits), "metric_options.is_splits", minimum=1),
@@ -37,6 +38,7 @@ def parse_metric_options(c: Checker, raw: Any) -> MetricOptions:
         kid_subset_size=c.integer(raw.get("kid_subset_size", default.kid_subset_size), "metric_options.kid_subset_size", minimum=2),
         dc_k=c.integer(raw.get("dc_k", default.dc_k), "metric_options.dc_k", minimum=1),
         kid_capped=c.boolean(raw.get("kid_capped", default.kid_capped), "metric_options.kid_capped"),
+        kid_products=c.choice(raw.get("kid_products", default.kid_products), "metric_options.kid_products", tuple(PRODUCTS)),
         is_split_size=_optional_integer(c, raw, "is_split_size", minimum=1),
         is_shuffle_seed=_optional_integer(c, raw, "is_shuffle_seed", minimum=0),
     )

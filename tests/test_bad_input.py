@@ -267,6 +267,7 @@ NUMBER_CASES = [
     number_case("uncertainty.bootstrap", 1),
     number_case("uncertainty.seed", NAN),
     number_case("metric_options.fid_sqrt", "cholesky"),
+    number_case("metric_options.kid_products", "float16"),
     number_case("runs.0.nfe", []),
     number_case("runs.0.nfe", 3),
     number_case("runs.0.nfe.0", 0),

@@ -64,26 +64,30 @@ def test_matches_explicit_reference(kwargs):
     real = rng.standard_normal((70, 5))
     fake = rng.standard_normal((55, 5)) * 1.2 + 0.4
     expected = _reference_kid(real, fake, subsets=6, m=25, **kwargs)
-    got = kernel_inception_distance(real, fake, subsets=6, subset_size=25, **kwargs)
+    got = kernel_inception_distance(real, fake, subsets=6, subset_size=25, products="float64", **kwargs)
     np.testing.assert_allclose(got, expected, rtol=1e-12)
     assert expected[1] > 0
+    # Float32 inner products (the default, as torch-fidelity and clean-fid), float64 kernels and sums.
+    got = kernel_inception_distance(real, fake, subsets=6, subset_size=25, **kwargs)
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
 
 
 def test_sampling_order_is_generated_first():
     # Swapping the roles changes which RandomState draws pick which set, hence the value.
     rng = np.random.default_rng(1)
     real, fake = rng.standard_normal((60, 4)), rng.standard_normal((60, 4)) + 0.5
-    one = kernel_inception_distance(real, fake, subsets=5, subset_size=20)
-    swapped = kernel_inception_distance(fake, real, subsets=5, subset_size=20)
+    one = kernel_inception_distance(real, fake, subsets=5, subset_size=20, products="float64")
+    swapped = kernel_inception_distance(fake, real, subsets=5, subset_size=20, products="float64")
     assert one != swapped
     np.testing.assert_allclose(one, _reference_kid(real, fake, 5, 20), rtol=1e-12)
 
 
-def test_torch_float32_input_is_computed_in_float64():
+def test_float32_input_with_float64_products_is_exact():
     rng = np.random.default_rng(2)
     real = rng.standard_normal((40, 3)).astype(np.float32)
     fake = rng.standard_normal((40, 3)).astype(np.float32) + 1
-    got = kernel_inception_distance(torch.from_numpy(real), torch.from_numpy(fake), subsets=3, subset_size=15)
+    got = kernel_inception_distance(torch.from_numpy(real), torch.from_numpy(fake), subsets=3, subset_size=15,
+                                    products="float64")
     expected = _reference_kid(real.astype(np.float64), fake.astype(np.float64), 3, 15)
     np.testing.assert_allclose(got, expected, rtol=1e-12)
 
@@ -121,6 +125,10 @@ def test_errors_name_sizes_and_option():
         kernel_inception_distance(real, fake, subset_size=1)
     with pytest.raises(ValueError, match="gamma"):
         kernel_inception_distance(real, fake, subset_size=10, gamma=0.0)
+    with pytest.raises(ValueError, match="products must be one of float32, float64; got 'float16'"):
+        kernel_inception_distance(real, fake, subset_size=10, products="float16")
+    with pytest.raises(ValueError, match="kid_products is 'half'; accepted: float32, float64"):
+        MetricOptions(kid_products="half")
 
 
 def test_registry_uses_reference_features():
@@ -132,6 +140,8 @@ def test_registry_uses_reference_features():
     got = compute_metrics(["kid"], {"pool": fake}, stats, options)
     assert set(got) == {"kid", "kid_std"} == set(METRICS["kid"].columns)
     assert (got["kid"], got["kid_std"]) == kernel_inception_distance(real, fake, subsets=7, subset_size=100)
+    exact = compute_metrics(["kid"], {"pool": fake}, stats, MetricOptions(kid_subsets=7, kid_subset_size=100, kid_products="float64"))
+    assert exact["kid"] == pytest.approx(got["kid"], rel=1e-6) and exact["kid"] != got["kid"]
     assert layers_for(["kid"]) == ("pool",) and METRICS["kid"].needs_reference
 
 

@@ -34,6 +34,7 @@ class MetricOptions:
     kid_subset_size: int = 1000
     dc_k: int = 5
     kid_capped: bool = False  # clean-fid: subsets of min(kid_subset_size, N_real, N_fake) rows
+    kid_products: str = "float32"  # inner products' dtype (as torch-fidelity, clean-fid); float64 exact
     is_split_size: int | None = None  # fixed-size IS splits (ADM: 5000) instead of is_splits parts
     is_shuffle_seed: int | None = None  # permute rows before splitting (torch-fidelity: 2020)
 
@@ -52,6 +53,10 @@ class MetricOptions:
             raise ValueError(
                 f"metric option kid_subset_size must be at least 2 (the unbiased MMD² divides by "
                 f"m(m − 1)); got {self.kid_subset_size}"
+            )
+        if self.kid_products not in kid.PRODUCTS:
+            raise ValueError(
+                f"metric option kid_products is {self.kid_products!r}; accepted: {', '.join(kid.PRODUCTS)}"
             )
         if self.fid_sqrt not in fid.FID_SQRT_METHODS:
             raise ValueError(
@@ -161,6 +166,7 @@ def _kid(features: dict[str, np.ndarray], reference: ReferenceStats, options: Me
         subsets=options.kid_subsets,
         subset_size=size,
         device=device,
+        products=options.kid_products,
     )
     return {"kid": mean, "kid_std": std}
 

@@ -4,7 +4,9 @@ FID = ‖μ₁ − μ₂‖² + tr Σ₁ + tr Σ₂ − 2 tr (Σ₁ Σ₂)^{1/2}
 between Gaussians fitted to two feature sets.
 
 Conventions (facts.md §4): statistics in float64 with the unbiased normaliser N − 1, as
-pytorch-fid, the ADM evaluator and EDM's ``fid.py`` (which streams float64 sums). The trace of
+pytorch-fid, the ADM evaluator and EDM's ``fid.py`` (which streams float64 sums). The mean is
+taken first and the scatter of the deviations from it accumulated by symmetric rank-k updates
+(the two-pass form, no cancellation). The trace of
 the matrix square root is computed one of two ways:
 
 - ``"sqrtm"``: ``scipy.linalg.sqrtm(Σ₁ Σ₂)``; if the result is not finite, retry with 1e-6·I
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.linalg
+import scipy.linalg.blas
 import torch
 
 FID_SQRT_METHODS = ("eigh", "sqrtm")
@@ -29,24 +32,45 @@ SQRTM_RETRY_EPS = 1e-6
 SQRTM_IMAG_TOL = 1e-3
 
 
-def _as_float64_matrix(features: np.ndarray | torch.Tensor) -> np.ndarray:
+def _as_matrix(features: np.ndarray | torch.Tensor) -> np.ndarray:
+    """``features`` as a 2-D numpy array in float32 or float64 (no copy when it already is one)."""
     if isinstance(features, torch.Tensor):
         features = features.detach().cpu().numpy()
-    x = np.asarray(features, dtype=np.float64)
+    x = np.asarray(features)
     if x.ndim != 2:
         raise ValueError(f"features must be a 2-D array [N, D]; got shape {x.shape}")
-    return x
+    return x if x.dtype in (np.float32, np.float64) else x.astype(np.float64)
+
+
+BLOCK_ROWS = 4096
+"""Rows per block of the scatter: 64 MiB of float64 at 2048 dimensions, one BLAS call each."""
+
+
+def _mean(x: np.ndarray) -> np.ndarray:
+    return x.mean(axis=0, dtype=np.float64)
+
+
+def _scatter(x: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    """Σ (x − mean)(x − mean)ᵀ in float64: block by block, each block's deviations converted to
+    float64 and added by one symmetric rank-k update (BLAS ``dsyrk``, the upper triangle only,
+    half a general product's work); the triangle is mirrored at the end."""
+    d = x.shape[1]
+    upper = np.zeros((d, d), order="F")
+    for start in range(0, x.shape[0], BLOCK_ROWS):
+        deviations = x[start : start + BLOCK_ROWS].astype(np.float64) - mean
+        # deviations.T is Fortran-ordered [D, n] without a copy; syrk(a) adds a·aᵀ to the upper triangle.
+        upper = scipy.linalg.blas.dsyrk(1.0, deviations.T, beta=1.0, c=upper, overwrite_c=True)
+    return np.triu(upper) + np.triu(upper, 1).T
 
 
 def feature_statistics(features: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and covariance (float64, normaliser N − 1) of features ``[N, D]``."""
-    x = _as_float64_matrix(features)
+    """Mean and covariance (float64, normaliser N − 1) of features ``[N, D]`` (float32 features
+    are converted block by block, never copied whole)."""
+    x = _as_matrix(features)
     if x.shape[0] < 2:
         raise ValueError(f"feature statistics need at least 2 rows; got {x.shape[0]}")
-    mu = x.mean(axis=0)
-    centred = x - mu
-    sigma = centred.T @ centred / (x.shape[0] - 1)
-    return mu, sigma
+    mu = _mean(x)
+    return mu, _scatter(x, mu) / (x.shape[0] - 1)
 
 
 class StatsAccumulator:
@@ -81,12 +105,11 @@ class StatsAccumulator:
 
     def update(self, features: np.ndarray | torch.Tensor) -> "StatsAccumulator":
         """Add a chunk of features ``[n, D]``; returns self."""
-        x = _as_float64_matrix(features)
+        x = _as_matrix(features)
         if x.shape[0] == 0:
             return self
-        mean = x.mean(axis=0)
-        centred = x - mean
-        self._combine(x.shape[0], mean, centred.T @ centred)
+        mean = _mean(x)
+        self._combine(x.shape[0], mean, _scatter(x, mean))
         return self
 
     def merge(self, other: "StatsAccumulator") -> "StatsAccumulator":
