@@ -14,6 +14,8 @@ import torch
 from cmbench.metrics import fid as cm_fid
 from cmbench.metrics.inception_score import inception_score
 from cmbench.metrics.kid import kernel_inception_distance
+from cmbench.metrics.prdc import density_coverage
+from cmbench.metrics.precision_recall import precision_recall
 from cmbench.reference_impls import import_reference
 
 RELATIVE = 1e-6
@@ -94,6 +96,19 @@ def test_kid_matches_clean_fid_on_the_same_subsets(features, cleanfid):
         y = fake[np.random.choice(len(fake), 400, replace=False)].astype(np.float64)
         estimates.append(unbiased_mmd2(polynomial_kernel(x, x), polynomial_kernel(x, y), polynomial_kernel(y, y)))
     assert float(np.mean(estimates)) == pytest.approx(theirs, rel=RELATIVE)
+
+
+def test_precision_recall_density_coverage_match_prdc():
+    """prdc (Naeem et al.'s package) computes all four from full distance matrices with "<"
+    everywhere; on continuous features no distance equals a radius, so "≤" (precision/recall, as
+    the ADM evaluator) gives the same counts."""
+    import prdc  # the reference extra's; it needs no torchvision
+    rng = np.random.default_rng(5)
+    real = rng.normal(size=(1200, 64)).astype(np.float32)
+    fake = (rng.normal(size=(1000, 64)) * 1.1 + 0.05).astype(np.float32)
+    theirs = prdc.compute_prdc(real, fake, 5)
+    assert precision_recall(real, fake, k=5) == pytest.approx((theirs["precision"], theirs["recall"]), abs=1e-12)
+    assert density_coverage(real, fake, k=5) == pytest.approx((theirs["density"], theirs["coverage"]), abs=1e-12)
 
 
 def test_the_stand_in_leaves_no_torchvision_behind():

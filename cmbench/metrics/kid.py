@@ -75,38 +75,59 @@ def _check_options(subsets: int, subset_size: int, degree: int, gamma: float | N
         raise ValueError(f"KID products must be one of {', '.join(PRODUCTS)}; got {products!r}")
 
 
-def _gram_upper(z: torch.Tensor, gamma: float) -> torch.Tensor:
-    """γ·Z Zᵀ with its strict lower triangle zero (C-contiguous), in Z's dtype."""
+def _gram_upper(z: torch.Tensor, gamma: float) -> torch.Tensor | np.ndarray:
+    """γ·Z Zᵀ with its strict lower triangle zero (C-contiguous), in Z's dtype: a numpy array on
+    the CPU (BLAS ``syrk``), a tensor on Z's device elsewhere."""
     if z.device.type != "cpu":
         return torch.triu(z @ z.T).mul_(gamma)
-    syrk = scipy.linalg.blas.ssyrk if z.dtype == torch.float32 else scipy.linalg.blas.dsyrk
     a = z.numpy()
+    syrk = scipy.linalg.blas.ssyrk if a.dtype == np.float32 else scipy.linalg.blas.dsyrk
     # a.T is Fortran-ordered [D, 2m] without a copy; trans=1 gives its transpose times itself, Z Zᵀ,
-    # whose lower triangle (Fortran order; the rest stays the zeros given) read transposed is the upper
-    # one in C order.
+    # whose lower triangle (Fortran order; the rest stays the zeros given) read transposed is the
+    # upper one in C order.
     lower = np.zeros((len(a), len(a)), dtype=a.dtype, order="F")
-    return torch.from_numpy(syrk(gamma, a.T, trans=1, lower=1, c=lower, overwrite_c=True).T)
+    return syrk(gamma, a.T, trans=1, lower=1, c=lower, overwrite_c=True).T
 
 
-def _mmd2_of_stack(upper: torch.Tensor, m: int, degree: int, coef0: float) -> float:
+def _kernel_sums(upper: torch.Tensor | np.ndarray, m: int, degree: int, coef0: float) -> tuple[float, float, float, float]:
+    """Sums of (g + coef0)^degree over the blocks of the Gram matrix's upper triangle: generated ×
+    generated, real × real, generated × real, and the diagonal; float64.
+
+    On the CPU in numpy, a strip of ``ROWS_PER_CHUNK`` rows at a time into one float64 buffer
+    (single-threaded, so no thread waits on a busy machine); elsewhere in torch, whole blocks."""
+    if isinstance(upper, torch.Tensor):
+        kernel = upper.to(torch.float64).add_(coef0).pow_(degree)
+        sums = (kernel[:m, :m].sum(), kernel[m:, m:].sum(), kernel[:m, m:].sum(), kernel.diagonal().sum())
+        return tuple(float(v) for v in sums)
+    buffer = np.empty((ROWS_PER_CHUNK, upper.shape[1]), dtype=np.float64)
+
+    def strip_sums(rows: np.ndarray, split: int) -> tuple[float, float]:
+        kernel = buffer[: len(rows), : rows.shape[1]]
+        np.add(rows, coef0, out=kernel)
+        if degree == 3:  # numpy's power has no fast path for cubes
+            np.multiply(np.square(kernel), kernel, out=kernel)
+        else:
+            np.power(kernel, degree, out=kernel)
+        return float(kernel[:, :split].sum()), float(kernel[:, split:].sum())
+
+    xx = yy = xy = 0.0
+    for start in range(0, m, ROWS_PER_CHUNK):
+        left, right = strip_sums(upper[start : min(start + ROWS_PER_CHUNK, m)], m)
+        xx, xy = xx + left, xy + right
+    for start in range(m, 2 * m, ROWS_PER_CHUNK):
+        yy += strip_sums(upper[start : min(start + ROWS_PER_CHUNK, 2 * m), m:], m)[0]
+    diagonal = float(((np.diagonal(upper).astype(np.float64) + coef0) ** degree).sum())
+    return xx, yy, xy, diagonal
+
+
+def _mmd2_of_stack(upper: torch.Tensor | np.ndarray, m: int, degree: int, coef0: float) -> float:
     """The unbiased MMD² of the first ``m`` rows (generated) against the last ``m`` (real) from
     their Gram matrix's upper triangle. The zeros below the diagonal each become coef0^degree
-    under the kernel, a known amount taken off the within-set sums (float64)."""
-    def kernel_sum(block: torch.Tensor) -> torch.Tensor:
-        return block.to(torch.float64, copy=True).add_(coef0).pow_(degree).sum()
-
-    within = {"x": 0.0, "y": 0.0}
-    cross = 0.0
-    for start in range(0, m, ROWS_PER_CHUNK):
-        rows = upper[start : min(start + ROWS_PER_CHUNK, m)]
-        within["x"] += kernel_sum(rows[:, :m])
-        cross += kernel_sum(rows[:, m:])
-    for start in range(m, 2 * m, ROWS_PER_CHUNK):
-        within["y"] += kernel_sum(upper[start : min(start + ROWS_PER_CHUNK, 2 * m), m:])
-    diagonal = upper.diagonal().to(torch.float64, copy=True).add_(coef0).pow_(degree)
+    under the kernel, a known amount taken off the within-set sums."""
+    xx, yy, xy, diagonal = _kernel_sums(upper, m, degree, coef0)
     below = m * (m - 1) / 2 * float(coef0) ** degree
-    off_diagonal = 2 * (within["x"] - diagonal[:m].sum() - below) + 2 * (within["y"] - diagonal[m:].sum() - below)
-    return float(off_diagonal / (m * (m - 1)) - 2.0 * cross / (m * m))
+    off_diagonal = 2 * (xx + yy - diagonal - 2 * below)
+    return off_diagonal / (m * (m - 1)) - 2.0 * xy / (m * m)
 
 
 def kernel_inception_distance(
