@@ -118,7 +118,8 @@ def scorer_for(ctx: RunContext, job, seed_start: int, resamples: int, what: str)
                            run_options=lambda nfe, s: tuned_options(job.options, nfe, s),
                            objective=job.objective, metric_names=job.metric_names, suite=ctx.suite,
                            extractor=ctx.extractor, reference=ctx.reference, device=ctx.device,
-                           seed_start=seed_start, resamples=resamples, log=None, progress=False,
+                           batch_size=ctx.suite.batch_size, seed_start=seed_start, resamples=resamples, log=None,
+                           progress=False,
                            desc=f"{what} {job.model}")
 
 

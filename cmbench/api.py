@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from .models.adapters import network_adapter
+from .models.networks import run_options
 from .models.external import EXTERNAL_FAMILIES, state_sha256
 from .results import FAILED, RESULTS_JSONL, read_rows
 from .suite import DEVICES, Suite, load_suite, parse_suite
@@ -108,7 +109,7 @@ def evaluate(
     reference: str | Path | None = None,
     metrics: Sequence[str] = (),
     seed_start: int = 0,
-    batch_size: int = 256,
+    batch_size: int | str = 256,
     out: str | Path | None = None,
     device: str | None = None,
     progress: bool | None = False,
@@ -121,7 +122,7 @@ def evaluate(
     entries, or ``{sampler: [nfe, ...]}`` for every model. ``profile``: an evaluator profile
     (``cmbench profiles``) or several (each scores the same samples); without one, ``metrics``
     and ``suite={"features": ...}`` say how to score. ``reference``: the reference statistics
-    file. ``suite``: any other suite keys (``uncertainty``, ``metric_options``, ``likelihood``,
+    file. ``batch_size``: a number or ``"auto"`` (:mod:`cmbench.batch_size`). ``suite``: any other suite keys (``uncertainty``, ``metric_options``, ``likelihood``,
     ``tune``, ``save_samples``, ``threads``, ...). ``out``: a run folder to keep (results, report, samples);
     without it the run happens in a temporary folder that is removed afterwards. ``device``:
     default the device of the model's parameters (else cuda when present). A module's training
@@ -288,7 +289,7 @@ def _adapter(key: str, model: Model, spec: Suite, device: str | None):
 
     entry = spec.models[key].options
     net = model.net if isinstance(model.net, nn.Module) else _CallableNet(model.net)
-    adapter = network_adapter(model.family, net, entry, sha256=entry["state_sha256"])
+    adapter = network_adapter(model.family, net, entry, sha256=entry["state_sha256"], **run_options(entry))
     return adapter.to(resolve_device(device or spec.device))
 
 

@@ -21,9 +21,19 @@ class NonFiniteSamples(RuntimeError):
     """A sampler's images (or their features) hold NaN or ±inf values."""
 
 
+def finite_by_row(values: torch.Tensor) -> torch.Tensor:
+    """Whether each entry along the first axis is all finite: a bool tensor ``[N]`` on ``values``'
+    device, computed without waiting for it (the pipeline reads it a batch later)."""
+    return torch.isfinite(values).flatten(1).all(1)
+
+
 def non_finite_rows(values: torch.Tensor) -> list[int]:
     """Indices along the first axis whose entries are not all finite."""
-    return torch.nonzero(~torch.isfinite(values).flatten(1).all(1)).flatten().tolist()
+    return _false_rows(finite_by_row(values))
+
+
+def _false_rows(flags: torch.Tensor) -> list[int]:
+    return torch.nonzero(~flags).flatten().tolist()
 
 
 def show_seeds(seeds: Sequence[int], rows: list[int], limit: int = 5) -> str:
@@ -90,7 +100,12 @@ def non_finite_parameters(model) -> str:
 
 def check_samples(images: torch.Tensor, seeds: Sequence[int], desc: str, locate) -> None:
     """Raise :class:`NonFiniteSamples` naming the row, the seeds and the first bad step (``locate()``)."""
-    rows = non_finite_rows(images)
+    check_finite_rows(finite_by_row(images), seeds, desc, locate)
+
+
+def check_finite_rows(finite: torch.Tensor, seeds: Sequence[int], desc: str, locate) -> None:
+    """:func:`check_samples` of a batch whose :func:`finite_by_row` flags are ``finite``."""
+    rows = _false_rows(finite)
     if rows:
         raise NonFiniteSamples(f"{desc}: non-finite samples for {show_seeds(seeds, rows)}; {locate()}; nothing was scored")
 

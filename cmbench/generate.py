@@ -5,12 +5,20 @@ through the feature extractor in the same batch, so only features are kept. The 
 list of seeds, so under torchrun each rank takes its own run of whole batches and the main rank
 gathers the features (:mod:`cmbench.distributed`); suite rows do the same through shards on disk
 (:mod:`cmbench.row_features`).
+
+The pipeline runs one batch ahead, so a GPU never waits for the host between batches: batch i is
+sampled, quantised and passed through the extractor, its per-image finite flags, features and kept
+images start their copies to the host (pinned memory, a CUDA event marks their arrival), and batch
+i + 1 is queued behind it before the host waits for batch i. Only then is batch i checked: a batch
+that is not finite raises :class:`~cmbench.finite.NonFiniteSamples` naming its seeds, as if it had
+been checked at once, and nothing of it or of any later batch is kept. The sampler's seconds are
+measured with CUDA events, not by waiting. On the CPU the same code runs; the copies are no-ops.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,13 +28,13 @@ import torch
 from .console import progress_bar
 from .distributed import SINGLE, World
 from .features import FeatureExtractor
-from .finite import check_features, check_samples, first_non_finite, non_finite_parameters
+from .finite import check_features, check_finite_rows, finite_by_row, first_non_finite, non_finite_parameters
 from .images import to_uint8
 from .metrics import MetricOptions, ReferenceStats, compute_metrics, layers_for
 from .metrics.bootstrap import bootstrap_standard_errors
 from .models import ModelAdapter
 from .samplers import Sampler
-from .seeds import SampleNoise
+from .seeds import SampleNoise, to_device
 
 
 @dataclass(frozen=True)
@@ -72,16 +80,20 @@ def generate_features(
 @dataclass(frozen=True)
 class ImageBatch:
     """One batch of images with the seeds they stand for: floats in [-1, 1] from a sampler, or
-    uint8 images already quantised (a stored sample set); ``labels`` are class indices or None."""
+    uint8 images already quantised (a stored sample set); ``labels`` are class indices or None;
+    ``finite``: each sampled image's :func:`~cmbench.finite.finite_by_row` flag, on the device
+    (None for stored images, which are uint8)."""
 
     seeds: Sequence[int]
     images: torch.Tensor
     labels: torch.Tensor | None
+    finite: torch.Tensor | None = None
 
 
 class SampledBatches:
-    """The images a sampler makes for ``seeds``, batch by batch; iterate once. Afterwards ``nfe``
-    is the evaluations per image and ``seconds`` the time spent in the sampler."""
+    """The images a sampler makes for ``seeds``, batch by batch; iterate once. A batch is not
+    checked on the way: :meth:`check` its finite flags once they are on the host. Afterwards
+    ``nfe`` is the evaluations per image and ``seconds`` the time spent in the sampler."""
 
     def __init__(self, model: ModelAdapter, sampler: Sampler, sigmas: torch.Tensor, options: Mapping[str, Any],
                  seeds: Sequence[int], *, batch_size: int, device: torch.device, desc: str = ""):
@@ -89,33 +101,67 @@ class SampledBatches:
         self.batches = [seeds[i : i + batch_size] for i in range(0, len(seeds), batch_size)]
         self.device, self.desc = device, desc
         self.nfe: int | None = None
-        self.seconds = 0.0
+        self._clocks: list[_Clock] = []
 
     def __len__(self) -> int:
         return len(self.batches)
 
     def __iter__(self) -> Iterator[ImageBatch]:
-        model, sampler, sigmas, options, device = self.model, self.sampler, self.sigmas, self.options, self.device
         for seeds in self.batches:
-            start = time.perf_counter()
+            clock = _Clock(self.device)
             with torch.no_grad():
-                images, labels, nfe = _sample_batch(model, sampler, sigmas, options, seeds, device)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            self.seconds += time.perf_counter() - start
-            check_samples(images, seeds, self.desc,
-                          lambda: _locate_non_finite(model, sampler, sigmas, options, seeds, device))
+                images, labels, nfe = sample_batch(self.model, self.sampler, self.sigmas, self.options, seeds,
+                                                   self.device)
+            self._clocks.append(clock.stop())
             if self.nfe is not None and nfe != self.nfe:
                 raise RuntimeError(f"{self.desc}: the sampler made {nfe} evaluations on one batch and {self.nfe} on another")
             self.nfe = nfe
-            yield ImageBatch(seeds, images, labels)
+            yield ImageBatch(seeds, images, labels, finite_by_row(images))
+
+    def check(self, seeds: Sequence[int], finite: torch.Tensor | None) -> None:
+        """Raise :class:`~cmbench.finite.NonFiniteSamples` for the batch of ``seeds`` unless every
+        ``finite`` flag (on the host) is set, naming where its sampling first went non-finite."""
+        check_finite_rows(finite, seeds, self.desc, lambda: _locate_non_finite(
+            self.model, self.sampler, self.sigmas, self.options, seeds, self.device))
+
+    @property
+    def seconds(self) -> float:
+        """Seconds spent in the sampler so far (on a GPU, waits for the batches sampled)."""
+        return sum(clock.seconds() for clock in self._clocks)
+
+
+class _Clock:
+    """Seconds from its creation to :meth:`stop`: on a GPU between two CUDA events on the device's
+    stream (read without waiting until :meth:`seconds`), on the CPU by the wall clock."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        if self.cuda:
+            self.stream = torch.cuda.current_stream(device)
+            self.start, self.end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            self.start.record(self.stream)
+        else:
+            self.start = time.perf_counter()
+
+    def stop(self) -> "_Clock":
+        if self.cuda:
+            self.end.record(self.stream)
+        else:
+            self.end = time.perf_counter()
+        return self
+
+    def seconds(self) -> float:
+        if not self.cuda:
+            return self.end - self.start
+        self.end.synchronize()
+        return self.start.elapsed_time(self.end) / 1000.0
 
 
 class StoredBatches:
     """The images of a stored sample set (:class:`~cmbench.models.samples.SampleSetModel`) for
     ``seeds``: image i of the set stands for the i-th seed, so the first ``len(seeds)`` images are
     read, in stored order (from image ``first`` when ``seeds`` are a later part of the row's).
-    Nothing is sampled: ``nfe`` and ``seconds`` stay None."""
+    Nothing is sampled: ``nfe`` and ``seconds`` stay None, and there is nothing to :meth:`check`."""
 
     nfe = None
     seconds = None
@@ -129,8 +175,11 @@ class StoredBatches:
     def __iter__(self) -> Iterator[ImageBatch]:
         done = 0
         for images in self.model.read(len(self.seeds), self.batch_size, start=self.first):
-            yield ImageBatch(self.seeds[done : done + len(images)], images.to(self.device), None)
+            yield ImageBatch(self.seeds[done : done + len(images)], to_device(images, self.device), None)
             done += len(images)
+
+    def check(self, seeds: Sequence[int], finite: torch.Tensor | None) -> None:
+        """uint8 images are finite."""
 
 
 def image_batches(model: ModelAdapter, sampler: Sampler, sigmas: torch.Tensor, options: Mapping[str, Any],
@@ -173,31 +222,134 @@ def generate_views(
     """
     stream = image_batches(model, sampler, sigmas, options, seeds, batch_size=batch_size, device=device, desc=desc,
                            first=first)
-    passes: dict[tuple[str, int], tuple[FeatureExtractor, set[str]]] = {}
-    for quantisation, extractor, layers in views:
-        passes.setdefault((quantisation, id(extractor)), (extractor, set()))[1].update(layers)
+    passes = _extraction_passes(views)
     chunks = {key: {layer: [] for layer in layers} for key, (_, layers) in passes.items()}
     kept: list[torch.Tensor] = []
-    for batch in progress_bar(stream, progress=progress, desc=desc, unit="batch", leave=False):
-        first = to_uint8(batch.images, views[0][0])
+    launch = _Launcher(passes, views[0][0], keep_images, save is not None, device)
+    for done in _one_ahead(progress_bar(stream, progress=progress, desc=desc, unit="batch", leave=False), launch):
+        done.arrival.wait()
+        stream.check(done.seeds, done.finite)
+        for key, (extractor, layers) in passes.items():
+            check_features(done.features[key], done.seeds, desc, extractor.name)
+            for layer in layers:
+                chunks[key][layer].append(done.features[key][layer])
         if save is not None:
-            save(first.cpu(), None if batch.labels is None else batch.labels.cpu(), batch.seeds)
-        if sum(len(k) for k in kept) < keep_images:
-            kept.append(first.cpu())
-        for (quantisation, _), (extractor, layers) in passes.items():
-            if layers:
-                with torch.no_grad():
-                    feats = extractor.extract(to_uint8(batch.images, quantisation), sorted(layers))
-                check_features(feats, batch.seeds, desc, extractor.name)
-                for layer in layers:
-                    chunks[(quantisation, id(extractor))][layer].append(feats[layer].float().cpu())
+            save(done.images, done.labels, done.seeds)
+        if done.images is not None and sum(len(k) for k in kept) < keep_images:
+            kept.append(done.images)
     merged = {key: {layer: torch.cat(parts).numpy() for layer, parts in by_layer.items()} for key, by_layer in chunks.items()}
     features = [{layer: merged[(q, id(e))][layer] for layer in layers} for q, e, layers in views]
     grid = torch.cat(kept)[:keep_images] if kept else torch.zeros(0, dtype=torch.uint8)
     return features, grid, stream.nfe, stream.seconds
 
 
-def _sample_batch(model, sampler: Sampler, sigmas: torch.Tensor, options: Mapping[str, Any], seeds,
+Pass = tuple[FeatureExtractor, list[str]]
+
+
+def _extraction_passes(views: list[tuple[str, FeatureExtractor, tuple[str, ...]]]) -> dict[tuple[str, int], Pass]:
+    """One extraction per (quantisation, extractor) of the views, of the union of their layers
+    (those with any), keyed by the quantisation and the extractor's id."""
+    passes: dict[tuple[str, int], tuple[FeatureExtractor, set[str]]] = {}
+    for quantisation, extractor, layers in views:
+        passes.setdefault((quantisation, id(extractor)), (extractor, set()))[1].update(layers)
+    return {key: (extractor, sorted(layers)) for key, (extractor, layers) in passes.items() if layers}
+
+
+@dataclass(frozen=True)
+class _InFlight:
+    """A batch whose quantisation and extraction are queued on the device, with the host copies of
+    its labels, finite flags, features (by pass) and kept uint8 images; they hold their values
+    once :attr:`arrival` has been waited for. Labels and images are None when not kept."""
+
+    seeds: Sequence[int]
+    labels: torch.Tensor | None
+    finite: torch.Tensor | None
+    features: dict[tuple[str, int], dict[str, torch.Tensor]]
+    images: torch.Tensor | None
+    arrival: "_Arrival"
+
+
+class _Launcher:
+    """Queues each batch's quantisations and extractions and their copies to the host; keeps the
+    uint8 images under ``quantisation`` (with the labels) of every batch when ``save``, else of
+    those among the first ``keep_images``."""
+
+    def __init__(self, passes: dict[tuple[str, int], Pass], quantisation: str, keep_images: int, save: bool,
+                 device: torch.device):
+        self.passes, self.quantisation, self.keep_images, self.save = passes, quantisation, keep_images, save
+        self.device = device
+        self.launched = 0  # images launched so far
+
+    def __call__(self, batch: ImageBatch) -> _InFlight:
+        quantised: dict[str, torch.Tensor] = {}
+
+        def uint8(quantisation: str) -> torch.Tensor:
+            if quantisation not in quantised:
+                quantised[quantisation] = to_uint8(batch.images, quantisation)
+            return quantised[quantisation]
+
+        with torch.no_grad():
+            features = {key: extractor.extract_on_device(uint8(key[0]), layers)
+                        for key, (extractor, layers) in self.passes.items()}
+        keep = self.save or self.launched < self.keep_images
+        self.launched += len(batch.seeds)
+        return _InFlight(
+            batch.seeds, _to_host(batch.labels) if keep else None, _to_host(batch.finite),
+            {key: {layer: _to_host(values.float()) for layer, values in found.items()} for key, found in features.items()},
+            _to_host(uint8(self.quantisation)) if keep else None, _Arrival(self.device),
+        )
+
+
+def _to_host(values: torch.Tensor | None) -> torch.Tensor | None:
+    """A host copy of device ``values``, started without waiting (into pinned memory); a CPU
+    tensor itself."""
+    return None if values is None else values.to("cpu", non_blocking=True)
+
+
+class _Arrival:
+    """On a GPU, the point in the device's stream after the copies queued so far: :meth:`wait`
+    returns once they have arrived. On the CPU there is nothing to wait for."""
+
+    def __init__(self, device: torch.device):
+        self.event = None
+        if device.type == "cuda":
+            self.event = torch.cuda.Event()
+            self.event.record(torch.cuda.current_stream(device))
+
+    def wait(self) -> None:
+        if self.event is not None:
+            self.event.synchronize()
+
+
+def _one_ahead(batches: Iterable[ImageBatch], launch: Callable[[ImageBatch], _InFlight]) -> Iterator[_InFlight]:
+    """Each batch launched, handed on only once the next batch is launched behind it (the last at
+    the end): the device always has the next batch queued while the host waits for one."""
+    waiting = None
+    for batch in batches:
+        launched = launch(batch)
+        if waiting is not None:
+            yield waiting
+        waiting = launched
+    if waiting is not None:
+        yield waiting
+
+
+def batch_probe(model: ModelAdapter, sampler: Sampler, sigmas: torch.Tensor, options: Mapping[str, Any],
+                views: list[tuple[str, FeatureExtractor, tuple[str, ...]]], device: torch.device) -> Callable[[int], None]:
+    """``probe(size)``: one batch of ``size`` images sampled, quantised and extracted as
+    :func:`generate_views` does, then dropped; ``batch_size: auto`` measures its memory
+    (:mod:`cmbench.batch_size`)."""
+    passes = _extraction_passes(views)
+
+    def probe(size: int) -> None:
+        launch = _Launcher(passes, views[0][0], 0, False, device)
+        for batch in SampledBatches(model, sampler, sigmas, options, range(size), batch_size=size, device=device):
+            launch(batch).arrival.wait()
+
+    return probe
+
+
+def sample_batch(model, sampler: Sampler, sigmas: torch.Tensor, options: Mapping[str, Any], seeds,
                   device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None, int]:
     """The images of one batch of seeds (each seed's latent, then its label, then its sampler
     noise), their labels and the sampler's NFE."""
@@ -211,7 +363,7 @@ def _sample_batch(model, sampler: Sampler, sigmas: torch.Tensor, options: Mappin
 def _locate_non_finite(model, sampler: Sampler, sigmas: torch.Tensor, options: Mapping[str, Any], seeds,
                        device: torch.device) -> str:
     """Where a batch's samples went non-finite: the batch sampled again with every evaluation checked."""
-    rerun = lambda checked: _sample_batch(checked, sampler, sigmas, options, seeds, device)  # noqa: E731
+    rerun = lambda checked: sample_batch(checked, sampler, sigmas, options, seeds, device)  # noqa: E731
     return first_non_finite(rerun, model) + non_finite_parameters(model)
 
 

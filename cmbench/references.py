@@ -12,6 +12,7 @@ import torch
 from .checkpoints import sha256_file
 from .features import FeatureExtractor
 from .images import to_uint8
+from .batch_size import unsampled_batch_size
 from .metrics import METRICS, ReferenceStats
 from .metrics.reference import load_reference
 from .profiles import PROFILES
@@ -26,8 +27,9 @@ def analytic_reference(suite: Suite, model, extractor: FeatureExtractor, layers:
     mixture = model.mixture
     pool: dict[str, list[torch.Tensor]] = {layer: [] for layer in layers}
     seeds = seed_range(spec["seed"], spec["num_images"])
-    for i in range(0, len(seeds), suite.batch_size):
-        gens = [torch.Generator().manual_seed(s % (1 << 32)) for s in seeds[i : i + suite.batch_size]]
+    batch_size = unsampled_batch_size(suite.batch_size)
+    for i in range(0, len(seeds), batch_size):
+        gens = [torch.Generator().manual_seed(s % (1 << 32)) for s in seeds[i : i + batch_size]]
         comps = torch.stack([torch.multinomial(mixture.weights.cpu(), 1, generator=g)[0] for g in gens])
         normals = torch.stack([torch.randn(mixture.dim, generator=g, dtype=torch.float64) for g in gens])
         x = mixture.sample(comps.to(mixture.means.device), normals.to(mixture.means.device))

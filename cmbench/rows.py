@@ -48,7 +48,15 @@ def row_shards(contexts: dict[str, RunContext], rows: list[Row]) -> ShardStore:
     suite = first.suite
     model = first.model(rows[0].model)
     fingerprints = [contexts[row.profile].suite.row_fingerprint(row, first.file_hashes) for row in rows]
-    return ShardStore(first.out, base_row_id(rows[0]), shard_key(fingerprints, suite.batch_size, _kept(suite, model)))
+    return ShardStore(first.out, base_row_id(rows[0]),
+                      shard_key(fingerprints, row_batch_size(contexts, rows), _kept(suite, model)))
+
+
+def row_batch_size(contexts: dict[str, RunContext], rows: list[Row]) -> int:
+    """The batch size ``rows`` (which share their samples) are sampled in: the suite's, or the one
+    ``batch_size: auto`` chose for their model and sampler (:mod:`cmbench.batch_size`)."""
+    first, row = contexts[rows[0].profile], rows[0]
+    return first.batch_size(row.model, row.sampler, row.nfe, row.options, first.suite.num_samples)
 
 
 def base_row_id(row: Row) -> str:
@@ -79,7 +87,7 @@ def evaluate_rows(suite: Suite, rows: list[Row], contexts: dict[str, RunContext]
     sampler = get_sampler(rows[0].sampler)
     job = RowSamples(
         model, sampler, sampler.schedule(model.noise_range, rows[0].nfe, rows[0].options), rows[0].options,
-        seed_range(suite.seed_start, suite.num_samples), suite.batch_size, first.device,
+        seed_range(suite.seed_start, suite.num_samples), row_batch_size(contexts, rows), first.device,
         {row.row_id: _view(contexts[row.profile]) for row in rows}, _kept(suite, model), base_row_id(rows[0]),
     )
     store = row_shards(contexts, rows)
@@ -125,7 +133,7 @@ def _scored_rows(suite: Suite, rows: list[Row], contexts: dict[str, RunContext],
     files = _save_samples(first, suite, model, job, merged)
     nfe = rows[0].nfe if merged.nfe is None else merged.nfe
     scale_out = {"world_size": world.size, "wall_seconds": round(seconds, 3), "shards_made": made.units,
-                 "gathered_bytes": made.gathered_bytes}
+                 "gathered_bytes": made.gathered_bytes, "batch_size": job.batch_size}
     return [{**result_row(contexts[row.profile], row, model, metrics, job.sigmas, grid_path, nfe, merged.seconds),
              **scale_out, "samples": files or None,
              "samples_quantisation": first.suite.quantisation if files else None}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import platform
+from functools import partial
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
@@ -14,11 +15,13 @@ import torch
 
 from . import __version__
 from .atomic import atomic_write_text
+from .batch_size import AUTO, resolve_batch_size
 from .checkpoints import sha256_file
 from .checkpoints.hashing import sha256_path
 from .distributed import SINGLE, World
 from .editing.data import REFERENCE_DATA
 from .features import FeatureExtractor, build_extractor
+from .generate import batch_probe
 from .memory import check_fits
 from .metrics import ReferenceStats, layers_for
 from .models import ModelAdapter, build_model
@@ -26,6 +29,7 @@ from .models.external import code_sha256
 from .nll import TOY_PREFIX
 from .profiles import PROFILES
 from .references import load_suite_reference, reference_path, reference_sha256
+from .samplers import get_sampler
 from .suite import Suite
 from .threads import ThreadChoice
 from .tuning.jobs import run_tune_job
@@ -93,6 +97,7 @@ class RunContext:
         self.profiles, self.primary, self.threads = profiles, primary, threads
         self._reference: list[ReferenceStats | None] = []
         self._feature_bytes: dict[tuple[int, ...], int] = {}  # one image's features, by image shape
+        self._batch_sizes: dict[tuple[str, str], int] = {}  # by model and sampler
 
     def model(self, name: str) -> ModelAdapter:
         if name not in self.models:
@@ -100,6 +105,26 @@ class RunContext:
             self.models[name] = build_model(spec.family, spec.options, self.suite.checkpoint_dir, str(self.device),
                                             name=name, base_dir=self.suite.base_dir)
         return self.models[name]
+
+    def batch_size(self, model: str, sampler: str, nfe: int, options: dict, count: int, *,
+                   main_only: bool = False) -> int:
+        """The suite's ``batch_size`` for sampling ``count`` images of ``model`` with ``sampler`` (at
+        ``nfe`` with ``options``): its number, or for ``auto`` the size chosen on the main rank, once
+        per model and sampler (:mod:`cmbench.batch_size`). ``main_only``: called on the main rank
+        alone (editing rows), so the choice is not shared."""
+        if self.suite.batch_size != AUTO:
+            return self.suite.batch_size
+        if (model, sampler) not in self._batch_sizes:
+            probe = None
+            adapter = self.model(model)
+            if self.device.type == "cuda" and not adapter.has("images"):
+                chosen = get_sampler(sampler)
+                views = [(self.suite.quantisation, self.extractor, layers_for(self.suite.metrics))]
+                probe = batch_probe(adapter, chosen, chosen.schedule(adapter.noise_range, nfe, options), options, views,
+                                    self.device)
+            decide = resolve_batch_size if main_only else partial(self.world.decide, resolve_batch_size)
+            self._batch_sizes[(model, sampler)] = decide(self.suite.batch_size, count, self.device, probe)
+        return self._batch_sizes[(model, sampler)]
 
     def check_fits(self, what: str, count: int, model: ModelAdapter) -> None:
         """Refuse, before sampling, ``count`` images of ``model`` whose features cannot fit in memory
@@ -147,10 +172,18 @@ class RunContext:
         return {
             name: run_tune_job(self.suite, self.suite.tune[name], self.model(self.suite.tune[name].model),
                                self.extractor, reference, self.device, self.out, file_hashes=self.file_hashes,
+                               batch_size=self._tune_batch_size(self.suite.tune[name]),
                                recompute_changed=recompute_changed, progress=progress, search=search,
                                world=self.world)
             for name in names
         }
+
+    def _tune_batch_size(self, job) -> int:
+        """A tune job's batch size (:meth:`batch_size`; ``auto`` probes the smallest NFE its sampler makes)."""
+        sampler = get_sampler(job.sampler)
+        nfe = next(n for n in range(1, 1 + job.max_nfe) if sampler.nfe_ok(n))
+        count = max(job.num_samples, job.max_samples, job.validation_samples)
+        return self.batch_size(job.model, job.sampler, nfe, job.options, count)
 
 
 def run_contexts(suite: Suite, out_dir: str | Path | None, device: str | None,

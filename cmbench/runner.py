@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from .batch_size import AUTO
 from .compare import RUN_BASELINE, write_baseline
 from .distributed import SINGLE, World
 from .editing.run import EditingInputs, edit_identity, evaluate_edit_row, prepare_editing
@@ -78,6 +79,9 @@ def run_suite(
     """
     if shard is not None and (merge or world.distributed):
         raise ValueError("--shard makes one part of the rows in one process: leave out --merge and torchrun")
+    if (shard is not None or merge) and suite.batch_size == AUTO:
+        raise ValueError(f"{suite.source}: batch_size: auto may choose another size in each shard job, and shards of "
+                         "different sizes do not fit together; give --shard and --merge a number (--set batch_size=N)")
     threads = choose_threads(suite.threads)
     folder = output_folder(suite, out_dir)
     with ExitStack() as held, using_threads(threads.count):

@@ -28,12 +28,12 @@ class SampleNoise:
     def randn(self, shape: Sequence[int], dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """Standard normal noise of per-sample ``shape``."""
         draws = [torch.randn(tuple(shape), generator=g, dtype=dtype) for g in self._generators]
-        return torch.stack(draws).to(self.device)
+        return to_device(torch.stack(draws), self.device)
 
     def rand(self, shape: Sequence[int], dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """Uniform [0, 1) draws of per-sample ``shape``."""
         draws = [torch.rand(tuple(shape), generator=g, dtype=dtype) for g in self._generators]
-        return torch.stack(draws).to(self.device)
+        return to_device(torch.stack(draws), self.device)
 
     def randn_like(self, x: torch.Tensor) -> torch.Tensor:
         """Standard normal noise shaped and typed like ``x`` (whose first axis is the batch)."""
@@ -42,7 +42,16 @@ class SampleNoise:
     def randint(self, high: int) -> torch.Tensor:
         """One integer in ``[0, high)`` per sample (int64, shape ``[B]``)."""
         draws = [torch.randint(high, size=(), generator=g) for g in self._generators]
-        return torch.stack(draws).to(self.device)
+        return to_device(torch.stack(draws), self.device)
+
+
+def to_device(values: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """CPU ``values`` on ``device``. To a GPU they go through pinned memory without waiting: a copy
+    from ordinary (pageable) memory would first wait for all the work queued on the GPU, so the host
+    could not queue the next step or batch behind it (:mod:`cmbench.generate`)."""
+    if device.type != "cuda":
+        return values.to(device)
+    return values.pin_memory().to(device, non_blocking=True)
 
 
 def seed_range(seed_start: int, num_samples: int) -> range:

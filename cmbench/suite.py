@@ -18,10 +18,12 @@ from typing import Any
 import yaml
 
 from . import features as features_registry
+from .batch_size import DEFAULT_BATCH_SIZE, parse_batch_size
 from .images import QUANTISATIONS
 from .metrics import MetricOptions
 from .metrics.bootstrap import DEFAULT_RESAMPLES
 from .models import FAMILIES, NoiseRange, family_maps, validate_model_spec
+from .models.networks import RUN_OPTIONS
 from .profiles import with_extra_metrics
 from .samplers import SAMPLERS
 from .editing.spec import Editing, parse_editing
@@ -39,10 +41,9 @@ TOP_REQUIRED = ("name", "num_samples", "models", "runs")
 TOP_OPTIONAL = (
     "description", "seed_start", "batch_size", "device", "quantisation", "output_dir",
     "features", "metrics", "metric_options", "reference", "grid_images", "likelihood", "tune", "profile", "profiles",
-    "uncertainty", "regression", "checkpoints_dir", "precision", "compile", "paper", "save_samples",
+    "uncertainty", "regression", "checkpoints_dir", *RUN_OPTIONS, "paper", "save_samples",
     "threads", "editing", "unreproducible",
 )
-NETWORK_DEFAULTS = ("precision", "compile")  # top-level keys that set every network model's default
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,8 @@ class Suite:
     rows: list[Row]
     description: str = ""
     seed_start: int = 0
-    batch_size: int = 256
+    batch_size: int | str = DEFAULT_BATCH_SIZE
+    """Images per batch, or ``auto``: chosen per model and sampler when the run starts (:mod:`cmbench.batch_size`)."""
     device: str = "auto"
     quantisation: str = "round"
     output_dir: str = ""
@@ -187,7 +189,7 @@ def parse_suite(raw: Any, source: str, base_dir: Path) -> Suite:
     c = Checker(source)
     raw = c.mapping(raw, "")
     c.keys(raw, "", TOP_REQUIRED, TOP_OPTIONAL)
-    models = _parse_models(c, raw["models"], {k: raw[k] for k in NETWORK_DEFAULTS if k in raw})
+    models = _parse_models(c, raw["models"], {k: raw[k] for k in RUN_OPTIONS if k in raw})
     profile = parse_profile(c, raw)
     scorings = parse_profiles(c, raw, models)
     if scorings:
@@ -230,7 +232,7 @@ def parse_suite(raw: Any, source: str, base_dir: Path) -> Suite:
         editing=editing,
         description=str(raw.get("description", "")),
         seed_start=seed_start,
-        batch_size=c.integer(raw.get("batch_size", 256), "batch_size", minimum=1),
+        batch_size=parse_batch_size(c, raw.get("batch_size", DEFAULT_BATCH_SIZE)),
         device=c.choice(raw.get("device", "auto"), "device", DEVICES),
         quantisation=quantisation,
         output_dir=c.string(raw["output_dir"], "output_dir") if "output_dir" in raw else "",
@@ -280,8 +282,8 @@ def _run_profiles(c: Checker, run, path: str, profiles: tuple[str, ...]) -> tupl
 
 
 def _parse_models(c: Checker, raw: Any, network_defaults: dict[str, Any]) -> dict[str, ModelSpec]:
-    """The models; ``network_defaults`` (top-level ``precision`` / ``compile``) fill in what a
-    network model does not set itself."""
+    """The models; ``network_defaults`` (top-level ``precision`` / ``compile`` / ``channels_last``)
+    fill in what a network model does not set itself."""
     raw = c.mapping(raw, "models")
     if not raw:
         raise c.fail("models", "at least one model is required")

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from ..atomic import atomic_write_bytes
+from ..batch_size import unsampled_batch_size
 from ..generate import Scoring, score_features
 from ..metrics import layers_for
 from ..metrics.lpips import check_lpips_size, load_lpips, lpips_convention, lpips_distances, lpips_weights_identity
@@ -87,7 +88,7 @@ def _lpips(ctx: RunContext, shapes: set[tuple[int, ...]]) -> tuple[PerImage | No
     except (OSError, ValueError) as err:
         raise ValueError(f"{ctx.suite.source}: editing.lpips: {err}") from None
     identity = {**lpips_convention(spec["net"]), **lpips_weights_identity(net.weights)}
-    batch = ctx.suite.batch_size
+    batch = unsampled_batch_size(ctx.suite.batch_size)
     return (lambda out, truth: lpips_distances(out, truth, net, batch_size=batch, device=ctx.device)), identity
 
 
@@ -100,7 +101,8 @@ def evaluate_edit_row(ctx: RunContext, row: Row, inputs: EditingInputs, progress
     sigmas = sampler.schedule(task.noise_range(model.noise_range), row.nfe, row.options)
     data = inputs.data[model.image_shape[0]]
     edited = edit_images(
-        model, sampler, sigmas, row.options, task, data, suite.seed_start, batch_size=suite.batch_size,
+        model, sampler, sigmas, row.options, task, data, suite.seed_start,
+        batch_size=ctx.batch_size(row.model, row.sampler, row.nfe, row.options, data.count, main_only=True),
         device=ctx.device, quantisation=suite.quantisation, extractor=ctx.extractor,
         layers=layers_for(suite.metrics), lpips=inputs.lpips, keep=suite.grid_images, progress=progress,
         desc=row.row_id,

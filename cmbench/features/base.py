@@ -69,10 +69,18 @@ class FeatureExtractor:
         """Features of uint8 NCHW ``images`` for each requested layer, as float tensors ``[N, ...]``."""
         raise NotImplementedError
 
+    def extract_on_device(self, images: torch.Tensor, layers: Sequence[str]) -> dict[str, torch.Tensor]:
+        """The same features as :meth:`extract`, which may stay on the extractor's device with
+        their computation only queued there (the pipeline copies them to the host a batch later,
+        :mod:`cmbench.generate`). By default :meth:`extract` itself."""
+        return self.extract(images, layers)
+
 
 class NetworkExtractor(FeatureExtractor):
     """An extractor around one network loaded from a weights file: the file's sha256 is
-    ``weights_sha256``, and ``to`` moves the network. Subclasses set ``net`` and ``_sha256``."""
+    ``weights_sha256``, and ``to`` moves the network. Subclasses set ``net`` and ``_sha256`` and
+    compute the features on the network's device (``extract_on_device``); ``extract`` brings
+    them to the host."""
 
     net: torch.nn.Module
     _sha256: str
@@ -86,3 +94,9 @@ class NetworkExtractor(FeatureExtractor):
         self._device = torch.device(device)
         self.net.to(self._device)
         return self
+
+    def extract(self, images: torch.Tensor, layers: Sequence[str]) -> dict[str, torch.Tensor]:
+        return {layer: values.cpu() for layer, values in self.extract_on_device(images, layers).items()}
+
+    def extract_on_device(self, images: torch.Tensor, layers: Sequence[str]) -> dict[str, torch.Tensor]:
+        raise NotImplementedError

@@ -90,7 +90,7 @@ class CLIPExtractor(NetworkExtractor):
         self.net = load_clip_vision(self.weights_path, config)
         self.batch_size = int(batch_size)
 
-    def extract(self, images, layers):
+    def extract_on_device(self, images, layers):
         self.check_layers(layers)
         check_images(images)
         check_grey_or_rgb(images, self.name)
@@ -100,6 +100,6 @@ class CLIPExtractor(NetworkExtractor):
                 resized = crop_and_resize(chunk, self.config.image_size).to(self._device)
                 chunk = grey_or_rgb(resized, self.name)  # grey repeated after the resize, as cmmd does
                 embedding = self.net(normalise_pixels(chunk))
-                parts.append((embedding / torch.linalg.vector_norm(embedding, dim=-1, keepdim=True)).float().cpu())
+                parts.append((embedding / torch.linalg.vector_norm(embedding, dim=-1, keepdim=True)).float())
         found = torch.cat(parts) if parts else torch.empty(0, self.config.projection_dim)
         return {layer: found for layer in layers}

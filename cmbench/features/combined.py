@@ -45,10 +45,17 @@ class CombinedExtractor(FeatureExtractor):
         return self
 
     def extract(self, images: torch.Tensor, layers) -> dict[str, torch.Tensor]:
+        return self._each_network(images, layers, lambda network, mine: network.extract(images, mine))
+
+    def extract_on_device(self, images: torch.Tensor, layers) -> dict[str, torch.Tensor]:
+        return self._each_network(images, layers, lambda network, mine: network.extract_on_device(images, mine))
+
+    def _each_network(self, images: torch.Tensor, layers, extract) -> dict[str, torch.Tensor]:
+        """``extract(network, its layers)`` for each network that owns some of ``layers``, merged."""
         self.check_layers(layers)
         found: dict[str, torch.Tensor] = {}
         for network in (self.main, *self.others):
             mine = [layer for layer in layers if self.owners[layer] is network]
             if mine:
-                found.update(network.extract(images, mine))
+                found.update(extract(network, mine))
         return {layer: found[layer] for layer in layers}

@@ -98,7 +98,7 @@ class DINOv2Extractor(NetworkExtractor):
         self.net = build_dinov2(state, config, source=str(self.weights_path))
         self.batch_size = int(batch_size)
 
-    def extract(self, images, layers):
+    def extract_on_device(self, images, layers):
         self.check_layers(layers)
         check_images(images)
         check_grey_or_rgb(images, self.name)
@@ -108,6 +108,6 @@ class DINOv2Extractor(NetworkExtractor):
                 out = self.net(preprocess(chunk.to(self._device), self.resize))
                 outputs = {"dinov2": out.cls, "dinov2_patch_mean": out.patch_mean}
                 for layer in layers:
-                    found[layer].append(outputs[layer].float().cpu())
+                    found[layer].append(outputs[layer].float())
         dim = self.config.embed_dim
         return {layer: torch.cat(parts) if parts else torch.empty(0, dim) for layer, parts in found.items()}

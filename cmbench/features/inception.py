@@ -63,7 +63,7 @@ class InceptionExtractor(NetworkExtractor):
         self.net.requires_grad_(False).eval()
         self.batch_size = int(batch_size)
 
-    def extract(self, images, layers):
+    def extract_on_device(self, images, layers):
         self.check_layers(layers)
         check_images(images)
         images = grey_or_rgb(images, "inception-tf")
@@ -74,7 +74,7 @@ class InceptionExtractor(NetworkExtractor):
                     chunk = resize_pil_bicubic(chunk)
                 out = self.net(chunk.to(self._device))
                 for layer in layers:
-                    found[layer].append(out[layer].float().cpu())
+                    found[layer].append(out[layer].float())
         return {layer: torch.cat(parts) if parts else torch.empty(0, LAYER_DIMS[layer]) for layer, parts in found.items()}
 
 

@@ -35,14 +35,14 @@ class ToyClassifierExtractor(NetworkExtractor):
         self.checkpoint = ckpt.path
         self._sha256 = ckpt.sha256
 
-    def extract(self, images, layers):
+    def extract_on_device(self, images, layers):
         self.check_layers(layers)
         check_images(images)
         pools, logits = [], []
         with torch.no_grad():
             for chunk in images.split(BATCH_SIZE):
                 pool, logit = self.net.features(from_uint8(chunk.to(self._device)))
-                pools.append(pool.float().cpu())
-                logits.append(logit.float().cpu())
+                pools.append(pool.float())
+                logits.append(logit.float())
         found = {"pool": pools, "logits": logits}
         return {layer: torch.cat(found[layer]) for layer in layers}

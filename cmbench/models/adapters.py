@@ -26,8 +26,9 @@ DEFAULT_PRECONDITIONING = {"edm": "edm", "cd": "cm", "ct": "cm", "ctm": "edm", "
 
 
 def network_adapter(family: str, net: nn.Module, options: dict[str, Any], *, sha256: str | None,
-                    precision: str = "fp32", compile: bool = False) -> ModelAdapter:
-    """The ``family`` adapter of ``net`` under ``options`` (which must hold ``image_shape``)."""
+                    precision: str = "fp32", compile: bool = False, channels_last: bool = False) -> ModelAdapter:
+    """The ``family`` adapter of ``net`` under ``options`` (which must hold ``image_shape``); how the
+    network runs: :data:`~cmbench.models.networks.RUN_OPTIONS`."""
     preconditioning = options.get("preconditioning", DEFAULT_PRECONDITIONING.get(family))
     default_time = {"none": "sigma", TRIGFLOW: TRIGFLOW_TIME}.get(preconditioning, "log_sigma")
     common = dict(
@@ -44,6 +45,7 @@ def network_adapter(family: str, net: nn.Module, options: dict[str, Any], *, sha
         ),
         precision=precision,
         compile=compile,
+        channels_last=channels_last,
     )
     if preconditioning == TRIGFLOW:
         return TrigFlowModel(net, family=family, **common)

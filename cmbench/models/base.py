@@ -117,6 +117,10 @@ class ModelAdapter:
 
 
 def per_sample(sigma: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor:
-    """Noise levels as a ``[B, 1, 1, 1]`` tensor on ``x``'s device, in ``x``'s dtype."""
-    sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
+    """Noise levels as a ``[B, 1, 1, 1]`` tensor on ``x``'s device, in ``x``'s dtype. A number is
+    filled in on the device (copying it from the host would wait for the GPU's queue)."""
+    if isinstance(sigma, (int, float)):
+        sigma = torch.full((), float(sigma), dtype=x.dtype, device=x.device)
+    else:
+        sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
     return sigma.reshape(-1, *([1] * (x.ndim - 1))).expand(x.shape[0], *([1] * (x.ndim - 1)))

@@ -45,7 +45,7 @@ from ..validate import Checker
 from ..zoo import resolve_checkpoint
 from .adapters import DEFAULT_PRECONDITIONING, network_adapter
 from .base import ModelAdapter
-from .networks import PRECISIONS
+from .networks import RUN_OPTIONS, run_options, validate_run_options
 from .pd import PREDICTIONS, ROLES
 from .preconditioning import TIME_INPUTS
 from .trigflow import TRIGFLOW, check_trigflow_time_input
@@ -57,7 +57,7 @@ PRECONDITIONING_CHOICES = {
 }
 EXTERNAL_FAMILIES = ("edm", "cd", "ct", "ctm", "pd", "generator")
 _MODEL_OPTIONS = ("label_dim", "preconditioning", "time_input", "noise_label_scale", "sigma_min", "sigma_max",
-                  "sigma_data", "beta_d", "beta_min", "M", "role", "prediction", "precision", "compile")
+                  "sigma_data", "beta_d", "beta_min", "M", "role", "prediction", *RUN_OPTIONS)
 ENTRY_POINT_KEYS = ("kwargs", "checkpoint", "sha256", "state_dict_key", *_MODEL_OPTIONS)
 IN_MEMORY_KEYS = ("state_sha256", *_MODEL_OPTIONS)
 
@@ -106,8 +106,7 @@ def validate_external_spec(c: Checker, family: str, spec: dict[str, Any], path: 
     if "time_input" in spec:
         c.choice(spec["time_input"], f"{path}.time_input", TIME_INPUTS)
         check_trigflow_time_input(c, spec, path, spec.get("preconditioning", DEFAULT_PRECONDITIONING.get(family, family)))
-    c.choice(spec.get("precision", "fp32"), f"{path}.precision", PRECISIONS)
-    c.boolean(spec.get("compile", False), f"{path}.compile")
+    validate_run_options(c, spec, path)
     for key in ("sigma_data", "noise_label_scale", "beta_d", "beta_min"):
         if key in spec:
             c.number(spec[key], f"{path}.{key}", minimum=0, exclusive=key == "sigma_data")
@@ -233,4 +232,4 @@ def build_entry_point_model(name: str, family: str, spec: dict[str, Any], base_d
         net.load_state_dict(state, strict=True)
     net = net.to(device)
     return network_adapter(family, net, model_options(spec), sha256=sha256 or state_sha256(net),
-                           precision=spec.get("precision", "fp32"), compile=spec.get("compile", False))
+                           **run_options(spec))

@@ -19,7 +19,7 @@ A ``generator`` from a checkpoint (SiD's snapshots, DMD2's state dict) is an EDM
 at its ``sigma_init`` (:mod:`cmbench.models.denoiser_generator`).
 
 Suite options override what the file or preset says (σ range, σ_data, time input), and
-``precision`` / ``compile`` choose how the network runs.
+``precision`` / ``compile`` / ``channels_last`` choose how the network runs.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from ..zoo import resolve_checkpoint
 from .base import ModelAdapter, NoiseRange
 from .adapters import network_adapter
 from .denoiser_generator import check_snapshot_family, validate_generator_options
-from .networks import PRECISIONS
+from .networks import RUN_OPTIONS, run_options, validate_run_options
 from .pd import PREDICTIONS, ROLES
 from .preconditioning import PRECONDITIONINGS, TIME_INPUTS
 from .trigflow import TRIGFLOW, check_trigflow_time_input
@@ -42,11 +42,11 @@ DIFFUSERS_FAMILIES = ("cd", "ct", "edm")  # an ADM net without CTM's s embedding
 FLAX_FAMILIES = ("cd", "ct", "edm")  # the CM paper's CIFAR-10 NCSN++ nets
 NETWORK_OPTIONAL = (
     "format", "sha256", "arch", "trust_pickle_code", "sigma_min", "sigma_max", "sigma_data",
-    "time_input", "noise_label_scale", "preconditioning", "precision", "compile", "sigma_init",
+    "time_input", "noise_label_scale", "preconditioning", *RUN_OPTIONS, "sigma_init",
 )
 PD_OPTIONAL = ("prediction",)
 CHECKPOINT_PRECONDITIONINGS = {"edm": (*PRECONDITIONINGS, TRIGFLOW), "cd": ("cm", TRIGFLOW), "ct": ("cm", TRIGFLOW)}
-_SPEC_ONLY = ("checkpoint", "format", "sha256", "arch", "trust_pickle_code", "precision", "compile")
+_SPEC_ONLY = ("checkpoint", "format", "sha256", "arch", "trust_pickle_code", *RUN_OPTIONS)
 
 
 def validate_network_spec(c: Checker, family: str, spec: dict[str, Any], path: str) -> None:
@@ -94,8 +94,7 @@ def validate_network_spec(c: Checker, family: str, spec: dict[str, Any], path: s
         c.choice(spec.get("prediction", "v"), f"{path}.prediction", PREDICTIONS)
     if "time_input" in spec:
         c.choice(spec["time_input"], f"{path}.time_input", TIME_INPUTS)
-    c.choice(spec.get("precision", "fp32"), f"{path}.precision", PRECISIONS)
-    c.boolean(spec.get("compile", False), f"{path}.compile")
+    validate_run_options(c, spec, path)
     for key in ("sigma_data", "noise_label_scale"):
         if key in spec:
             c.number(spec[key], f"{path}.{key}", minimum=0, exclusive=key == "sigma_data")
@@ -193,5 +192,4 @@ def build_network_model(family: str, spec: dict[str, Any], checkpoint_dir: Path,
         raise ValueError(f"checkpoint {spec['checkpoint']}: its model options lack image_shape")
     if family == "ctm" and getattr(net, "s_embedding", True) is False:  # nets without the flag are trusted
         raise ValueError(f"checkpoint {spec['checkpoint']}: a CTM network needs an s embedding (s_embedding: true)")
-    return network_adapter(family, net, options, sha256=sha256, precision=spec.get("precision", "fp32"),
-                           compile=spec.get("compile", False))
+    return network_adapter(family, net, options, sha256=sha256, **run_options(spec))

@@ -8,19 +8,39 @@ returns the caller's dtype. With ``preconditioning: none`` (a user's network tha
 itself) c_in = c_out = 1, c_skip = 0 and the noise labels are σ unless ``time_input`` says otherwise.
 
 ``precision`` runs the network under ``torch.autocast`` (fp16 or bf16; fp32, the default, runs
-it as stored); ``compile`` wraps it in ``torch.compile``. Preconditioning and samplers stay in
-the caller's dtype (float64 in cmbench's samplers) either way.
+it as stored); ``compile`` wraps it in ``torch.compile``; ``channels_last`` stores its weights and
+feeds it images in ``torch.channels_last`` memory format (NHWC, which cuDNN's fast convolutions
+prefer; the values are the same up to the convolution algorithm's float rounding). Preconditioning
+and samplers stay in the caller's dtype (float64 in cmbench's samplers) and layout either way.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
+from ..validate import Checker
 from .base import ModelAdapter, NoiseRange, per_sample
 from .preconditioning import SCALINGS, TimeInput, consistency_scalings
 
 PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+RUN_OPTIONS = ("precision", "compile", "channels_last")
+"""A network model entry's keys that choose how the network runs; a suite's top-level keys of the
+same names set every network model's default."""
+
+
+def run_options(spec: dict[str, Any]) -> dict[str, Any]:
+    """The :data:`RUN_OPTIONS` of a model entry with their defaults (keyword arguments of :class:`NetworkModel`)."""
+    return {"precision": spec.get("precision", "fp32"), "compile": spec.get("compile", False),
+            "channels_last": spec.get("channels_last", False)}
+
+
+def validate_run_options(c: Checker, spec: dict[str, Any], path: str) -> None:
+    c.choice(spec.get("precision", "fp32"), f"{path}.precision", PRECISIONS)
+    for key in ("compile", "channels_last"):
+        c.boolean(spec.get(key, False), f"{path}.{key}")
 
 
 class NetworkModel(ModelAdapter):
@@ -36,6 +56,7 @@ class NetworkModel(ModelAdapter):
         time_input: TimeInput = TimeInput(),
         precision: str = "fp32",
         compile: bool = False,
+        channels_last: bool = False,
     ):
         super().__init__(image_shape, label_dim, noise_range, checkpoint_sha256)
         if precision not in PRECISIONS:
@@ -43,6 +64,9 @@ class NetworkModel(ModelAdapter):
         self.net = net.eval().requires_grad_(False)
         self.time_input = time_input
         self.precision = precision
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        if channels_last:
+            self.net.to(memory_format=torch.channels_last)
         self._forward = torch.compile(self.net) if compile else self.net
 
     def to(self, device):
@@ -56,13 +80,21 @@ class NetworkModel(ModelAdapter):
 
     def _call(self, x_in, sigma, labels, s=None) -> torch.Tensor:
         dtype = self.net_dtype
-        args = (x_in.to(dtype), self.time_input(sigma).to(dtype), labels)
+        args = (self._layout(x_in.to(dtype)), self.time_input(sigma).to(dtype), labels)
         if s is not None:
             args += (self.time_input(s).to(dtype),)
         autocast = PRECISIONS[self.precision]
         with torch.autocast(x_in.device.type, dtype=autocast, enabled=autocast is not None):
             out = self._forward(*args)
-        return _checked_output(out, x_in).to(x_in.dtype)
+        return self._unlayout(_checked_output(out, x_in)).to(x_in.dtype)
+
+    def _layout(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` in the network's memory format (a no-op without ``channels_last``)."""
+        return x.contiguous(memory_format=self.memory_format) if x.ndim == 4 else x
+
+    def _unlayout(self, out: torch.Tensor) -> torch.Tensor:
+        """The network's output back in the samplers' (contiguous) layout."""
+        return out if self.memory_format == torch.contiguous_format else out.contiguous()
 
 
 def _checked_output(out, x: torch.Tensor) -> torch.Tensor:
@@ -166,5 +198,5 @@ class GeneratorModel(NetworkModel):
     def generate(self, z, labels=None):
         autocast = PRECISIONS[self.precision]
         with torch.autocast(z.device.type, dtype=autocast, enabled=autocast is not None):
-            out = self._forward(z.to(self.net_dtype), labels)
-        return _checked_output(out, z).to(z.dtype)
+            out = self._forward(self._layout(z.to(self.net_dtype)), labels)
+        return self._unlayout(_checked_output(out, z)).to(z.dtype)

@@ -84,11 +84,11 @@ class CandidateScorer:
 
     def __init__(self, *, model, sampler, run_options: Callable[[int, tuple], dict], objective: Objective,
                  metric_names: tuple[str, ...], suite, extractor, reference: Callable[[], Any], device: torch.device,
-                 seed_start: int, resamples: int, log: EvaluationLog | None, world: World = SINGLE,
+                 batch_size: int, seed_start: int, resamples: int, log: EvaluationLog | None, world: World = SINGLE,
                  progress: bool | None = None, desc: str = ""):
         self.model, self.sampler, self.run_options, self.objective = model, sampler, run_options, objective
         self.metric_names, self.suite, self.extractor, self.reference = metric_names, suite, extractor, reference
-        self.device, self.seed_start, self.resamples, self.log = device, seed_start, resamples, log
+        self.device, self.batch_size, self.seed_start, self.resamples, self.log = device, batch_size, seed_start, resamples, log
         self.world, self.progress, self.desc = world, progress, desc
         self.layers = tuple(layers_for(metric_names))
         self.features: OrderedDict[tuple, dict[str, np.ndarray]] = OrderedDict()
@@ -119,7 +119,7 @@ class CandidateScorer:
             seeds = range(self.seed_start + have, self.seed_start + samples)
             made = gather_views(self.model, self.sampler, grid, options, seeds,
                                 [(self.suite.quantisation, self.extractor, self.layers)],
-                                batch_size=self.suite.batch_size, device=self.device, progress=self.progress,
+                                batch_size=self.batch_size, device=self.device, progress=self.progress,
                                 desc=f"{self.desc} NFE {nfe} · {samples} samples", world=self.world)
         return self.world.decide(self._scored, sigmas, samples, made, start)
 

@@ -61,6 +61,7 @@ def run_tune_job(
     out: Path,
     *,
     file_hashes: dict[str, str],
+    batch_size: int,
     recompute_changed: bool = False,
     progress: bool | None = None,
     search: bool = True,
@@ -73,7 +74,8 @@ def run_tune_job(
 
     Under torchrun (``world``) every rank walks the same search: each candidate's new seeds are
     shared among the ranks, the main rank scores them and shares the score, and alone reads and
-    writes the files (``reference`` is only called there)."""
+    writes the files (``reference`` is only called there). ``batch_size`` is the suite's, or the
+    one ``batch_size: auto`` chose (the fingerprint holds the suite's, the document the one used)."""
     path = schedule_path(out, job.name)
     fingerprint = job_fingerprint(suite, job, file_hashes)
     document = world.decide(_stored_schedule, path, fingerprint, job.name, recompute_changed, search)
@@ -90,7 +92,8 @@ def run_tune_job(
     def scorer(seed_start: int, what: str) -> CandidateScorer:
         return CandidateScorer(model=model, sampler=sampler, run_options=lambda nfe, s: tuned_options(job.options, nfe, s),
                                objective=job.objective, metric_names=job.metric_names, suite=suite, extractor=extractor,
-                               reference=reference, device=device, seed_start=seed_start, resamples=job.resamples,
+                               reference=reference, device=device, batch_size=batch_size, seed_start=seed_start,
+                               resamples=job.resamples,
                                log=log, world=world, progress=progress, desc=f"{what} {job.name}")
 
     def report(e: Evaluation) -> None:
@@ -115,7 +118,7 @@ def run_tune_job(
                       "schedules": validate(scorer(job.validation_seed_start, "validate"), found, default,
                                             job.objective, job.validation_samples)}
     document = _document(suite, job, model, extractor, space, options, fingerprint, file_hashes, found, trace,
-                         validation, ledger, time.perf_counter() - started)
+                         validation, ledger, time.perf_counter() - started, batch_size)
     if world.main:
         write_schedule(path, document, overwrite=True)  # a stale file was refused above unless recompute_changed
     return world.share(document)
@@ -142,7 +145,7 @@ def tuned_options(options: dict[str, Any], nfe: int, sigmas) -> dict[str, Any]:
 
 
 def _document(suite, job: TuneJob, model, extractor, space, options, fingerprint, file_hashes, found, trace,
-              validation, ledger: Ledger, seconds) -> dict:
+              validation, ledger: Ledger, seconds, batch_size: int) -> dict:
     karras = job.space == "karras_index"
     ladder = job.ladder
     search = {"method": job.method, "refine": job.refine, "space": job.space,
@@ -158,7 +161,7 @@ def _document(suite, job: TuneJob, model, extractor, space, options, fingerprint
         "sampler": job.sampler, "sampler_options": job.options, "search": search,
         "objective": {**job.objective.describe(),
                       "num_samples": job.num_samples, "seed_start": job.seed_start, "max_samples": job.max_samples,
-                      "batch_size": suite.batch_size, "quantisation": suite.quantisation,
+                      "batch_size": batch_size, "quantisation": suite.quantisation,
                       "extractor": extractor.identity, "reference_sha256": file_hashes.get("reference"),
                       "metric_options": dataclasses.asdict(suite.metric_options)},
         "schedules": [{"nfe": s.nfe, "sigmas": list(s.sigmas), "indices": list(s.positions) if karras else None,
