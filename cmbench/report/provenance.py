@@ -38,6 +38,7 @@ METRIC_OPTION_USERS: dict[str, tuple[str, ...]] = {
     "kid_subsets": ("kid",),
     "kid_subset_size": ("kid",),
     "kid_capped": ("kid",),
+    "kid_products": ("kid",),
     "dc_k": ("density_coverage",),
 }
 """Which metrics (names in cmbench.metrics.METRICS) read each MetricOptions field."""
