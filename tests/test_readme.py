@@ -471,7 +471,7 @@ COVERED: dict[str, Cover] = {
     "cmbench run toy --out reports/pr --baseline baseline.json": Cover(CI_SMALL, baseline_reported),
     "cmbench compare reports/pr baseline.json --markdown reports/pr/compare.md": Cover((), compared("reports/pr/compare.md")),
     # Tune time points
-    "cmbench tune toy --model cd --sampler cm_multistep --max-nfe 3 --samples 1000": Cover(("--samples", "64"), schedule_tuned),
+    "cmbench tune toy --model cd --sampler cm_multistep --max-nfe 3 --samples 1000": Cover(("--samples", "64", "--validation-samples", "64"), schedule_tuned),
     # Evaluate your own model or a folder of samples
     "cmbench score samples_50000x64x64x3.npz --reference VIRTUAL_imagenet64_labeled.npz --profile adm": Cover(
         SCORE_SMALL, scored("samples_50000x64x64x3", "adm", "truncate", ("fid", "sfid", "is_mean", "precision", "recall")), adm_files),

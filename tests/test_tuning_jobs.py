@@ -265,7 +265,9 @@ def test_read_schedule_rejects_malformed_files(tmp_path):
 
 
 def test_bundled_toy_tune_suite_reports_tuned_rows_beside_the_karras_rows(tmp_path):
-    toy_tune = load_suite(resolve_suite("toy_tune"))
+    # The shipped suite at a quarter of its sample counts (evaluation, proxy and validation).
+    smaller = ["num_samples=500"] + [f"tune.{model}.num_samples=125" for model in ("cd", "ct", "ctm")]
+    toy_tune = load_suite(resolve_suite("toy_tune"), smaller)
     report = run_suite(toy_tune, tmp_path, device="cpu", progress=False)
     rows = {r["row_id"]: r for r in read_rows(tmp_path / "results.jsonl")}
     for model in ("cd", "ct", "ctm"):
