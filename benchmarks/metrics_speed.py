@@ -4,7 +4,8 @@ the machine's own limit measured in the same run.
 Features are random, shaped like Inception's: ``N`` real and ``N`` generated rows of pool3
 (2048-d, non-negative like post-ReLU activations) and 1008 logits. For each size the tasks run
 in turn, ``--repeats`` times round (interleaved, so a change in the machine's load falls on all
-alike); a task whose first run took over ``--slow`` seconds gets at most two. Per task: min and
+alike; the order is shuffled each round, as a call runs slower right after another library's
+BLAS threads were busy); a task whose first run took over ``--slow`` seconds gets at most two. Per task: min and
 median seconds, the ratio of the medians to the fastest peer's, and the multiple of its FLOP
 bound: the floating-point work of cmbench's algorithm at the matrix-product rate measured at the
 start (float32 for k-NN and KID products, float64 for FID statistics; FID's square root against
@@ -25,23 +26,30 @@ clean-fid are imported without torchvision (:mod:`cmbench.reference_impls`).
 
 from __future__ import annotations
 
-import argparse
 import os
-import statistics
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 
-import numpy as np
-import torch
+# As the command line does (cmbench.threads.prefer_passive_waiting), before torch and numpy load:
+# idle OpenMP threads sleep rather than spin, so one library's idle threads do not slow the next
+# call, of any library.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from cmbench.metrics import MetricOptions, ReferenceStats, compute_metrics
-from cmbench.metrics import fid as cm_fid
-from cmbench.metrics.inception_score import inception_score
-from cmbench.metrics.kid import kernel_inception_distance
-from cmbench.metrics.prdc import density_coverage
-from cmbench.metrics.precision_recall import precision_recall
-from cmbench.reference_impls import import_reference
+import argparse  # noqa: E402
+import random  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from cmbench.metrics import MetricOptions, ReferenceStats, compute_metrics  # noqa: E402
+from cmbench.metrics import fid as cm_fid  # noqa: E402
+from cmbench.metrics.inception_score import inception_score  # noqa: E402
+from cmbench.metrics.kid import kernel_inception_distance  # noqa: E402
+from cmbench.metrics.prdc import density_coverage  # noqa: E402
+from cmbench.metrics.precision_recall import precision_recall  # noqa: E402
+from cmbench.reference_impls import import_reference  # noqa: E402
 
 KID_SUBSETS, KID_SUBSET_SIZE = 100, 1000
 PRDC_MAX_ROWS = 10_000
@@ -214,7 +222,7 @@ def run_size(n: int, dim: int, repeats: int, slow: float, limits: dict[str, floa
     real, fake, logits = features(n, dim)
     tasks = cmbench_tasks(real, fake, logits, limits) + peer_tasks(real, fake, logits)
     for rep in range(repeats):
-        for task in tasks:
+        for task in random.Random(rep).sample(tasks, len(tasks)):  # no task always follows the same one
             if rep >= 2 and task.times and task.times[0] > slow:
                 continue
             start = time.perf_counter()
@@ -249,7 +257,8 @@ def main() -> None:
     parser.add_argument("--slow", type=float, default=100.0, help="a task over this many seconds runs at most twice")
     args = parser.parse_args()
     limits = machine_limits(args.dim)
-    print(f"threads: torch {torch.get_num_threads()}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}; "
+    print(f"threads: torch {torch.get_num_threads()}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, "
+          f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}; "
           f"load average {os.getloadavg()[0]:.2f} at start")
     print(f"measured: float32 products {limits['float32'] / 1e9:.0f} GFLOP/s, float64 {limits['float64'] / 1e9:.0f} GFLOP/s, "
           f"eigh({args.dim}) {limits['eigh']:.2f} s, eigvalsh {limits['eigvalsh']:.2f} s")

@@ -4,10 +4,9 @@ FID = ‖μ₁ − μ₂‖² + tr Σ₁ + tr Σ₂ − 2 tr (Σ₁ Σ₂)^{1/2}
 between Gaussians fitted to two feature sets.
 
 Conventions (facts.md §4): statistics in float64 with the unbiased normaliser N − 1, as
-pytorch-fid, the ADM evaluator and EDM's ``fid.py`` (which streams float64 sums). The mean is
-taken first and the scatter of the deviations from it accumulated by symmetric rank-k updates
-(the two-pass form, no cancellation). The trace of
-the matrix square root is computed one of two ways:
+pytorch-fid, the ADM evaluator and EDM's ``fid.py`` (which streams float64 sums). Mean and
+scatter come from one pass of float64 symmetric rank-k updates about a shift near the mean
+(:func:`_moments`). The trace of the matrix square root is computed one of two ways:
 
 - ``"sqrtm"``: ``scipy.linalg.sqrtm(Σ₁ Σ₂)``; if the result is not finite, retry with 1e-6·I
   added to both covariances; fail if the diagonal's imaginary part exceeds 1e-3; keep the real
@@ -46,21 +45,31 @@ BLOCK_ROWS = 4096
 """Rows per block of the scatter: 64 MiB of float64 at 2048 dimensions, one BLAS call each."""
 
 
-def _mean(x: np.ndarray) -> np.ndarray:
-    return x.mean(axis=0, dtype=np.float64)
+def _moments(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and scatter Σ (x − μ)(x − μ)ᵀ in float64, in one pass over blocks of rows.
 
-
-def _scatter(x: np.ndarray, mean: np.ndarray) -> np.ndarray:
-    """Σ (x − mean)(x − mean)ᵀ in float64: block by block, each block's deviations converted to
-    float64 and added by one symmetric rank-k update (BLAS ``dsyrk``, the upper triangle only,
-    half a general product's work); the triangle is mirrored at the end."""
-    d = x.shape[1]
+    Each block is converted to float64 and shifted by c, the first block's mean, in one buffer;
+    its deviations are summed and added to the scatter about c by one symmetric rank-k update
+    (BLAS ``dsyrk``, the upper triangle only: half a general product's work). Then μ = c + mean(x − c)
+    and the scatter about μ is the scatter about c less N·(μ − c)(μ − c)ᵀ (BLAS ``dsyr``), a
+    correction of the order of the first block's sampling error, so there is no cancellation (the
+    shifted-data algorithm); the triangle is mirrored last."""
+    n, d = x.shape
+    shift = x[:BLOCK_ROWS].mean(axis=0, dtype=np.float64)
+    total = np.zeros(d)
     upper = np.zeros((d, d), order="F")
-    for start in range(0, x.shape[0], BLOCK_ROWS):
-        deviations = x[start : start + BLOCK_ROWS].astype(np.float64) - mean
+    buffer = np.empty((min(n, BLOCK_ROWS), d))
+    for start in range(0, n, BLOCK_ROWS):
+        rows = x[start : start + BLOCK_ROWS]
+        deviations = np.subtract(rows, shift, out=buffer[: len(rows)])
+        total += deviations.sum(axis=0)
         # deviations.T is Fortran-ordered [D, n] without a copy; syrk(a) adds a·aᵀ to the upper triangle.
         upper = scipy.linalg.blas.dsyrk(1.0, deviations.T, beta=1.0, c=upper, overwrite_c=True)
-    return np.triu(upper) + np.triu(upper, 1).T
+    offset = total / n
+    upper = scipy.linalg.blas.dsyr(-float(n), offset, a=upper, overwrite_a=True)
+    scatter = upper + upper.T
+    np.fill_diagonal(scatter, np.diagonal(upper))
+    return shift + offset, scatter
 
 
 def feature_statistics(features: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -69,8 +78,8 @@ def feature_statistics(features: np.ndarray | torch.Tensor) -> tuple[np.ndarray,
     x = _as_matrix(features)
     if x.shape[0] < 2:
         raise ValueError(f"feature statistics need at least 2 rows; got {x.shape[0]}")
-    mu = _mean(x)
-    return mu, _scatter(x, mu) / (x.shape[0] - 1)
+    mu, scatter = _moments(x)
+    return mu, scatter / (x.shape[0] - 1)
 
 
 class StatsAccumulator:
@@ -108,8 +117,7 @@ class StatsAccumulator:
         x = _as_matrix(features)
         if x.shape[0] == 0:
             return self
-        mean = _mean(x)
-        self._combine(x.shape[0], mean, _scatter(x, mean))
+        self._combine(x.shape[0], *_moments(x))
         return self
 
     def merge(self, other: "StatsAccumulator") -> "StatsAccumulator":

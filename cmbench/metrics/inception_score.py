@@ -7,7 +7,7 @@ Conventions (facts.md §4), all named options: by default the N rows are cut int
 contiguous parts with boundaries ``i·N // splits`` and no shuffling, as the original TF code
 (openai/improved-gan) does; the ADM evaluator cuts fixed parts of 5000 rows (``split_size``);
 torch-fidelity permutes the rows first with RandomState(2020) (``shuffle_seed``). Logits are the Inception's bias-free 1008-way fc (layer ``logits``); softmax is
-taken in float64.
+taken in float64 (torch's log-softmax, on the CPU).
 """
 
 from __future__ import annotations
@@ -16,19 +16,16 @@ import numpy as np
 import torch
 
 
-def _log_softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-
-
-def _split_score(log_p: np.ndarray) -> float:
-    p = np.exp(log_p)
-    p_y = p.mean(axis=0)
-    # p·(log p − log p(y)) is taken as 0 where p underflows to 0 (so wherever p(y) is 0).
-    log_p_y = np.log(np.where(p_y > 0, p_y, 1.0))
-    with np.errstate(invalid="ignore"):
-        terms = np.where(p > 0, p * (log_p - log_p_y), 0.0)
-    return float(np.exp(terms.sum(axis=1).mean()))
+def _split_score(logits: torch.Tensor) -> float:
+    """exp of the split's mean KL(p(y|x) ‖ p(y)): Σ_c p log p − p · log p(y) per row (the second
+    sum a matrix product), in float64, a split at a time so that no temporary outgrows the split;
+    a p that underflows to 0 contributes 0 to both sums."""
+    log_p = torch.log_softmax(logits.to(torch.float64), dim=1)
+    p = log_p.exp()
+    p_y = p.mean(dim=0)
+    cross = p @ torch.where(p_y > 0, p_y, 1.0).log()  # p(y) = 0 only where every p is 0
+    neg_entropy = p.mul_(log_p.clamp_(min=torch.finfo(torch.float64).min)).sum(dim=1)  # 0·log 0 = 0
+    return float((neg_entropy - cross).mean().exp())
 
 
 def inception_score(
@@ -45,9 +42,7 @@ def inception_score(
     5000). ``shuffle_seed`` first permutes the rows with ``RandomState(shuffle_seed)``, as
     torch-fidelity does (2020).
     """
-    if isinstance(logits, torch.Tensor):
-        logits = logits.detach().cpu().numpy()
-    x = np.asarray(logits, dtype=np.float64)
+    x = logits.detach().cpu() if isinstance(logits, torch.Tensor) else torch.from_numpy(np.asarray(logits))
     if x.ndim != 2:
         raise ValueError(f"logits must be a 2-D array [N, classes]; got shape {x.shape}")
     n = x.shape[0]
@@ -62,7 +57,6 @@ def inception_score(
             raise ValueError(f"split_size must be a positive integer; got {split_size!r}")
         bounds = [(i, min(i + split_size, n)) for i in range(0, n, split_size)]
     if shuffle_seed is not None:
-        x = x[np.random.RandomState(shuffle_seed).permutation(n)]
-    log_p = _log_softmax(x)
-    scores = [_split_score(log_p[a:b]) for a, b in bounds]
+        x = x[torch.from_numpy(np.random.RandomState(shuffle_seed).permutation(n))]
+    scores = [_split_score(x[a:b]) for a, b in bounds]
     return float(np.mean(scores)), float(np.std(scores))

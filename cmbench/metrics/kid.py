@@ -75,18 +75,17 @@ def _check_options(subsets: int, subset_size: int, degree: int, gamma: float | N
         raise ValueError(f"KID products must be one of {', '.join(PRODUCTS)}; got {products!r}")
 
 
-def _gram_upper(z: torch.Tensor, gamma: float) -> torch.Tensor | np.ndarray:
-    """γ·Z Zᵀ with its strict lower triangle zero (C-contiguous), in Z's dtype: a numpy array on
-    the CPU (BLAS ``syrk``), a tensor on Z's device elsewhere."""
-    if z.device.type != "cpu":
+def _gram_upper(z: torch.Tensor | np.ndarray, gamma: float) -> torch.Tensor | np.ndarray:
+    """γ·Z Zᵀ with its strict lower triangle zero (C-contiguous), in Z's dtype: from BLAS ``syrk``
+    for a numpy array (the CPU), from a matrix product on Z's device for a tensor."""
+    if isinstance(z, torch.Tensor):
         return torch.triu(z @ z.T).mul_(gamma)
-    a = z.numpy()
-    syrk = scipy.linalg.blas.ssyrk if a.dtype == np.float32 else scipy.linalg.blas.dsyrk
-    # a.T is Fortran-ordered [D, 2m] without a copy; trans=1 gives its transpose times itself, Z Zᵀ,
+    syrk = scipy.linalg.blas.ssyrk if z.dtype == np.float32 else scipy.linalg.blas.dsyrk
+    # z.T is Fortran-ordered [D, 2m] without a copy; trans=1 gives its transpose times itself, Z Zᵀ,
     # whose lower triangle (Fortran order; the rest stays the zeros given) read transposed is the
     # upper one in C order.
-    lower = np.zeros((len(a), len(a)), dtype=a.dtype, order="F")
-    return syrk(gamma, a.T, trans=1, lower=1, c=lower, overwrite_c=True).T
+    lower = np.zeros((len(z), len(z)), dtype=z.dtype, order="F")
+    return syrk(gamma, z.T, trans=1, lower=1, c=lower, overwrite_c=True).T
 
 
 def _kernel_sums(upper: torch.Tensor | np.ndarray, m: int, degree: int, coef0: float) -> tuple[float, float, float, float]:
@@ -164,13 +163,18 @@ def kernel_inception_distance(
             f"{min(n_real, n_fake)} (lower it or use more samples / reference features)"
         )
     dev = torch.device(device or "cpu")
-    x_real, x_fake = x_real.to(dev), x_fake.to(dev)
+    if dev.type == "cpu":  # numpy and BLAS only: no torch threads waiting between the calls
+        x_real, x_fake = x_real.numpy(), x_fake.numpy()
+        stack = lambda generated, reals: np.concatenate([x_fake[generated], x_real[reals]])  # noqa: E731
+    else:
+        x_real, x_fake = x_real.to(dev), x_fake.to(dev)
+        stack = lambda generated, reals: torch.cat([x_fake[torch.from_numpy(generated).to(dev)],  # noqa: E731
+                                                    x_real[torch.from_numpy(reals).to(dev)]])
     gamma = 1.0 / x_real.shape[1] if gamma is None else gamma
     rng = np.random.RandomState(seed)
     mmds = np.zeros(subsets)
     for i in range(subsets):
-        generated = torch.from_numpy(rng.choice(n_fake, subset_size, replace=False)).to(dev)
-        reals = torch.from_numpy(rng.choice(n_real, subset_size, replace=False)).to(dev)
-        stack = torch.cat([x_fake[generated], x_real[reals]])
-        mmds[i] = _mmd2_of_stack(_gram_upper(stack, gamma), subset_size, degree, coef0)
+        generated = rng.choice(n_fake, subset_size, replace=False)
+        reals = rng.choice(n_real, subset_size, replace=False)
+        mmds[i] = _mmd2_of_stack(_gram_upper(stack(generated, reals), gamma), subset_size, degree, coef0)
     return float(np.mean(mmds)), float(np.std(mmds))
