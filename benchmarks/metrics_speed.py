@@ -22,6 +22,7 @@ clean-fid are imported without torchvision (:mod:`cmbench.reference_impls`).
     python benchmarks/metrics_speed.py                        # 10k and 50k, 3 repetitions
     python benchmarks/metrics_speed.py --sizes 10000 --repeats 5
     python benchmarks/metrics_speed.py --sizes 2000 --repeats 2 --dim 256   # a quick look
+    python benchmarks/metrics_speed.py --only KID                          # one metric
 """
 
 from __future__ import annotations
@@ -218,9 +219,10 @@ def _shown(value) -> str:
     return ", ".join(f"{x:.6g}" for x in numbers[:4]) if numbers else "(statistics)"
 
 
-def run_size(n: int, dim: int, repeats: int, slow: float, limits: dict[str, float]) -> None:
+def run_size(n: int, dim: int, repeats: int, slow: float, limits: dict[str, float], only: str | None = None) -> None:
     real, fake, logits = features(n, dim)
     tasks = cmbench_tasks(real, fake, logits, limits) + peer_tasks(real, fake, logits)
+    tasks = [t for t in tasks if only is None or t.metric.startswith(only)]
     for rep in range(repeats):
         for task in random.Random(rep).sample(tasks, len(tasks)):  # no task always follows the same one
             if rep >= 2 and task.times and task.times[0] > slow:
@@ -244,7 +246,10 @@ def run_size(n: int, dim: int, repeats: int, slow: float, limits: dict[str, floa
             print(f"{metric:<44} {t.who:<48} {len(t.times):>4} {min(t.times):>8.3f} {median:>9.3f} {ratio:>14} {bound:>8}  "
                   f"{_shown(t.value)}{f' ({difference})' if difference else ''}")
     three = 3 * 2.0 * n * n * dim / limits["float32"]
-    pr = statistics.median(next(t for t in tasks if t.metric.startswith("precision/recall (k") and t.who == "cmbench").times)
+    pr_tasks = [t for t in tasks if t.metric.startswith("precision/recall (k") and t.who == "cmbench"]
+    if not pr_tasks:
+        return
+    pr = statistics.median(pr_tasks[0].times)
     print(f"precision/recall: {pr:.1f} s = {pr / three:.2f} × the time of three {n:,} × {n:,} × {dim} float32 products "
           f"({three:.1f} s at the measured rate)")
 
@@ -255,6 +260,7 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=2048)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--slow", type=float, default=100.0, help="a task over this many seconds runs at most twice")
+    parser.add_argument("--only", help="the metrics whose name starts with this, e.g. KID")
     args = parser.parse_args()
     limits = machine_limits(args.dim)
     print(f"threads: torch {torch.get_num_threads()}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, "
@@ -263,7 +269,7 @@ def main() -> None:
     print(f"measured: float32 products {limits['float32'] / 1e9:.0f} GFLOP/s, float64 {limits['float64'] / 1e9:.0f} GFLOP/s, "
           f"eigh({args.dim}) {limits['eigh']:.2f} s, eigvalsh {limits['eigvalsh']:.2f} s")
     for n in args.sizes:
-        run_size(n, args.dim, args.repeats, args.slow, limits)
+        run_size(n, args.dim, args.repeats, args.slow, limits, args.only)
     print(f"\nload average {os.getloadavg()[0]:.2f} at the end")
 
 

@@ -75,16 +75,19 @@ def _check_options(subsets: int, subset_size: int, degree: int, gamma: float | N
         raise ValueError(f"KID products must be one of {', '.join(PRODUCTS)}; got {products!r}")
 
 
-def _gram_upper(z: torch.Tensor | np.ndarray, gamma: float) -> torch.Tensor | np.ndarray:
+def _gram_upper(z: torch.Tensor | np.ndarray, gamma: float, out: np.ndarray | None = None) -> torch.Tensor | np.ndarray:
     """γ·Z Zᵀ with its strict lower triangle zero (C-contiguous), in Z's dtype: from BLAS ``syrk``
-    for a numpy array (the CPU), from a matrix product on Z's device for a tensor."""
+    for a numpy array (the CPU), from a matrix product on Z's device for a tensor.
+
+    ``out`` (CPU): a Fortran-ordered zero matrix of the right size and dtype, or one this function
+    returned before: ``syrk`` writes only its lower triangle, so the rest stays zero and the next
+    subset reuses it without allocating or clearing."""
     if isinstance(z, torch.Tensor):
         return torch.triu(z @ z.T).mul_(gamma)
     syrk = scipy.linalg.blas.ssyrk if z.dtype == np.float32 else scipy.linalg.blas.dsyrk
+    lower = np.zeros((len(z), len(z)), dtype=z.dtype, order="F") if out is None else out.T
     # z.T is Fortran-ordered [D, 2m] without a copy; trans=1 gives its transpose times itself, Z Zᵀ,
-    # whose lower triangle (Fortran order; the rest stays the zeros given) read transposed is the
-    # upper one in C order.
-    lower = np.zeros((len(z), len(z)), dtype=z.dtype, order="F")
+    # whose lower triangle (Fortran order) read transposed is the upper one in C order.
     return syrk(gamma, z.T, trans=1, lower=1, c=lower, overwrite_c=True).T
 
 
@@ -173,8 +176,10 @@ def kernel_inception_distance(
     gamma = 1.0 / x_real.shape[1] if gamma is None else gamma
     rng = np.random.RandomState(seed)
     mmds = np.zeros(subsets)
+    gram = None
     for i in range(subsets):
         generated = rng.choice(n_fake, subset_size, replace=False)
         reals = rng.choice(n_real, subset_size, replace=False)
-        mmds[i] = _mmd2_of_stack(_gram_upper(stack(generated, reals), gamma), subset_size, degree, coef0)
+        gram = _gram_upper(stack(generated, reals), gamma, out=gram if dev.type == "cpu" else None)
+        mmds[i] = _mmd2_of_stack(gram, subset_size, degree, coef0)
     return float(np.mean(mmds)), float(np.std(mmds))
