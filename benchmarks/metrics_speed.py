@@ -22,7 +22,7 @@ clean-fid are imported without torchvision (:mod:`cmbench.reference_impls`).
     python benchmarks/metrics_speed.py                        # 10k and 50k, 3 repetitions
     python benchmarks/metrics_speed.py --sizes 10000 --repeats 5
     python benchmarks/metrics_speed.py --sizes 2000 --repeats 2 --dim 256   # a quick look
-    python benchmarks/metrics_speed.py --only KID                          # one metric
+    python benchmarks/metrics_speed.py --only KID FID                      # some metrics
 """
 
 from __future__ import annotations
@@ -150,7 +150,8 @@ def peer_tasks(real, fake, logits) -> list[Task]:
     kid_options = {"kid_subsets": KID_SUBSETS, "kid_subset_size": KID_SUBSET_SIZE, "kid_kernel": "poly",
                    "kid_kernel_poly_degree": 3, "kid_kernel_poly_gamma": None, "kid_kernel_poly_coef0": 1,
                    "rng_seed": 2020, "verbose": False}
-    prc_options = {"prc_neighborhood": 3, "prc_batch_size": 10000, "save_cpu_ram": False, "verbose": False}
+    # save_cpu_ram: without it torch-fidelity holds the whole N × N distance matrix (10 GB at 50k).
+    prc_options = {"prc_neighborhood": 3, "prc_batch_size": 10000, "save_cpu_ram": n > PRDC_MAX_ROWS, "verbose": False}
 
     def clean_fid_kid():
         np.random.seed(0)
@@ -219,10 +220,10 @@ def _shown(value) -> str:
     return ", ".join(f"{x:.6g}" for x in numbers[:4]) if numbers else "(statistics)"
 
 
-def run_size(n: int, dim: int, repeats: int, slow: float, limits: dict[str, float], only: str | None = None) -> None:
+def run_size(n: int, dim: int, repeats: int, slow: float, limits: dict[str, float], only: list[str] | None = None) -> None:
     real, fake, logits = features(n, dim)
     tasks = cmbench_tasks(real, fake, logits, limits) + peer_tasks(real, fake, logits)
-    tasks = [t for t in tasks if only is None or t.metric.startswith(only)]
+    tasks = [t for t in tasks if only is None or t.metric.startswith(tuple(only))]
     for rep in range(repeats):
         for task in random.Random(rep).sample(tasks, len(tasks)):  # no task always follows the same one
             if rep >= 2 and task.times and task.times[0] > slow:
@@ -260,7 +261,7 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=2048)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--slow", type=float, default=100.0, help="a task over this many seconds runs at most twice")
-    parser.add_argument("--only", help="the metrics whose name starts with this, e.g. KID")
+    parser.add_argument("--only", nargs="+", help="the metrics whose names start with these, e.g. KID FID")
     args = parser.parse_args()
     limits = machine_limits(args.dim)
     print(f"threads: torch {torch.get_num_threads()}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, "
