@@ -8,7 +8,7 @@ parameters, random weights) as a consistency model (``cm_multistep``) or a diffu
 CPU. Every combination of
 
 - overlap on (the pipeline's one batch ahead) or off (each batch waited for before the next is
-  sampled: ``cmbench.generate._one_ahead`` replaced by a step-by-step loop for the run),
+  sampled: ``cmbench.generate.one_ahead`` replaced by a step-by-step loop for the run),
 - precision fp32 / bf16 (the network's autocast; the extractor stays float32),
 - channels_last off / on,
 - compile off / on (``torch.compile``; skipped on the CPU, and skipped with its error where it fails),
@@ -91,13 +91,13 @@ class CallTimer:
 @contextlib.contextmanager
 def overlap(on: bool):
     """The pipeline as it is (one batch ahead), or with each batch handed on as soon as it is launched."""
-    original = generate._one_ahead
+    original = generate.one_ahead
     if not on:
-        generate._one_ahead = lambda batches, launch: (launch(batch) for batch in batches)
+        generate.one_ahead = lambda batches, launch: (launch(batch) for batch in batches)
     try:
         yield
     finally:
-        generate._one_ahead = original
+        generate.one_ahead = original
 
 
 def random_network(quick: bool, device: torch.device) -> tuple[torch.nn.Module, dict]:

@@ -17,8 +17,7 @@ measured with CUDA events, not by waiting. On the CPU the same code runs; the co
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,11 +28,11 @@ from .console import progress_bar
 from .distributed import SINGLE, World
 from .features import FeatureExtractor
 from .finite import check_features, check_finite_rows, finite_by_row, first_non_finite, non_finite_parameters
-from .images import to_uint8
 from .metrics import MetricOptions, ReferenceStats, compute_metrics, layers_for
 from .metrics.bootstrap import bootstrap_standard_errors
 from .models import ModelAdapter
 from .samplers import Sampler
+from .pipeline import Clock, Launcher, extraction_passes, one_ahead
 from .seeds import SampleNoise, to_device
 
 
@@ -101,14 +100,14 @@ class SampledBatches:
         self.batches = [seeds[i : i + batch_size] for i in range(0, len(seeds), batch_size)]
         self.device, self.desc = device, desc
         self.nfe: int | None = None
-        self._clocks: list[_Clock] = []
+        self._clocks: list[Clock] = []
 
     def __len__(self) -> int:
         return len(self.batches)
 
     def __iter__(self) -> Iterator[ImageBatch]:
         for seeds in self.batches:
-            clock = _Clock(self.device)
+            clock = Clock(self.device)
             with torch.no_grad():
                 images, labels, nfe = sample_batch(self.model, self.sampler, self.sigmas, self.options, seeds,
                                                    self.device)
@@ -128,33 +127,6 @@ class SampledBatches:
     def seconds(self) -> float:
         """Seconds spent in the sampler so far (on a GPU, waits for the batches sampled)."""
         return sum(clock.seconds() for clock in self._clocks)
-
-
-class _Clock:
-    """Seconds from its creation to :meth:`stop`: on a GPU between two CUDA events on the device's
-    stream (read without waiting until :meth:`seconds`), on the CPU by the wall clock."""
-
-    def __init__(self, device: torch.device):
-        self.cuda = device.type == "cuda"
-        if self.cuda:
-            self.stream = torch.cuda.current_stream(device)
-            self.start, self.end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            self.start.record(self.stream)
-        else:
-            self.start = time.perf_counter()
-
-    def stop(self) -> "_Clock":
-        if self.cuda:
-            self.end.record(self.stream)
-        else:
-            self.end = time.perf_counter()
-        return self
-
-    def seconds(self) -> float:
-        if not self.cuda:
-            return self.end - self.start
-        self.end.synchronize()
-        return self.start.elapsed_time(self.end) / 1000.0
 
 
 class StoredBatches:
@@ -222,11 +194,11 @@ def generate_views(
     """
     stream = image_batches(model, sampler, sigmas, options, seeds, batch_size=batch_size, device=device, desc=desc,
                            first=first)
-    passes = _extraction_passes(views)
+    passes = extraction_passes(views)
     chunks = {key: {layer: [] for layer in layers} for key, (_, layers) in passes.items()}
     kept: list[torch.Tensor] = []
-    launch = _Launcher(passes, views[0][0], keep_images, save is not None, device)
-    for done in _one_ahead(progress_bar(stream, progress=progress, desc=desc, unit="batch", leave=False), launch):
+    launch = Launcher(passes, views[0][0], keep_images, save is not None, device)
+    for done in one_ahead(progress_bar(stream, progress=progress, desc=desc, unit="batch", leave=False), launch):
         done.arrival.wait()
         stream.check(done.seeds, done.finite)
         for key, (extractor, layers) in passes.items():
@@ -243,106 +215,15 @@ def generate_views(
     return features, grid, stream.nfe, stream.seconds
 
 
-Pass = tuple[FeatureExtractor, list[str]]
-
-
-def _extraction_passes(views: list[tuple[str, FeatureExtractor, tuple[str, ...]]]) -> dict[tuple[str, int], Pass]:
-    """One extraction per (quantisation, extractor) of the views, of the union of their layers
-    (those with any), keyed by the quantisation and the extractor's id."""
-    passes: dict[tuple[str, int], tuple[FeatureExtractor, set[str]]] = {}
-    for quantisation, extractor, layers in views:
-        passes.setdefault((quantisation, id(extractor)), (extractor, set()))[1].update(layers)
-    return {key: (extractor, sorted(layers)) for key, (extractor, layers) in passes.items() if layers}
-
-
-@dataclass(frozen=True)
-class _InFlight:
-    """A batch whose quantisation and extraction are queued on the device, with the host copies of
-    its labels, finite flags, features (by pass) and kept uint8 images; they hold their values
-    once :attr:`arrival` has been waited for. Labels and images are None when not kept."""
-
-    seeds: Sequence[int]
-    labels: torch.Tensor | None
-    finite: torch.Tensor | None
-    features: dict[tuple[str, int], dict[str, torch.Tensor]]
-    images: torch.Tensor | None
-    arrival: "_Arrival"
-
-
-class _Launcher:
-    """Queues each batch's quantisations and extractions and their copies to the host; keeps the
-    uint8 images under ``quantisation`` (with the labels) of every batch when ``save``, else of
-    those among the first ``keep_images``."""
-
-    def __init__(self, passes: dict[tuple[str, int], Pass], quantisation: str, keep_images: int, save: bool,
-                 device: torch.device):
-        self.passes, self.quantisation, self.keep_images, self.save = passes, quantisation, keep_images, save
-        self.device = device
-        self.launched = 0  # images launched so far
-
-    def __call__(self, batch: ImageBatch) -> _InFlight:
-        quantised: dict[str, torch.Tensor] = {}
-
-        def uint8(quantisation: str) -> torch.Tensor:
-            if quantisation not in quantised:
-                quantised[quantisation] = to_uint8(batch.images, quantisation)
-            return quantised[quantisation]
-
-        with torch.no_grad():
-            features = {key: extractor.extract_on_device(uint8(key[0]), layers)
-                        for key, (extractor, layers) in self.passes.items()}
-        keep = self.save or self.launched < self.keep_images
-        self.launched += len(batch.seeds)
-        return _InFlight(
-            batch.seeds, _to_host(batch.labels) if keep else None, _to_host(batch.finite),
-            {key: {layer: _to_host(values.float()) for layer, values in found.items()} for key, found in features.items()},
-            _to_host(uint8(self.quantisation)) if keep else None, _Arrival(self.device),
-        )
-
-
-def _to_host(values: torch.Tensor | None) -> torch.Tensor | None:
-    """A host copy of device ``values``, started without waiting (into pinned memory); a CPU
-    tensor itself."""
-    return None if values is None else values.to("cpu", non_blocking=True)
-
-
-class _Arrival:
-    """On a GPU, the point in the device's stream after the copies queued so far: :meth:`wait`
-    returns once they have arrived. On the CPU there is nothing to wait for."""
-
-    def __init__(self, device: torch.device):
-        self.event = None
-        if device.type == "cuda":
-            self.event = torch.cuda.Event()
-            self.event.record(torch.cuda.current_stream(device))
-
-    def wait(self) -> None:
-        if self.event is not None:
-            self.event.synchronize()
-
-
-def _one_ahead(batches: Iterable[ImageBatch], launch: Callable[[ImageBatch], _InFlight]) -> Iterator[_InFlight]:
-    """Each batch launched, handed on only once the next batch is launched behind it (the last at
-    the end): the device always has the next batch queued while the host waits for one."""
-    waiting = None
-    for batch in batches:
-        launched = launch(batch)
-        if waiting is not None:
-            yield waiting
-        waiting = launched
-    if waiting is not None:
-        yield waiting
-
-
 def batch_probe(model: ModelAdapter, sampler: Sampler, sigmas: torch.Tensor, options: Mapping[str, Any],
                 views: list[tuple[str, FeatureExtractor, tuple[str, ...]]], device: torch.device) -> Callable[[int], None]:
     """``probe(size)``: one batch of ``size`` images sampled, quantised and extracted as
     :func:`generate_views` does, then dropped; ``batch_size: auto`` measures its memory
     (:mod:`cmbench.batch_size`)."""
-    passes = _extraction_passes(views)
+    passes = extraction_passes(views)
 
     def probe(size: int) -> None:
-        launch = _Launcher(passes, views[0][0], 0, False, device)
+        launch = Launcher(passes, views[0][0], 0, False, device)
         for batch in SampledBatches(model, sampler, sigmas, options, range(size), batch_size=size, device=device):
             launch(batch).arrival.wait()
 
