@@ -75,6 +75,29 @@ def test_eigh_and_sqrtm_agree_rank_deficient():
     assert a == pytest.approx(b, rel=1e-6)
 
 
+def _symmetric_root_trace(sigma1, sigma2):
+    """tr (Σ₁ Σ₂)^{1/2} the textbook way: the eigenvalues of Σ₁^{1/2} Σ₂ Σ₁^{1/2}, Σ₁^{1/2} from eigh."""
+    w, v = np.linalg.eigh(sigma1)
+    root = (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
+    m = root @ sigma2 @ root
+    return float(np.sqrt(np.clip(np.linalg.eigvalsh((m + m.T) / 2), 0.0, None)).sum())
+
+
+@pytest.mark.parametrize("rows", [40, 2000])
+def test_eigh_takes_the_cholesky_factor_and_falls_back_to_the_symmetric_root_when_singular(rows):
+    # 40 rows in 64-d: Σ₁ is singular and Cholesky fails; 2000 rows: positive definite.
+    rng = np.random.default_rng(6)
+    _, s1 = feature_statistics(rng.standard_normal((rows, 64)) * rng.uniform(0.2, 3, 64))
+    _, s2 = feature_statistics(rng.standard_normal((500, 64)) + 0.3)
+    factor, triangular = fid_module._square_root_factor(s1)
+    assert triangular == (rows > 64)
+    np.testing.assert_allclose(factor @ factor.T, s1, atol=1e-12 * np.abs(s1).max())
+    # Singular: the zero eigenvalues come out as ±round-off, whose square roots (≈1e-8 each) differ
+    # between any two decompositions.
+    rel = 1e-10 if triangular else 1e-7
+    assert fid_module._trace_sqrt_eigh(s1, s2) == pytest.approx(_symmetric_root_trace(s1, s2), rel=rel)
+
+
 def test_covariance_uses_unbiased_normaliser():
     x = np.random.default_rng(5).standard_normal((50, 7))
     mu, sigma = feature_statistics(x)

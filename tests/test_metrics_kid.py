@@ -72,6 +72,25 @@ def test_matches_explicit_reference(kwargs):
     np.testing.assert_allclose(got, expected, rtol=1e-6)
 
 
+def test_subsets_spanning_several_strips_match_the_reference_and_the_device_path():
+    # 150 rows per set: the kernel sums run over strips of ROWS_PER_STRIP rows (three, the last
+    # partial), each less the zeros below its diagonal; the torch path (a GPU's) sums whole blocks.
+    from cmbench.metrics.kid import ROWS_PER_STRIP, _mmd2_torch
+
+    m = 150
+    assert m > 2 * ROWS_PER_STRIP and m % ROWS_PER_STRIP
+    rng = np.random.default_rng(3)
+    real = np.abs(rng.standard_normal((200, 6)))
+    fake = np.abs(rng.standard_normal((180, 6))) * 1.1
+    expected = _reference_kid(real, fake, subsets=2, m=m)
+    got = kernel_inception_distance(real, fake, subsets=2, subset_size=m, products="float64")
+    np.testing.assert_allclose(got, expected, rtol=1e-12)
+    draws = np.random.RandomState(2020)
+    z = torch.from_numpy(np.concatenate([fake[draws.choice(180, m, replace=False)], real[draws.choice(200, m, replace=False)]]))
+    first = _mmd2_torch(z, 1 / 6, m, 3, 1.0)
+    assert first == pytest.approx(kernel_inception_distance(real, fake, subsets=1, subset_size=m, products="float64")[0], rel=1e-12)
+
+
 def test_sampling_order_is_generated_first():
     # Swapping the roles changes which RandomState draws pick which set, hence the value.
     rng = np.random.default_rng(1)

@@ -12,8 +12,9 @@ scatter come from one pass of float64 symmetric rank-k updates about a shift nea
   added to both covariances; fail if the diagonal's imaginary part exceeds 1e-3; keep the real
   part. This is the pytorch-fid / ADM evaluator convention.
 - ``"eigh"``: tr (Σ₁ Σ₂)^{1/2} = Σᵢ √λᵢ with λᵢ the eigenvalues of the symmetric PSD matrix
-  Σ₁^{1/2} Σ₂ Σ₁^{1/2} (similar to Σ₁ Σ₂); Σ₁^{1/2} from ``eigh``, negative eigenvalues
-  (round-off) clamped to 0. Deterministic, real, and robust to singular covariances.
+  Rᵀ Σ₂ R (similar to Σ₁ Σ₂), R Rᵀ = Σ₁ the Cholesky factor, or where Σ₁ is singular its
+  symmetric square root from ``eigh``; negative eigenvalues (round-off) clamped to 0.
+  Deterministic, real, and robust to singular covariances.
 
 Non-finite statistics (features of a model that produced NaN or inf) are refused by name rather
 than turned into a number or into LAPACK's "Eigenvalues did not converge".
@@ -43,33 +44,50 @@ def _as_matrix(features: np.ndarray | torch.Tensor) -> np.ndarray:
 
 BLOCK_ROWS = 4096
 """Rows per block of the scatter: 64 MiB of float64 at 2048 dimensions, one BLAS call each."""
+MIRROR_TILE = 64
+"""Side of the square tiles in which a triangle is mirrored (a transposed tile stays in cache)."""
+
+
+def _mirror_lower(lower: np.ndarray) -> np.ndarray:
+    """Fill the strict upper triangle of a C-ordered square matrix from its lower one, in place,
+    a tile at a time (a whole-matrix transpose strides through memory and is ten times slower)."""
+    d = len(lower)
+    strict = np.triu_indices(MIRROR_TILE, 1)
+    for i in range(0, d, MIRROR_TILE):
+        diagonal = lower[i : i + MIRROR_TILE, i : i + MIRROR_TILE]
+        above = strict if len(diagonal) == MIRROR_TILE else np.triu_indices(len(diagonal), 1)
+        diagonal[above] = diagonal.T[above]
+        for j in range(i + MIRROR_TILE, d, MIRROR_TILE):
+            lower[i : i + MIRROR_TILE, j : j + MIRROR_TILE] = lower[j : j + MIRROR_TILE, i : i + MIRROR_TILE].T
+    return lower
 
 
 def _moments(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean and scatter Σ (x − μ)(x − μ)ᵀ in float64, in one pass over blocks of rows.
 
     Each block is converted to float64 and shifted by c, the first block's mean, in one buffer;
-    its deviations are summed and added to the scatter about c by one symmetric rank-k update
-    (BLAS ``dsyrk``, the upper triangle only: half a general product's work). Then μ = c + mean(x − c)
-    and the scatter about μ is the scatter about c less N·(μ − c)(μ − c)ᵀ (BLAS ``dsyr``), a
-    correction of the order of the first block's sampling error, so there is no cancellation (the
-    shifted-data algorithm); the triangle is mirrored last."""
+    its deviations are summed (a matrix-vector product) and added to the scatter about c by one
+    symmetric rank-k update (BLAS ``dsyrk``, one triangle only: half a general product's work).
+    Then μ = c + mean(x − c) and the scatter about μ is the scatter about c less
+    N·(μ − c)(μ − c)ᵀ (BLAS ``dsyr``), a correction of the order of the first block's sampling
+    error, so there is no cancellation (the shifted-data algorithm); the triangle is mirrored last."""
     n, d = x.shape
     shift = x[:BLOCK_ROWS].mean(axis=0, dtype=np.float64)
     total = np.zeros(d)
     upper = np.zeros((d, d), order="F")
     buffer = np.empty((min(n, BLOCK_ROWS), d))
+    ones = np.ones(len(buffer))
     for start in range(0, n, BLOCK_ROWS):
         rows = x[start : start + BLOCK_ROWS]
         deviations = np.subtract(rows, shift, out=buffer[: len(rows)])
-        total += deviations.sum(axis=0)
+        # Scipy's BLAS, as syrk's: numpy's bundles its own, whose idle threads would spin against it.
+        total += scipy.linalg.blas.dgemv(1.0, deviations.T, ones[: len(rows)])
         # deviations.T is Fortran-ordered [D, n] without a copy; syrk(a) adds a·aᵀ to the upper triangle.
         upper = scipy.linalg.blas.dsyrk(1.0, deviations.T, beta=1.0, c=upper, overwrite_c=True)
     offset = total / n
     upper = scipy.linalg.blas.dsyr(-float(n), offset, a=upper, overwrite_a=True)
-    scatter = upper + upper.T
-    np.fill_diagonal(scatter, np.diagonal(upper))
-    return shift + offset, scatter
+    # The upper triangle in Fortran order is the lower one of its C-ordered transpose.
+    return shift + offset, _mirror_lower(upper.T)
 
 
 def feature_statistics(features: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -79,7 +97,8 @@ def feature_statistics(features: np.ndarray | torch.Tensor) -> tuple[np.ndarray,
     if x.shape[0] < 2:
         raise ValueError(f"feature statistics need at least 2 rows; got {x.shape[0]}")
     mu, scatter = _moments(x)
-    return mu, scatter / (x.shape[0] - 1)
+    scatter /= x.shape[0] - 1  # in place: the scatter is this call's own
+    return mu, scatter
 
 
 class StatsAccumulator:
@@ -167,13 +186,30 @@ def _check_finite(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: 
                              "it is defined for finite means and covariances only")
 
 
+def _square_root_factor(sigma: np.ndarray) -> tuple[np.ndarray, bool]:
+    """A matrix R with R Rᵀ = Σ, and whether it is lower triangular: the Cholesky factor (a
+    tenth of an eigen-decomposition's work), or where Σ is singular or not quite positive
+    definite (fewer samples than dimensions, round-off) its symmetric square root from ``eigh``,
+    negative eigenvalues clamped to 0."""
+    try:
+        return scipy.linalg.cholesky(sigma, lower=True, check_finite=False), True
+    except np.linalg.LinAlgError:
+        w, v = scipy.linalg.eigh((sigma + sigma.T) / 2, check_finite=False)
+        return (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T, False
+
+
 def _trace_sqrt_eigh(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
-    s1 = (sigma1 + sigma1.T) / 2
-    s2 = (sigma2 + sigma2.T) / 2
-    w, v = np.linalg.eigh(s1)
-    root1 = (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
-    m = root1 @ s2 @ root1
-    lam = np.linalg.eigvalsh((m + m.T) / 2)
+    """Σᵢ √λᵢ over the eigenvalues of the symmetric PSD matrix Rᵀ Σ₂ R, R Rᵀ = Σ₁, which is
+    similar to Σ₁ Σ₂ (R⁻¹ Σ₁ Σ₂ R); negative eigenvalues (round-off) count as 0. Scipy's BLAS and
+    LAPACK throughout: numpy bundles another BLAS, whose idle threads would spin against them."""
+    factor, triangular = _square_root_factor(sigma1)
+    if triangular:  # Rᵀ (Σ₂ R) by two triangular products, half a general product's work each
+        right = scipy.linalg.blas.dtrmm(1.0, factor, sigma2, side=1, lower=1)
+        m = scipy.linalg.blas.dtrmm(1.0, factor, right, side=0, lower=1, trans_a=1)
+    else:
+        m = scipy.linalg.blas.dgemm(1.0, factor, scipy.linalg.blas.dgemm(1.0, sigma2, factor), trans_a=1)
+    # Symmetric up to round-off (as Σ₂ is, to the last bit or nearly): its lower triangle is read.
+    lam = scipy.linalg.eigvalsh(m, lower=True, check_finite=False, driver="evd")
     return float(np.sqrt(np.clip(lam, 0.0, None)).sum())
 
 

@@ -25,7 +25,9 @@ the kernel values and their sums are float64 (on Inception-like features the res
 about 1e-7 relative of all-float64 arithmetic, which ``products="float64"`` gives). Each subset
 stacks its generated and real rows into one matrix Z and takes Z Zᵀ by one symmetric rank-k
 update (BLAS ``syrk``, the upper triangle: both within-set kernels and the cross kernel for two
-thirds of the work of three products).
+thirds of the work of three products); the kernel values are formed and summed over exactly that
+triangle, a cache-sized strip of rows at a time, in buffers every subset reuses. On a GPU it is
+one product Z Zᵀ and whole-block sums.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ TORCH_FIDELITY_SEED = 2020
 
 
 PRODUCTS = {"float32": torch.float32, "float64": torch.float64}
-ROWS_PER_CHUNK = 256  # kernel values are formed and summed a cache-sized strip of rows at a time
+ROWS_PER_STRIP = 64  # kernel values are formed and summed a strip of rows at a time, in the L2 cache
 
 
 def _as_rows(features: np.ndarray | torch.Tensor, name: str, dtype: torch.dtype) -> torch.Tensor:
@@ -75,61 +77,68 @@ def _check_options(subsets: int, subset_size: int, degree: int, gamma: float | N
         raise ValueError(f"KID products must be one of {', '.join(PRODUCTS)}; got {products!r}")
 
 
-def _gram_upper(z: torch.Tensor | np.ndarray, gamma: float, out: np.ndarray | None = None) -> torch.Tensor | np.ndarray:
-    """γ·Z Zᵀ with its strict lower triangle zero (C-contiguous), in Z's dtype: from BLAS ``syrk``
-    for a numpy array (the CPU), from a matrix product on Z's device for a tensor.
+class _CpuSubsets:
+    """The CPU's working memory for one KID computation, allocated once and reused by every
+    subset (fresh 16 MB arrays per subset cost their page faults each time): the stacked rows Z,
+    the Gram matrix's upper triangle, and two float64 strips for the kernel values."""
 
-    ``out`` (CPU): a Fortran-ordered zero matrix of the right size and dtype, or one this function
-    returned before: ``syrk`` writes only its lower triangle, so the rest stays zero and the next
-    subset reuses it without allocating or clearing."""
-    if isinstance(z, torch.Tensor):
-        return torch.triu(z @ z.T).mul_(gamma)
-    syrk = scipy.linalg.blas.ssyrk if z.dtype == np.float32 else scipy.linalg.blas.dsyrk
-    lower = np.zeros((len(z), len(z)), dtype=z.dtype, order="F") if out is None else out.T
-    # z.T is Fortran-ordered [D, 2m] without a copy; trans=1 gives its transpose times itself, Z Zᵀ,
-    # whose lower triangle (Fortran order) read transposed is the upper one in C order.
-    return syrk(gamma, z.T, trans=1, lower=1, c=lower, overwrite_c=True).T
+    def __init__(self, m: int, d: int, dtype: np.dtype) -> None:
+        self.stack = np.empty((2 * m, d), dtype=dtype)
+        # Fortran order: syrk fills the lower triangle of this, read transposed as the upper one in
+        # C order; the strict lower part of that stays zero and is never read.
+        self._lower = np.zeros((2 * m, 2 * m), dtype=dtype, order="F")
+        self._kernel = np.empty((ROWS_PER_STRIP, 2 * m))
+        self._square = np.empty((ROWS_PER_STRIP, 2 * m))
+
+    def gram_upper(self, gamma: float) -> np.ndarray:
+        """γ·Z Zᵀ's upper triangle (C order) by one symmetric rank-k update (BLAS ``syrk``): Zᵀ is
+        Fortran-ordered [D, 2m] without a copy, and trans=1 takes its transpose times itself."""
+        syrk = scipy.linalg.blas.ssyrk if self.stack.dtype == np.float32 else scipy.linalg.blas.dsyrk
+        return syrk(gamma, self.stack.T, trans=1, lower=1, c=self._lower, overwrite_c=True).T
+
+    def kernel_sum(self, gram: np.ndarray, degree: int, coef0: float) -> float:
+        """Σ (g + coef0)^degree over a block of the Gram matrix, float64, a strip of rows at a time."""
+        total = 0.0
+        for start in range(0, len(gram), ROWS_PER_STRIP):
+            rows = gram[start : start + ROWS_PER_STRIP]
+            kernel = self._kernel[: len(rows), : rows.shape[1]]
+            np.add(rows, coef0, out=kernel)
+            if degree == 3:  # numpy's power has no fast path for cubes
+                square = self._square[: len(rows), : rows.shape[1]]
+                np.multiply(np.square(kernel, out=square), kernel, out=kernel)
+            else:
+                np.power(kernel, degree, out=kernel)
+            total += float(kernel.sum())
+        return total
+
+    def triangle_sum(self, gram: np.ndarray, degree: int, coef0: float) -> float:
+        """Σ (g + coef0)^degree over the upper triangle (diagonal included) of a square block:
+        each strip from its first diagonal column on, less the strip's zeros below the diagonal,
+        each of which the kernel made coef0^degree."""
+        total = 0.0
+        for start in range(0, len(gram), ROWS_PER_STRIP):
+            strip = gram[start : start + ROWS_PER_STRIP, start:]
+            rows = len(strip)
+            total += self.kernel_sum(strip, degree, coef0) - rows * (rows - 1) / 2 * float(coef0) ** degree
+        return total
 
 
-def _kernel_sums(upper: torch.Tensor | np.ndarray, m: int, degree: int, coef0: float) -> tuple[float, float, float, float]:
-    """Sums of (g + coef0)^degree over the blocks of the Gram matrix's upper triangle: generated ×
-    generated, real × real, generated × real, and the diagonal; float64.
-
-    On the CPU in numpy, a strip of ``ROWS_PER_CHUNK`` rows at a time into one float64 buffer
-    (single-threaded, so no thread waits on a busy machine); elsewhere in torch, whole blocks."""
-    if isinstance(upper, torch.Tensor):
-        kernel = upper.to(torch.float64).add_(coef0).pow_(degree)
-        sums = (kernel[:m, :m].sum(), kernel[m:, m:].sum(), kernel[:m, m:].sum(), kernel.diagonal().sum())
-        return tuple(float(v) for v in sums)
-    buffer = np.empty((ROWS_PER_CHUNK, upper.shape[1]), dtype=np.float64)
-
-    def strip_sums(rows: np.ndarray, split: int) -> tuple[float, float]:
-        kernel = buffer[: len(rows), : rows.shape[1]]
-        np.add(rows, coef0, out=kernel)
-        if degree == 3:  # numpy's power has no fast path for cubes
-            np.multiply(np.square(kernel), kernel, out=kernel)
-        else:
-            np.power(kernel, degree, out=kernel)
-        return float(kernel[:, :split].sum()), float(kernel[:, split:].sum())
-
-    xx = yy = xy = 0.0
-    for start in range(0, m, ROWS_PER_CHUNK):
-        left, right = strip_sums(upper[start : min(start + ROWS_PER_CHUNK, m)], m)
-        xx, xy = xx + left, xy + right
-    for start in range(m, 2 * m, ROWS_PER_CHUNK):
-        yy += strip_sums(upper[start : min(start + ROWS_PER_CHUNK, 2 * m), m:], m)[0]
-    diagonal = float(((np.diagonal(upper).astype(np.float64) + coef0) ** degree).sum())
-    return xx, yy, xy, diagonal
+def _mmd2_cpu(work: _CpuSubsets, gamma: float, m: int, degree: int, coef0: float) -> float:
+    """The unbiased MMD² of the stack's first ``m`` rows (generated) against its last ``m`` (real)."""
+    gram = work.gram_upper(gamma)
+    within = (
+        work.triangle_sum(gram[:m, :m], degree, coef0) + work.triangle_sum(gram[m:, m:], degree, coef0)
+        - float(((np.diagonal(gram).astype(np.float64) + coef0) ** degree).sum())
+    )
+    cross = work.kernel_sum(gram[:m, m:], degree, coef0)
+    return 2 * within / (m * (m - 1)) - 2.0 * cross / (m * m)
 
 
-def _mmd2_of_stack(upper: torch.Tensor | np.ndarray, m: int, degree: int, coef0: float) -> float:
-    """The unbiased MMD² of the first ``m`` rows (generated) against the last ``m`` (real) from
-    their Gram matrix's upper triangle. The zeros below the diagonal each become coef0^degree
-    under the kernel, a known amount taken off the within-set sums."""
-    xx, yy, xy, diagonal = _kernel_sums(upper, m, degree, coef0)
-    below = m * (m - 1) / 2 * float(coef0) ** degree
-    off_diagonal = 2 * (xx + yy - diagonal - 2 * below)
-    return off_diagonal / (m * (m - 1)) - 2.0 * xy / (m * m)
+def _mmd2_torch(z: torch.Tensor, gamma: float, m: int, degree: int, coef0: float) -> float:
+    """The same from stacked rows on a torch device: one product, kernel values in float64."""
+    kernel = (z @ z.T).to(torch.float64).mul_(gamma).add_(coef0).pow_(degree)
+    within = kernel[:m, :m].sum() + kernel[m:, m:].sum() - kernel.diagonal().sum()
+    return float(within / (m * (m - 1)) - 2.0 * kernel[:m, m:].sum() / (m * m))
 
 
 def kernel_inception_distance(
@@ -166,20 +175,22 @@ def kernel_inception_distance(
             f"{min(n_real, n_fake)} (lower it or use more samples / reference features)"
         )
     dev = torch.device(device or "cpu")
-    if dev.type == "cpu":  # numpy and BLAS only: no torch threads waiting between the calls
-        x_real, x_fake = x_real.numpy(), x_fake.numpy()
-        stack = lambda generated, reals: np.concatenate([x_fake[generated], x_real[reals]])  # noqa: E731
-    else:
-        x_real, x_fake = x_real.to(dev), x_fake.to(dev)
-        stack = lambda generated, reals: torch.cat([x_fake[torch.from_numpy(generated).to(dev)],  # noqa: E731
-                                                    x_real[torch.from_numpy(reals).to(dev)]])
     gamma = 1.0 / x_real.shape[1] if gamma is None else gamma
     rng = np.random.RandomState(seed)
     mmds = np.zeros(subsets)
-    gram = None
+    if dev.type == "cpu":  # numpy and BLAS only: no torch threads waiting between the calls
+        x_real, x_fake = x_real.numpy(), x_fake.numpy()
+        work = _CpuSubsets(subset_size, x_real.shape[1], x_real.dtype)
+    else:
+        x_real, x_fake = x_real.to(dev), x_fake.to(dev)
     for i in range(subsets):
         generated = rng.choice(n_fake, subset_size, replace=False)
         reals = rng.choice(n_real, subset_size, replace=False)
-        gram = _gram_upper(stack(generated, reals), gamma, out=gram if dev.type == "cpu" else None)
-        mmds[i] = _mmd2_of_stack(gram, subset_size, degree, coef0)
+        if dev.type == "cpu":
+            np.take(x_fake, generated, axis=0, out=work.stack[:subset_size])
+            np.take(x_real, reals, axis=0, out=work.stack[subset_size:])
+            mmds[i] = _mmd2_cpu(work, gamma, subset_size, degree, coef0)
+        else:
+            z = torch.cat([x_fake[torch.from_numpy(generated).to(dev)], x_real[torch.from_numpy(reals).to(dev)]])
+            mmds[i] = _mmd2_torch(z, gamma, subset_size, degree, coef0)
     return float(np.mean(mmds)), float(np.std(mmds))
