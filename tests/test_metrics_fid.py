@@ -98,12 +98,14 @@ def test_eigh_takes_the_cholesky_factor_and_falls_back_to_the_symmetric_root_whe
     assert fid_module._trace_sqrt_eigh(s1, s2) == pytest.approx(_symmetric_root_trace(s1, s2), rel=rel)
 
 
-def test_covariance_uses_unbiased_normaliser():
-    x = np.random.default_rng(5).standard_normal((50, 7))
+@pytest.mark.parametrize("dim", [7, 150])  # 150: the scatter is mirrored in 64 × 64 tiles, the last partial
+def test_covariance_uses_unbiased_normaliser(dim):
+    x = np.random.default_rng(5).standard_normal((200, dim)) + 3.0
     mu, sigma = feature_statistics(x)
     assert mu.dtype == np.float64 and sigma.dtype == np.float64
     np.testing.assert_allclose(mu, x.mean(axis=0), rtol=1e-13)
-    np.testing.assert_allclose(sigma, np.cov(x, rowvar=False, ddof=1), rtol=1e-12)
+    np.testing.assert_allclose(sigma, np.cov(x, rowvar=False, ddof=1), rtol=1e-12, atol=1e-14)
+    assert np.array_equal(sigma, sigma.T)
     assert not np.allclose(sigma, np.cov(x, rowvar=False, ddof=0), rtol=1e-3)
 
 
